@@ -1,0 +1,511 @@
+//! Endpoints and the regions they export.
+//!
+//! An [`Endpoint`] listens at its address; each import is one connection, served by its own
+//! thread, that lives exactly as long as the import. So the exporter learns that an importer
+//! died when its connection ends, and revoking an export is closing its connections.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{shutdown, Shutdown};
+
+use crate::access::{PeerIdentity, Permissions};
+use crate::addr::{ExportId, NodeAddr};
+use crate::counters;
+use crate::error::{Error, Result};
+use crate::notify::Notifier;
+use crate::serve::{self, End, Wire};
+use crate::span::Span;
+use crate::sys::Region;
+use crate::{shm, tcp};
+
+/// How long a connecting peer has to send its import request.
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere must not make the endpoint unusable; the data under these locks stays
+    // consistent at every await-free step.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The listening socket of an endpoint.
+pub(crate) enum Listener {
+    Unix(std::os::unix::net::UnixListener),
+    Tcp(std::net::TcpListener),
+}
+
+impl Listener {
+    fn fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Listener::Unix(l) => l.as_fd(),
+            Listener::Tcp(l) => l.as_fd(),
+        }
+    }
+}
+
+/// State shared by an endpoint, its exports and its connection threads.
+pub(crate) struct EndpointInner {
+    addr: NodeAddr,
+    exports: Mutex<HashMap<ExportId, Arc<ExportShared>>>,
+    next_id: AtomicU32,
+    stop: Notifier,
+}
+
+impl EndpointInner {
+    pub(crate) fn lookup(&self, id: ExportId) -> Option<Arc<ExportShared>> {
+        lock(&self.exports).get(&id).cloned()
+    }
+
+    pub(crate) fn addr(&self) -> &NodeAddr {
+        &self.addr
+    }
+}
+
+/// A VMMC endpoint: the address other processes import this process's regions from.
+///
+/// ```
+/// use vmmc_nic::{Endpoint, Import, Access, Notify, Permissions};
+/// let ep = Endpoint::bind(&"tcp:127.0.0.1:0".parse().unwrap()).unwrap();
+/// let export = ep.export(4096, Permissions::open()).unwrap();
+/// let import = Import::open(ep.addr(), export.id(), Access::ALL).unwrap();
+/// import.write_at(100, b"hello", Notify::Yes).unwrap();
+/// export.wait(std::time::Duration::from_secs(5)).unwrap();
+/// let mut got = [0; 5];
+/// export.read_at(100, &mut got).unwrap();
+/// assert_eq!(&got, b"hello");
+/// ```
+pub struct Endpoint {
+    inner: Arc<EndpointInner>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("addr", &self.inner.addr)
+            .finish()
+    }
+}
+
+impl Endpoint {
+    /// Starts listening at `addr`. For `tcp:` port 0 picks a free port; [`Endpoint::addr`]
+    /// tells which.
+    pub fn bind(addr: &NodeAddr) -> Result<Endpoint> {
+        let (listener, local) = match addr {
+            NodeAddr::Shm(name) => shm::listen(name)?,
+            NodeAddr::Tcp(t) => tcp::listen(t)?,
+        };
+        let inner = Arc::new(EndpointInner {
+            addr: local,
+            exports: Mutex::new(HashMap::new()),
+            next_id: AtomicU32::new(1),
+            stop: Notifier::new().map_err(Error::io("creating the endpoint's stop event"))?,
+        });
+        let acceptor = {
+            let inner = inner.clone();
+            std::thread::Builder::new()
+                .name("vmmc-accept".into())
+                .spawn(move || accept_loop(inner, listener))
+                .map_err(Error::io("starting the accept thread"))?
+        };
+        Ok(Endpoint {
+            inner,
+            acceptor: Some(acceptor),
+        })
+    }
+
+    /// The address peers import from (with the real port for `tcp:...:0`).
+    pub fn addr(&self) -> &NodeAddr {
+        &self.inner.addr
+    }
+
+    /// Exports a fresh zeroed region of `len` bytes with the given permissions.
+    pub fn export(&self, len: u64, permissions: Permissions) -> Result<Export> {
+        let region = Region::create(len)?;
+        let notifier = Notifier::new().map_err(Error::io("creating the notification eventfd"))?;
+        let raw = self
+            .inner
+            .next_id
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1))
+            .map_err(|_| Error::BadExportId("(export ids exhausted)".into()))?;
+        let id = ExportId::new(raw).ok_or_else(|| Error::BadExportId(raw.to_string()))?;
+        let shared = Arc::new(ExportShared {
+            id,
+            region,
+            permissions,
+            notifier,
+            live: AtomicUsize::new(0),
+            departed: AtomicU64::new(0),
+            seen_departed: AtomicU64::new(0),
+            conns: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(0),
+            revoked: AtomicBool::new(false),
+        });
+        lock(&self.inner.exports).insert(id, shared.clone());
+        Ok(Export {
+            shared,
+            endpoint: self.inner.clone(),
+        })
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        self.inner.stop.signal();
+        if let Some(t) = self.acceptor.take() {
+            let _ = t.join();
+        }
+        let exports: Vec<_> = lock(&self.inner.exports).drain().map(|(_, e)| e).collect();
+        for e in exports {
+            e.revoke();
+        }
+    }
+}
+
+fn accept_loop(inner: Arc<EndpointInner>, listener: Listener) {
+    loop {
+        let mut fds = [
+            PollFd::new(listener.fd(), PollFlags::POLLIN),
+            PollFd::new(inner.stop.fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                tracing::error!(
+                    "vmmc endpoint {}: poll failed, no longer accepting: {e}",
+                    inner.addr
+                );
+                return;
+            }
+        }
+        if fds[1].any().unwrap_or(true) {
+            return;
+        }
+        let spawned = match &listener {
+            Listener::Unix(l) => match l.accept() {
+                Ok((s, _)) => spawn_conn(&inner, move |inner| shm::handle(inner, s)),
+                Err(e) => {
+                    accept_error(&inner, e);
+                    continue;
+                }
+            },
+            Listener::Tcp(l) => match l.accept() {
+                Ok((s, peer)) => spawn_conn(&inner, move |inner| tcp::handle(inner, s, peer)),
+                Err(e) => {
+                    accept_error(&inner, e);
+                    continue;
+                }
+            },
+        };
+        if let Err(e) = spawned {
+            tracing::warn!(
+                "vmmc endpoint {}: cannot start a connection thread: {e}",
+                inner.addr
+            );
+        }
+    }
+}
+
+fn accept_error(inner: &EndpointInner, e: std::io::Error) {
+    if e.kind() != std::io::ErrorKind::WouldBlock && e.kind() != std::io::ErrorKind::Interrupted {
+        tracing::warn!("vmmc endpoint {}: accept failed: {e}", inner.addr);
+        // Out of descriptors, say: back off instead of spinning on a readable listener.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn spawn_conn(
+    inner: &Arc<EndpointInner>,
+    f: impl FnOnce(Arc<EndpointInner>) + Send + 'static,
+) -> std::io::Result<()> {
+    let inner = inner.clone();
+    std::thread::Builder::new()
+        .name("vmmc-conn".into())
+        .spawn(move || f(inner))
+        .map(drop)
+}
+
+/// Runs one import connection to its end: handshake, then serve (tcp) or wait for the close
+/// (shm), then record the departure.
+pub(crate) fn run_connection<W: Wire + AsFd>(inner: &EndpointInner, w: &mut W, peer: PeerIdentity) {
+    let lookup = |id| inner.lookup(id);
+    let (export, access) = match serve::handshake(w, &lookup, &peer) {
+        Ok(granted) => granted,
+        Err(end) => {
+            log_end(inner, &peer, None, &end);
+            return;
+        }
+    };
+    let Some(registration) = export.register(w.as_fd()) else {
+        // Revoked between the lookup and now.
+        return;
+    };
+    tracing::debug!(
+        "vmmc endpoint {}: {peer} imported {} for {access}",
+        inner.addr,
+        export.id
+    );
+    let end = serve::serve(w, &export, access);
+    log_end(inner, &peer, Some(export.id), &end);
+    drop(registration);
+}
+
+fn log_end(inner: &EndpointInner, peer: &PeerIdentity, id: Option<ExportId>, end: &End) {
+    let what = id.map(|i| format!(" (export {i})")).unwrap_or_default();
+    match end {
+        End::Closed => tracing::debug!("vmmc endpoint {}: {peer}{what} closed", inner.addr),
+        End::Refused(r) => tracing::info!("vmmc endpoint {}: refused {peer}: {r:?}", inner.addr),
+        End::Violation(why) => {
+            tracing::warn!(
+                "vmmc endpoint {}: dropping {peer}{what}: protocol violation: {why}",
+                inner.addr
+            )
+        }
+        End::Io(e) => tracing::debug!(
+            "vmmc endpoint {}: {peer}{what} connection ended: {e}",
+            inner.addr
+        ),
+    }
+}
+
+/// An export as the endpoint's threads see it.
+#[derive(Debug)]
+pub(crate) struct ExportShared {
+    id: ExportId,
+    region: Region,
+    permissions: Permissions,
+    notifier: Notifier,
+    live: AtomicUsize,
+    departed: AtomicU64,
+    seen_departed: AtomicU64,
+    conns: Mutex<HashMap<u64, OwnedFd>>,
+    next_conn: AtomicU64,
+    revoked: AtomicBool,
+}
+
+impl ExportShared {
+    /// A stand-alone export for the fuzz harness: anonymous memory, no endpoint.
+    pub(crate) fn detached(
+        id: ExportId,
+        len: u64,
+        permissions: Permissions,
+    ) -> Result<ExportShared> {
+        Ok(ExportShared {
+            id,
+            region: Region::anonymous(len)?,
+            permissions,
+            notifier: Notifier::new().map_err(Error::io("creating an eventfd"))?,
+            live: AtomicUsize::new(0),
+            departed: AtomicU64::new(0),
+            seen_departed: AtomicU64::new(0),
+            conns: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(0),
+            revoked: AtomicBool::new(false),
+        })
+    }
+
+    pub(crate) fn region(&self) -> &Region {
+        &self.region
+    }
+
+    pub(crate) fn notifier(&self) -> &Notifier {
+        &self.notifier
+    }
+
+    pub(crate) fn permissions(&self) -> &Permissions {
+        &self.permissions
+    }
+
+    /// Records a live importer; the returned guard records its departure when dropped.
+    fn register(self: &Arc<Self>, conn: BorrowedFd<'_>) -> Option<Registration> {
+        let dup = conn.try_clone_to_owned().ok()?;
+        let key = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut conns = lock(&self.conns);
+            if self.revoked.load(Ordering::Acquire) {
+                let _ = shutdown(dup.as_raw_fd(), Shutdown::Both);
+                return None;
+            }
+            conns.insert(key, dup);
+        }
+        self.live.fetch_add(1, Ordering::AcqRel);
+        Some(Registration {
+            export: self.clone(),
+            key,
+        })
+    }
+
+    /// Closes every import connection; importers see the export as gone.
+    fn revoke(&self) {
+        let conns: Vec<OwnedFd> = {
+            let mut c = lock(&self.conns);
+            self.revoked.store(true, Ordering::Release);
+            c.drain().map(|(_, fd)| fd).collect()
+        };
+        for fd in conns {
+            let _ = shutdown(fd.as_raw_fd(), Shutdown::Both);
+        }
+    }
+}
+
+struct Registration {
+    export: Arc<ExportShared>,
+    key: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        lock(&self.export.conns).remove(&self.key);
+        self.export.live.fetch_sub(1, Ordering::AcqRel);
+        self.export.departed.fetch_add(1, Ordering::AcqRel);
+        self.export.notifier.signal();
+    }
+}
+
+/// What woke a waiter on an export.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// A deposit that asked for a notification has landed.
+    Notified,
+    /// An importer went away (exited, dropped its import, or was cut off for a violation).
+    ImporterLeft,
+}
+
+/// A region this process exports. Dropping it revokes every import of it.
+pub struct Export {
+    shared: Arc<ExportShared>,
+    endpoint: Arc<EndpointInner>,
+}
+
+impl std::fmt::Debug for Export {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Export")
+            .field("endpoint", &self.endpoint.addr)
+            .field("id", &self.shared.id)
+            .field("len", &self.shared.region.len())
+            .finish()
+    }
+}
+
+impl Export {
+    /// The id importers name this export by.
+    pub fn id(&self) -> ExportId {
+        self.shared.id
+    }
+
+    /// The region's size in bytes.
+    pub fn len(&self) -> u64 {
+        self.shared.region.len()
+    }
+
+    /// Always false: regions have at least one byte. Present because `len` is.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The endpoint address importers use.
+    pub fn addr(&self) -> &NodeAddr {
+        &self.endpoint.addr
+    }
+
+    /// Importers connected right now.
+    pub fn importers(&self) -> usize {
+        self.shared.live.load(Ordering::Acquire)
+    }
+
+    /// Copies `data` into the region locally.
+    pub fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
+        let span = Span::new(self.len(), offset, data.len() as u64)?;
+        self.shared.region.copy_in(span, data);
+        counters::add_copied(data.len());
+        Ok(())
+    }
+
+    /// Copies bytes out of the region locally.
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let span = Span::new(self.len(), offset, buf.len() as u64)?;
+        self.shared.region.copy_out(span, buf);
+        counters::add_copied(buf.len());
+        Ok(())
+    }
+
+    /// Reads an 8-byte control word with acquire ordering: deposits made before the peer
+    /// stored this word are visible after it is read.
+    pub fn load_u64(&self, offset: u64) -> Result<u64> {
+        Ok(self.shared.region.load_u64(Span::word(self.len(), offset)?))
+    }
+
+    /// Stores an 8-byte control word with release ordering.
+    pub fn store_u64(&self, offset: u64, value: u64) -> Result<()> {
+        self.shared
+            .region
+            .store_u64(Span::word(self.len(), offset)?, value);
+        Ok(())
+    }
+
+    /// Blocks until a notifying deposit lands or an importer leaves, at most `timeout`.
+    pub fn wait(&self, timeout: Duration) -> Result<Wake> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(w) = self.try_wait() {
+                return Ok(w);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::Timeout(timeout));
+            }
+            crate::notify::wait_readable(self.shared.notifier.fd(), left)
+                .map_err(Error::io("waiting for a notification"))?;
+        }
+    }
+
+    /// Takes a pending wake-up without blocking.
+    pub fn try_wait(&self) -> Option<Wake> {
+        let s = &self.shared;
+        let departed = s.departed.load(Ordering::Acquire);
+        let seen = s.seen_departed.load(Ordering::Acquire);
+        let signals = s.notifier.take();
+        let new_departures = departed.saturating_sub(seen);
+        // Notifications and departures share one eventfd counter; whatever exceeds the
+        // departures is notifications. A notification is reported first and the departure
+        // stays pending for the next call, so neither is lost.
+        if signals > new_departures {
+            if new_departures > 0 {
+                s.notifier.signal();
+            }
+            return Some(Wake::Notified);
+        }
+        if new_departures > 0 {
+            s.seen_departed.store(seen + 1, Ordering::Release);
+            if new_departures > 1 {
+                s.notifier.signal();
+            }
+            return Some(Wake::ImporterLeft);
+        }
+        None
+    }
+
+    /// The eventfd that becomes readable when [`Export::wait`] would return: put it in a
+    /// poll set, then call [`Export::try_wait`].
+    pub fn notify_fd(&self) -> BorrowedFd<'_> {
+        self.shared.notifier.fd()
+    }
+
+    /// Who may import this export, and for what.
+    pub fn permissions(&self) -> &Permissions {
+        &self.shared.permissions
+    }
+}
+
+impl Drop for Export {
+    fn drop(&mut self) {
+        lock(&self.endpoint.exports).remove(&self.shared.id);
+        self.shared.revoke();
+    }
+}

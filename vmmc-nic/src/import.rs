@@ -1,0 +1,271 @@
+//! Importing a peer's region, and the remote operations on it.
+
+use std::io::IoSlice;
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::access::Access;
+use crate::addr::{ExportId, NodeAddr};
+use crate::counters;
+use crate::error::{Error, Result};
+use crate::shm::{self, ShmImport};
+use crate::span::Span;
+use crate::tcp::{self, TcpImport};
+use crate::watch::Watcher;
+use crate::wire::{Frame, Refusal};
+
+/// How long an import may take, and how long any later transfer may block, unless set.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether a deposit wakes the exporter's waiters once it has landed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Notify {
+    /// Land silently; the receiver polls.
+    No,
+    /// Land, then notify the receiver.
+    Yes,
+}
+
+pub(crate) fn refusal_error(reason: Refusal, peer: &str, id: ExportId, access: Access) -> Error {
+    match reason {
+        Refusal::NoSuchExport => Error::NoSuchExport {
+            addr: peer.to_owned(),
+            id,
+        },
+        Refusal::PermissionDenied => Error::PermissionDenied {
+            addr: peer.to_owned(),
+            id,
+            access,
+        },
+        Refusal::Closing => Error::PeerGone(peer.to_owned()),
+    }
+}
+
+#[derive(Debug)]
+enum Backend {
+    Shm(ShmImport),
+    Tcp(TcpImport),
+}
+
+/// A peer's exported region, imported into this process.
+///
+/// All operations are thread-safe. Once the exporter is gone, every operation fails with
+/// [`Error::PeerGone`].
+#[derive(Debug)]
+pub struct Import {
+    // Field order matters: the watcher stops (and closes the connection) before the mapping
+    // goes away.
+    _watcher: Watcher,
+    backend: Backend,
+    alive: Arc<AtomicBool>,
+    peer: NodeAddr,
+    id: ExportId,
+    access: Access,
+    len: u64,
+}
+
+impl Import {
+    /// Imports export `id` of the endpoint at `addr`, asking for `access`, with
+    /// [`DEFAULT_TIMEOUT`].
+    pub fn open(addr: &NodeAddr, id: ExportId, access: Access) -> Result<Import> {
+        Import::open_timeout(addr, id, access, DEFAULT_TIMEOUT)
+    }
+
+    /// As [`Import::open`], with a timeout for the import and for every later transfer that
+    /// can block (tcp backend).
+    pub fn open_timeout(
+        addr: &NodeAddr,
+        id: ExportId,
+        access: Access,
+        timeout: Duration,
+    ) -> Result<Import> {
+        let timeout = timeout.max(Duration::from_millis(1));
+        let alive = Arc::new(AtomicBool::new(true));
+        let (backend, len) = match addr {
+            NodeAddr::Shm(name) => {
+                let (s, len) = shm::open(name, id, access, timeout)?;
+                (Backend::Shm(s), len)
+            }
+            NodeAddr::Tcp(t) => {
+                let (t, len) = tcp::open(t, id, access, timeout)?;
+                (Backend::Tcp(t), len)
+            }
+        };
+        let fd = match &backend {
+            Backend::Shm(s) => s.conn.as_fd(),
+            Backend::Tcp(t) => t.fd(),
+        };
+        let watcher = Watcher::spawn(fd, alive.clone())
+            .map_err(Error::io("starting the liveness watcher"))?;
+        Ok(Import {
+            _watcher: watcher,
+            backend,
+            alive,
+            peer: addr.clone(),
+            id,
+            access,
+            len,
+        })
+    }
+
+    /// The region's size in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Always false: regions have at least one byte. Present because `len` is.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The rights this import was granted.
+    pub fn access(&self) -> Access {
+        self.access
+    }
+
+    /// The exporter's address.
+    pub fn peer(&self) -> &NodeAddr {
+        &self.peer
+    }
+
+    /// The export's id.
+    pub fn export_id(&self) -> ExportId {
+        self.id
+    }
+
+    /// Whether the exporter is still there, as far as this process has seen.
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
+    }
+
+    fn ready(&self, needed: Access) -> Result<()> {
+        if !self.access.contains(needed) {
+            return Err(Error::NotImported {
+                needed,
+                have: self.access,
+            });
+        }
+        if !self.is_alive() {
+            return Err(Error::PeerGone(self.peer.to_string()));
+        }
+        Ok(())
+    }
+
+    fn failed(&self, e: Error) -> Error {
+        if matches!(
+            e,
+            Error::PeerGone(_) | Error::Protocol { .. } | Error::Timeout(_)
+        ) {
+            self.alive.store(false, Ordering::Release);
+        }
+        e
+    }
+
+    /// Deposits `data` at `offset` of the remote region ("deliberate update").
+    ///
+    /// On shm this is one copy by this process straight into the exporter's memory; on tcp one
+    /// frame whose payload the exporter receives in place. An empty `data` with
+    /// [`Notify::Yes`] is a bare notification.
+    pub fn write_at(&self, offset: u64, data: &[u8], notify: Notify) -> Result<()> {
+        self.write_vectored_at(offset, &[IoSlice::new(data)], notify)
+    }
+
+    /// Deposits the concatenation of `bufs` at `offset`, as one transfer.
+    pub fn write_vectored_at(
+        &self,
+        offset: u64,
+        bufs: &[IoSlice<'_>],
+        notify: Notify,
+    ) -> Result<()> {
+        self.ready(Access::DEPOSIT)?;
+        let total: u64 = bufs.iter().map(|b| b.len() as u64).sum();
+        let span = Span::new(self.len, offset, total)?;
+        match &self.backend {
+            Backend::Shm(s) => {
+                let mut at = offset;
+                for b in bufs.iter().filter(|b| !b.is_empty()) {
+                    s.region
+                        .copy_in(Span::new(self.len, at, b.len() as u64)?, b);
+                    at += b.len() as u64;
+                }
+                counters::add_copied(span.len());
+                if notify == Notify::Yes {
+                    s.notifier.signal();
+                }
+            }
+            Backend::Tcp(t) => {
+                let frame = Frame::Deposit {
+                    offset,
+                    len: total,
+                    notify: notify == Notify::Yes,
+                };
+                t.send(&frame, bufs).map_err(|e| self.failed(e))?;
+            }
+        }
+        counters::add_deposited(span.len());
+        if notify == Notify::Yes {
+            counters::add_notification();
+        }
+        Ok(())
+    }
+
+    /// Stores an 8-byte control word at an aligned `offset` with release ordering: the
+    /// exporter that reads it with [`crate::Export::load_u64`] also sees every deposit made
+    /// before it. This is how a ring publishes its write index.
+    pub fn store_u64(&self, offset: u64, value: u64, notify: Notify) -> Result<()> {
+        self.ready(Access::DEPOSIT)?;
+        let span = Span::word(self.len, offset)?;
+        match &self.backend {
+            Backend::Shm(s) => {
+                s.region.store_u64(span, value);
+                if notify == Notify::Yes {
+                    s.notifier.signal();
+                }
+            }
+            Backend::Tcp(t) => {
+                let frame = Frame::StoreWord {
+                    offset,
+                    value,
+                    notify: notify == Notify::Yes,
+                };
+                t.send(&frame, &[]).map_err(|e| self.failed(e))?;
+            }
+        }
+        counters::add_word();
+        if notify == Notify::Yes {
+            counters::add_notification();
+        }
+        Ok(())
+    }
+
+    /// Fetches `buf.len()` bytes from `offset` of the remote region (remote read).
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.ready(Access::FETCH)?;
+        let span = Span::new(self.len, offset, buf.len() as u64)?;
+        match &self.backend {
+            Backend::Shm(s) => {
+                s.region.copy_out(span, buf);
+                counters::add_copied(buf.len());
+            }
+            Backend::Tcp(t) => t.fetch(offset, buf).map_err(|e| self.failed(e))?,
+        }
+        counters::add_fetched(buf.len());
+        Ok(())
+    }
+
+    /// Fetches an 8-byte control word with acquire ordering.
+    pub fn load_u64(&self, offset: u64) -> Result<u64> {
+        self.ready(Access::FETCH)?;
+        let span = Span::word(self.len, offset)?;
+        match &self.backend {
+            Backend::Shm(s) => Ok(s.region.load_u64(span)),
+            Backend::Tcp(t) => {
+                let mut b = [0u8; 8];
+                t.fetch(offset, &mut b).map_err(|e| self.failed(e))?;
+                Ok(u64::from_ne_bytes(b))
+            }
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! The exporter's side of one import connection, written once for both backends.
+//!
+//! Everything a peer sends passes [`Frame::parse`] and a [`Span`] check against the export
+//! before it touches memory; anything else ends that connection with a logged reason and
+//! nothing more.
+
+use std::io;
+use std::sync::Arc;
+
+use crate::access::{Access, PeerIdentity};
+use crate::addr::ExportId;
+use crate::export::ExportShared;
+use crate::span::Span;
+use crate::sys::Region;
+use crate::wire::{Frame, Refusal, FRAME_LEN};
+
+/// One connection's byte stream, as the exporter needs it.
+pub(crate) trait Wire {
+    /// The next frame header, or `None` at a clean end of stream between frames.
+    fn recv_frame(&mut self) -> io::Result<Option<[u8; FRAME_LEN]>>;
+    /// Receives a deposit's payload straight into the region.
+    fn recv_into(&mut self, region: &Region, span: Span) -> io::Result<()>;
+    /// Sends a header with no payload.
+    fn send_frame(&mut self, frame: &Frame) -> io::Result<()>;
+    /// Sends a header followed by bytes straight from the region.
+    fn send_from(&mut self, frame: &Frame, region: &Region, span: Span) -> io::Result<()>;
+    /// Sends the grant; on the shm backend the region and notifier descriptors ride along.
+    fn grant(&mut self, export: &ExportShared, access: Access) -> io::Result<()>;
+    /// Whether deposits and fetches travel on this connection (tcp) or through shared
+    /// memory (shm, where any frame after the grant is a violation).
+    fn carries_data(&self) -> bool;
+}
+
+/// How a connection ended.
+#[derive(Debug)]
+pub(crate) enum End {
+    /// The peer closed between frames.
+    Closed,
+    /// The import was refused; the peer was told why.
+    Refused(Refusal),
+    /// The peer broke the protocol.
+    Violation(String),
+    /// The connection failed.
+    Io(io::Error),
+}
+
+impl From<io::Error> for End {
+    fn from(e: io::Error) -> End {
+        End::Io(e)
+    }
+}
+
+/// Reads the import request and grants or refuses it.
+pub(crate) fn handshake<W: Wire>(
+    w: &mut W,
+    lookup: &dyn Fn(ExportId) -> Option<Arc<ExportShared>>,
+    peer: &PeerIdentity,
+) -> Result<(Arc<ExportShared>, Access), End> {
+    let hdr = w.recv_frame()?.ok_or(End::Closed)?;
+    let frame = Frame::parse(&hdr).map_err(|e| End::Violation(e.to_string()))?;
+    let Frame::ImportReq { export, access } = frame else {
+        return Err(End::Violation(format!(
+            "expected an import request, got {frame:?}"
+        )));
+    };
+    let refuse = |w: &mut W, reason| -> End {
+        match w.send_frame(&Frame::Refused { reason }) {
+            Ok(()) => End::Refused(reason),
+            Err(e) => End::Io(e),
+        }
+    };
+    let Some(exp) = lookup(export) else {
+        return Err(refuse(w, Refusal::NoSuchExport));
+    };
+    if !exp.permissions().permits(peer, access) {
+        return Err(refuse(w, Refusal::PermissionDenied));
+    }
+    w.grant(&exp, access)?;
+    Ok((exp, access))
+}
+
+/// Serves frames until the peer closes or misbehaves.
+pub(crate) fn serve<W: Wire>(w: &mut W, export: &ExportShared, access: Access) -> End {
+    match serve_inner(w, export, access) {
+        Ok(()) => End::Closed,
+        Err(end) => end,
+    }
+}
+
+fn serve_inner<W: Wire>(w: &mut W, export: &ExportShared, access: Access) -> Result<(), End> {
+    let region = export.region();
+    let need = |right: Access| {
+        if access.contains(right) {
+            Ok(())
+        } else {
+            Err(End::Violation(format!("{right} without {right} access")))
+        }
+    };
+    let span = |offset, len| {
+        Span::new(region.len(), offset, len).map_err(|e| End::Violation(e.to_string()))
+    };
+    loop {
+        let Some(hdr) = w.recv_frame()? else {
+            return Ok(());
+        };
+        let frame = Frame::parse(&hdr).map_err(|e| End::Violation(e.to_string()))?;
+        if !w.carries_data() {
+            return Err(End::Violation(format!(
+                "unexpected {frame:?} on a shm control connection"
+            )));
+        }
+        match frame {
+            Frame::Deposit {
+                offset,
+                len,
+                notify,
+            } => {
+                need(Access::DEPOSIT)?;
+                let s = span(offset, len)?;
+                w.recv_into(region, s)?;
+                if notify {
+                    export.notifier().signal();
+                }
+            }
+            Frame::StoreWord {
+                offset,
+                value,
+                notify,
+            } => {
+                need(Access::DEPOSIT)?;
+                let s =
+                    Span::word(region.len(), offset).map_err(|e| End::Violation(e.to_string()))?;
+                region.store_u64(s, value);
+                if notify {
+                    export.notifier().signal();
+                }
+            }
+            Frame::FetchReq { offset, len } => {
+                need(Access::FETCH)?;
+                let s = span(offset, len)?;
+                w.send_from(&Frame::FetchResp { len }, region, s)?;
+            }
+            other => {
+                return Err(End::Violation(format!(
+                    "unexpected {other:?} from an importer"
+                )))
+            }
+        }
+    }
+}

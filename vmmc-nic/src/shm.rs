@@ -1,0 +1,236 @@
+//! The one-host backend: regions are size-sealed memfds passed with `SCM_RIGHTS` over an
+//! abstract Unix socket, and a deposit is one `memcpy` by the sender.
+//!
+//! Nothing is named on disk or in `/dev/shm`: the control socket is abstract and the regions
+//! are memfds, so everything vanishes with the last process holding a descriptor.
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::socket::{getsockopt, sendmsg, sockopt, ControlMessage, MsgFlags};
+
+use crate::access::{Access, PeerIdentity};
+use crate::addr::{ExportId, NodeAddr, ShmName};
+use crate::error::{Error, Result};
+use crate::export::{run_connection, EndpointInner, ExportShared, Listener, HANDSHAKE_TIMEOUT};
+use crate::import::refusal_error;
+use crate::notify::RemoteNotifier;
+use crate::serve::Wire;
+use crate::span::Span;
+use crate::sys::{recv_with_fds, Region};
+use crate::wire::{Frame, FRAME_LEN};
+
+fn socket_addr(name: &ShmName) -> Result<SocketAddr> {
+    SocketAddr::from_abstract_name(name.socket_name())
+        .map_err(Error::io("forming the abstract socket name"))
+}
+
+pub(crate) fn listen(name: &ShmName) -> Result<(Listener, NodeAddr)> {
+    let addr = NodeAddr::Shm(name.clone());
+    let l = UnixListener::bind_addr(&socket_addr(name)?).map_err(|e| match e.kind() {
+        io::ErrorKind::AddrInUse => Error::AddrInUse(addr.to_string()),
+        _ => Error::Io {
+            context: "binding the shm control socket",
+            source: e,
+        },
+    })?;
+    l.set_nonblocking(true)
+        .map_err(Error::io("configuring the shm control socket"))?;
+    Ok((Listener::Unix(l), addr))
+}
+
+pub(crate) fn handle(inner: Arc<EndpointInner>, stream: UnixStream) {
+    let peer = match getsockopt(&stream, sockopt::PeerCredentials) {
+        Ok(c) => PeerIdentity::Local {
+            pid: c.pid(),
+            uid: c.uid(),
+            gid: c.gid(),
+        },
+        Err(e) => {
+            tracing::warn!("vmmc endpoint {}: no peer credentials: {e}", inner.addr());
+            return;
+        }
+    };
+    if stream.set_nonblocking(false).is_err()
+        || stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT)).is_err()
+    {
+        return;
+    }
+    let mut conn = ShmConn { stream };
+    run_connection(&inner, &mut conn, peer);
+}
+
+/// The exporter's end of a shm control connection.
+struct ShmConn {
+    stream: UnixStream,
+}
+
+impl AsFd for ShmConn {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.stream.as_fd()
+    }
+}
+
+pub(crate) fn read_frame(r: &mut impl Read) -> io::Result<Option<[u8; FRAME_LEN]>> {
+    let mut buf = [0u8; FRAME_LEN];
+    let mut got = 0;
+    while got < FRAME_LEN {
+        match r.read(&mut buf[got..]) {
+            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Some(buf))
+}
+
+impl Wire for ShmConn {
+    fn recv_frame(&mut self) -> io::Result<Option<[u8; FRAME_LEN]>> {
+        read_frame(&mut self.stream)
+    }
+
+    fn recv_into(&mut self, _: &Region, _: Span) -> io::Result<()> {
+        Err(io::Error::other("shm connections carry no data"))
+    }
+
+    fn send_frame(&mut self, frame: &Frame) -> io::Result<()> {
+        self.stream.write_all(&frame.emit())
+    }
+
+    fn send_from(&mut self, _: &Frame, _: &Region, _: Span) -> io::Result<()> {
+        Err(io::Error::other("shm connections carry no data"))
+    }
+
+    fn grant(&mut self, export: &ExportShared, access: Access) -> io::Result<()> {
+        let region = export.region();
+        let memfd = region
+            .fd()
+            .ok_or_else(|| io::Error::other("export has no memfd"))?;
+        // A fetch-only importer gets a read-only open of the memfd, so it cannot map it
+        // writable; deposit access needs a writable mapping (and, as with real DMA-able memory,
+        // lets the holder read too).
+        let region_fd: OwnedFd = if access.contains(Access::DEPOSIT) {
+            memfd.try_clone_to_owned()?
+        } else {
+            std::fs::File::open(format!("/proc/self/fd/{}", memfd.as_raw_fd()))?.into()
+        };
+        let event_fd = export.notifier().dup()?;
+        let bytes = Frame::ImportOk { len: region.len() }.emit();
+        let fds = [region_fd.as_raw_fd(), event_fd.as_raw_fd()];
+        let iov = [io::IoSlice::new(&bytes)];
+        let sent = loop {
+            match sendmsg::<()>(
+                self.stream.as_raw_fd(),
+                &iov,
+                &[ControlMessage::ScmRights(&fds)],
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            ) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                other => break other?,
+            }
+        };
+        if sent != bytes.len() {
+            return Err(io::Error::other("short send of the import grant"));
+        }
+        // From now on the importer never speaks; we block until it closes.
+        self.stream.set_read_timeout(None)
+    }
+
+    fn carries_data(&self) -> bool {
+        false
+    }
+}
+
+/// An importer's view of a shm export: the mapped region and the exporter's eventfd.
+#[derive(Debug)]
+pub(crate) struct ShmImport {
+    pub(crate) region: Region,
+    pub(crate) notifier: RemoteNotifier,
+    pub(crate) conn: UnixStream,
+}
+
+pub(crate) fn open(
+    name: &ShmName,
+    id: ExportId,
+    access: Access,
+    timeout: Duration,
+) -> Result<(ShmImport, u64)> {
+    let peer = NodeAddr::Shm(name.clone()).to_string();
+    let mut stream = UnixStream::connect_addr(&socket_addr(name)?).map_err(|e| match e.kind() {
+        io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound => {
+            Error::NoEndpoint(peer.clone())
+        }
+        _ => Error::Io {
+            context: "connecting to the shm endpoint",
+            source: e,
+        },
+    })?;
+    let io_err = |e: io::Error| match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::Timeout(timeout),
+        io::ErrorKind::UnexpectedEof
+        | io::ErrorKind::ConnectionReset
+        | io::ErrorKind::BrokenPipe => Error::PeerGone(peer.clone()),
+        _ => Error::Io {
+            context: "importing over the shm control socket",
+            source: e,
+        },
+    };
+    stream.set_read_timeout(Some(timeout)).map_err(io_err)?;
+    stream.set_write_timeout(Some(timeout)).map_err(io_err)?;
+    stream
+        .write_all(&Frame::ImportReq { export: id, access }.emit())
+        .map_err(io_err)?;
+    let mut buf = [0u8; FRAME_LEN];
+    let mut got = 0;
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    while got < FRAME_LEN {
+        let (n, mut more) = recv_with_fds(stream.as_fd(), &mut buf[got..]).map_err(io_err)?;
+        if n == 0 {
+            return Err(Error::PeerGone(peer));
+        }
+        got += n;
+        fds.append(&mut more);
+    }
+    let protocol = |why: String| Error::Protocol {
+        peer: peer.clone(),
+        why,
+    };
+    let frame = Frame::parse(&buf).map_err(|e| protocol(e.to_string()))?;
+    let len = match frame {
+        Frame::ImportOk { len } => len,
+        Frame::Refused { reason } => return Err(refusal_error(reason, &peer, id, access)),
+        other => {
+            return Err(protocol(format!(
+                "expected an import answer, got {other:?}"
+            )))
+        }
+    };
+    if fds.len() != 2 {
+        return Err(protocol(format!(
+            "the grant carried {} descriptors, expected 2",
+            fds.len()
+        )));
+    }
+    let event_fd = fds
+        .pop()
+        .ok_or_else(|| protocol("missing eventfd".into()))?;
+    let region_fd = fds.pop().ok_or_else(|| protocol("missing memfd".into()))?;
+    let region =
+        Region::adopt(region_fd, len, access.contains(Access::DEPOSIT)).map_err(protocol)?;
+    let notifier = RemoteNotifier::adopt(event_fd).map_err(protocol)?;
+    Ok((
+        ShmImport {
+            region,
+            notifier,
+            conn: stream,
+        },
+        len,
+    ))
+}

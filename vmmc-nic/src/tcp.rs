@@ -1,0 +1,250 @@
+//! The cross-host backend: one TCP connection per import, a deposit is one frame whose
+//! payload the exporter receives straight into the region, a fetch is a request and a
+//! response received straight into the caller's buffer.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::socket::{sendmsg, MsgFlags};
+
+use crate::access::{Access, PeerIdentity};
+use crate::addr::{ExportId, NodeAddr, TcpAddr};
+use crate::error::{Error, Result};
+use crate::export::{
+    lock, run_connection, EndpointInner, ExportShared, Listener, HANDSHAKE_TIMEOUT,
+};
+use crate::import::refusal_error;
+use crate::serve::Wire;
+use crate::shm::read_frame;
+use crate::span::{check_region_len, Span};
+use crate::sys::Region;
+use crate::wire::{Frame, FRAME_LEN};
+
+pub(crate) fn listen(addr: &TcpAddr) -> Result<(Listener, NodeAddr)> {
+    let addrs = addr.resolve()?;
+    let l = TcpListener::bind(&addrs[..]).map_err(|e| match e.kind() {
+        io::ErrorKind::AddrInUse => Error::AddrInUse(addr.to_string()),
+        _ => Error::Io {
+            context: "binding the tcp endpoint",
+            source: e,
+        },
+    })?;
+    l.set_nonblocking(true)
+        .map_err(Error::io("configuring the tcp listener"))?;
+    let local = l
+        .local_addr()
+        .map_err(Error::io("reading the bound address"))?;
+    Ok((Listener::Tcp(l), NodeAddr::Tcp(TcpAddr::from(local))))
+}
+
+pub(crate) fn handle(inner: Arc<EndpointInner>, stream: TcpStream, peer: SocketAddr) {
+    if stream.set_nonblocking(false).is_err()
+        || stream.set_nodelay(true).is_err()
+        || stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT)).is_err()
+    {
+        return;
+    }
+    let mut conn = TcpConn { stream };
+    run_connection(&inner, &mut conn, PeerIdentity::Remote(peer));
+}
+
+/// The exporter's end of a tcp import connection.
+struct TcpConn {
+    stream: TcpStream,
+}
+
+impl AsFd for TcpConn {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.stream.as_fd()
+    }
+}
+
+impl Wire for TcpConn {
+    fn recv_frame(&mut self) -> io::Result<Option<[u8; FRAME_LEN]>> {
+        read_frame(&mut self.stream)
+    }
+
+    fn recv_into(&mut self, region: &Region, span: Span) -> io::Result<()> {
+        region.recv_into(self.stream.as_fd(), span)
+    }
+
+    fn send_frame(&mut self, frame: &Frame) -> io::Result<()> {
+        self.stream.write_all(&frame.emit())
+    }
+
+    fn send_from(&mut self, frame: &Frame, region: &Region, span: Span) -> io::Result<()> {
+        region.send_from(self.stream.as_fd(), &frame.emit(), span)
+    }
+
+    fn grant(&mut self, export: &ExportShared, _: Access) -> io::Result<()> {
+        self.send_frame(&Frame::ImportOk {
+            len: export.region().len(),
+        })?;
+        // The importer may stay quiet for as long as it likes once it holds the import.
+        self.stream.set_read_timeout(None)
+    }
+
+    fn carries_data(&self) -> bool {
+        true
+    }
+}
+
+/// An importer's connection to a tcp export.
+#[derive(Debug)]
+pub(crate) struct TcpImport {
+    stream: TcpStream,
+    /// Serialises writers so frames never interleave.
+    send: Mutex<()>,
+    /// Serialises fetches so responses match requests.
+    fetch: Mutex<()>,
+    peer: String,
+    timeout: Duration,
+}
+
+pub(crate) fn open(
+    addr: &TcpAddr,
+    id: ExportId,
+    access: Access,
+    timeout: Duration,
+) -> Result<(TcpImport, u64)> {
+    let peer = addr.to_string();
+    let mut last = None;
+    let mut stream = None;
+    for sa in addr.resolve()? {
+        match TcpStream::connect_timeout(&sa, timeout) {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    let mut stream = match (stream, last) {
+        (Some(s), _) => s,
+        (None, Some(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            return Err(Error::NoEndpoint(peer))
+        }
+        (None, Some(e))
+            if matches!(
+                e.kind(),
+                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+            ) =>
+        {
+            return Err(Error::Timeout(timeout))
+        }
+        (None, e) => {
+            return Err(Error::Io {
+                context: "connecting to the tcp endpoint",
+                source: e.unwrap_or_else(|| io::ErrorKind::NotFound.into()),
+            })
+        }
+    };
+    let imp = TcpImport {
+        stream: stream
+            .try_clone()
+            .map_err(Error::io("cloning the tcp stream"))?,
+        send: Mutex::new(()),
+        fetch: Mutex::new(()),
+        peer: peer.clone(),
+        timeout,
+    };
+    let setup = |s: &TcpStream| -> io::Result<()> {
+        s.set_nodelay(true)?;
+        s.set_read_timeout(Some(timeout))?;
+        s.set_write_timeout(Some(timeout))
+    };
+    setup(&stream).map_err(|e| imp.io_error(e))?;
+    stream
+        .write_all(&Frame::ImportReq { export: id, access }.emit())
+        .map_err(|e| imp.io_error(e))?;
+    let hdr = read_frame(&mut stream)
+        .map_err(|e| imp.io_error(e))?
+        .ok_or_else(|| Error::PeerGone(peer.clone()))?;
+    let frame = Frame::parse(&hdr).map_err(|e| imp.protocol(e.to_string()))?;
+    match frame {
+        Frame::ImportOk { len } => {
+            check_region_len(len).map_err(|e| imp.protocol(e.to_string()))?;
+            Ok((imp, len))
+        }
+        Frame::Refused { reason } => Err(refusal_error(reason, &peer, id, access)),
+        other => Err(imp.protocol(format!("expected an import answer, got {other:?}"))),
+    }
+}
+
+impl TcpImport {
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.stream.as_fd()
+    }
+
+    fn protocol(&self, why: String) -> Error {
+        // A peer that breaks the protocol gets no second chance on this connection.
+        let _ = self.stream.shutdown(Shutdown::Both);
+        Error::Protocol {
+            peer: self.peer.clone(),
+            why,
+        }
+    }
+
+    pub(crate) fn io_error(&self, e: io::Error) -> Error {
+        // Any failure mid-frame leaves the stream out of step: the import is over.
+        let _ = self.stream.shutdown(Shutdown::Both);
+        match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::Timeout(self.timeout),
+            _ => Error::PeerGone(self.peer.clone()),
+        }
+    }
+
+    /// Sends one frame and its payload slices with a single `sendmsg` where the kernel takes
+    /// it all. `MSG_NOSIGNAL`: a dead peer is an error, not a SIGPIPE that kills the host
+    /// program.
+    pub(crate) fn send(&self, frame: &Frame, payload: &[IoSlice<'_>]) -> Result<()> {
+        let hdr = frame.emit();
+        let mut parts: Vec<IoSlice<'_>> = Vec::with_capacity(payload.len() + 1);
+        parts.push(IoSlice::new(&hdr));
+        parts.extend(
+            payload
+                .iter()
+                .filter(|s| !s.is_empty())
+                .map(|s| IoSlice::new(s)),
+        );
+        let mut parts = &mut parts[..];
+        let _guard = lock(&self.send);
+        while !parts.is_empty() {
+            match sendmsg::<()>(
+                self.stream.as_raw_fd(),
+                parts,
+                &[],
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            ) {
+                Ok(n) => IoSlice::advance_slices(&mut parts, n),
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(self.io_error(e.into())),
+            }
+        }
+        Ok(())
+    }
+
+    /// Fetches `buf.len()` bytes from `offset`, received straight into `buf`.
+    pub(crate) fn fetch(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let len = buf.len() as u64;
+        let _guard = lock(&self.fetch);
+        self.send(&Frame::FetchReq { offset, len }, &[])?;
+        let mut s = &self.stream;
+        let hdr = read_frame(&mut s)
+            .map_err(|e| self.io_error(e))?
+            .ok_or_else(|| self.io_error(io::ErrorKind::UnexpectedEof.into()))?;
+        match Frame::parse(&hdr).map_err(|e| self.protocol(e.to_string()))? {
+            Frame::FetchResp { len: got } if got == len => {}
+            other => {
+                return Err(self.protocol(format!(
+                    "expected a fetch response of {len} bytes, got {other:?}"
+                )))
+            }
+        }
+        s.read_exact(buf).map_err(|e| self.io_error(e))
+    }
+}

@@ -1,0 +1,317 @@
+//! The frames both backends speak on their connections.
+//!
+//! A frame is a fixed 24-byte little-endian header, followed on `Deposit` and `FetchResp` by
+//! exactly `len` payload bytes:
+//!
+//! ```text
+//! 0      4    5     6        8          16         24
+//! | magic | kind | flags | reserved | a (u64) | b (u64) |
+//! ```
+//!
+//! [`Frame::parse`] is the only way from bytes to a frame and rejects anything malformed, so
+//! past it a frame is well-formed; whether its range fits a region is checked where the region
+//! is known.
+
+use std::fmt;
+
+use crate::access::Access;
+use crate::addr::ExportId;
+use crate::span::MAX_REGION_LEN;
+
+/// Size of every frame header.
+pub(crate) const FRAME_LEN: usize = 24;
+/// "VMNC" in little-endian order.
+const MAGIC: u32 = u32::from_le_bytes(*b"VMNC");
+/// Flag bit: raise a notification after applying this deposit.
+const FLAG_NOTIFY: u8 = 1;
+
+const KIND_IMPORT_REQ: u8 = 1;
+const KIND_IMPORT_OK: u8 = 2;
+const KIND_REFUSED: u8 = 3;
+const KIND_DEPOSIT: u8 = 4;
+const KIND_STORE_WORD: u8 = 5;
+const KIND_FETCH_REQ: u8 = 6;
+const KIND_FETCH_RESP: u8 = 7;
+
+/// Why an exporter refused an import.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    NoSuchExport = 1,
+    PermissionDenied = 2,
+    Closing = 3,
+}
+
+/// A validated frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Frame {
+    /// Importer → exporter, first frame on a connection.
+    ImportReq { export: ExportId, access: Access },
+    /// Exporter → importer: granted; the region has `len` bytes. On the shm backend the memfd
+    /// and eventfd ride along with this frame.
+    ImportOk { len: u64 },
+    /// Exporter → importer: refused; the connection closes.
+    Refused { reason: Refusal },
+    /// Importer → exporter, tcp only: `len` payload bytes to land at `offset`.
+    Deposit { offset: u64, len: u64, notify: bool },
+    /// Importer → exporter, tcp only: store an 8-byte control word with release ordering.
+    StoreWord {
+        offset: u64,
+        value: u64,
+        notify: bool,
+    },
+    /// Importer → exporter, tcp only: send back `len` bytes from `offset`.
+    FetchReq { offset: u64, len: u64 },
+    /// Exporter → importer, tcp only: `len` payload bytes follow.
+    FetchResp { len: u64 },
+}
+
+/// What is wrong with a header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WireError {
+    BadMagic(u32),
+    UnknownKind(u8),
+    BadFlags { kind: u8, flags: u8 },
+    NonzeroReserved(u16),
+    BadExportId(u64),
+    BadAccess(u64),
+    BadRefusal(u64),
+    Misaligned(u64),
+    TooLong(u64),
+    NonzeroField { kind: u8 },
+}
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WireError::BadMagic(m) => write!(f, "bad frame magic {m:#010x}"),
+            WireError::UnknownKind(k) => write!(f, "unknown frame kind {k}"),
+            WireError::BadFlags { kind, flags } => {
+                write!(f, "flags {flags:#x} not valid for frame kind {kind}")
+            }
+            WireError::NonzeroReserved(r) => write!(f, "reserved header bits set ({r:#x})"),
+            WireError::BadExportId(id) => write!(f, "export id {id} out of range"),
+            WireError::BadAccess(a) => write!(f, "access bits {a:#x} invalid"),
+            WireError::BadRefusal(r) => write!(f, "unknown refusal reason {r}"),
+            WireError::Misaligned(o) => write!(f, "control word offset {o} not 8-byte aligned"),
+            WireError::TooLong(l) => write!(f, "length {l} beyond the largest region"),
+            WireError::NonzeroField { kind } => write!(f, "unused field set in frame kind {kind}"),
+        }
+    }
+}
+
+impl Frame {
+    /// Validates a header. Lengths are bounded by the largest region, offsets are checked
+    /// against the actual region by the caller.
+    pub(crate) fn parse(buf: &[u8; FRAME_LEN]) -> Result<Frame, WireError> {
+        let u64_at = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&buf[i..i + 8]);
+            u64::from_le_bytes(b)
+        };
+        let magic = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
+        if magic != MAGIC {
+            return Err(WireError::BadMagic(magic));
+        }
+        let kind = buf[4];
+        let flags = buf[5];
+        let reserved = u16::from_le_bytes([buf[6], buf[7]]);
+        if reserved != 0 {
+            return Err(WireError::NonzeroReserved(reserved));
+        }
+        let (a, b) = (u64_at(8), u64_at(16));
+        let allowed_flags = match kind {
+            KIND_DEPOSIT | KIND_STORE_WORD => FLAG_NOTIFY,
+            _ => 0,
+        };
+        if flags & !allowed_flags != 0 {
+            return Err(WireError::BadFlags { kind, flags });
+        }
+        let notify = flags & FLAG_NOTIFY != 0;
+        let bounded = |len: u64| {
+            if len > MAX_REGION_LEN {
+                Err(WireError::TooLong(len))
+            } else {
+                Ok(len)
+            }
+        };
+        let unused = |v: u64| {
+            if v == 0 {
+                Ok(())
+            } else {
+                Err(WireError::NonzeroField { kind })
+            }
+        };
+        let frame = match kind {
+            KIND_IMPORT_REQ => Frame::ImportReq {
+                export: u32::try_from(a)
+                    .ok()
+                    .and_then(ExportId::new)
+                    .ok_or(WireError::BadExportId(a))?,
+                access: Access::from_bits(b).ok_or(WireError::BadAccess(b))?,
+            },
+            KIND_IMPORT_OK => {
+                unused(a)?;
+                Frame::ImportOk { len: bounded(b)? }
+            }
+            KIND_REFUSED => {
+                unused(b)?;
+                Frame::Refused {
+                    reason: match a {
+                        1 => Refusal::NoSuchExport,
+                        2 => Refusal::PermissionDenied,
+                        3 => Refusal::Closing,
+                        _ => return Err(WireError::BadRefusal(a)),
+                    },
+                }
+            }
+            KIND_DEPOSIT => Frame::Deposit {
+                offset: bounded(a)?,
+                len: bounded(b)?,
+                notify,
+            },
+            KIND_STORE_WORD => {
+                if a % 8 != 0 {
+                    return Err(WireError::Misaligned(a));
+                }
+                Frame::StoreWord {
+                    offset: bounded(a)?,
+                    value: b,
+                    notify,
+                }
+            }
+            KIND_FETCH_REQ => Frame::FetchReq {
+                offset: bounded(a)?,
+                len: bounded(b)?,
+            },
+            KIND_FETCH_RESP => {
+                unused(a)?;
+                Frame::FetchResp { len: bounded(b)? }
+            }
+            other => return Err(WireError::UnknownKind(other)),
+        };
+        Ok(frame)
+    }
+
+    /// The header bytes of this frame.
+    pub(crate) fn emit(&self) -> [u8; FRAME_LEN] {
+        let (kind, flags, a, b) = match *self {
+            Frame::ImportReq { export, access } => (
+                KIND_IMPORT_REQ,
+                0,
+                u64::from(export.get()),
+                u64::from(access.bits()),
+            ),
+            Frame::ImportOk { len } => (KIND_IMPORT_OK, 0, 0, len),
+            Frame::Refused { reason } => (KIND_REFUSED, 0, reason as u64, 0),
+            Frame::Deposit {
+                offset,
+                len,
+                notify,
+            } => (KIND_DEPOSIT, notify_bit(notify), offset, len),
+            Frame::StoreWord {
+                offset,
+                value,
+                notify,
+            } => (KIND_STORE_WORD, notify_bit(notify), offset, value),
+            Frame::FetchReq { offset, len } => (KIND_FETCH_REQ, 0, offset, len),
+            Frame::FetchResp { len } => (KIND_FETCH_RESP, 0, 0, len),
+        };
+        let mut out = [0u8; FRAME_LEN];
+        out[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+        out[4] = kind;
+        out[5] = flags;
+        out[8..16].copy_from_slice(&a.to_le_bytes());
+        out[16..24].copy_from_slice(&b.to_le_bytes());
+        out
+    }
+}
+
+fn notify_bit(notify: bool) -> u8 {
+    if notify {
+        FLAG_NOTIFY
+    } else {
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_frames() -> Vec<Frame> {
+        vec![
+            Frame::ImportReq {
+                export: ExportId::new(9).unwrap(),
+                access: Access::FETCH,
+            },
+            Frame::ImportOk { len: 4096 },
+            Frame::Refused {
+                reason: Refusal::PermissionDenied,
+            },
+            Frame::Deposit {
+                offset: 8,
+                len: 100,
+                notify: true,
+            },
+            Frame::StoreWord {
+                offset: 16,
+                value: u64::MAX,
+                notify: false,
+            },
+            Frame::FetchReq { offset: 1, len: 2 },
+            Frame::FetchResp { len: 2 },
+        ]
+    }
+
+    #[test]
+    fn frames_round_trip() {
+        for f in all_frames() {
+            assert_eq!(Frame::parse(&f.emit()), Ok(f));
+        }
+    }
+
+    #[test]
+    fn malformed_headers_are_rejected() {
+        let good = Frame::Deposit {
+            offset: 0,
+            len: 1,
+            notify: false,
+        }
+        .emit();
+        let with = |i: usize, v: u8| {
+            let mut b = good;
+            b[i] = v;
+            Frame::parse(&b)
+        };
+        assert!(matches!(with(0, 0), Err(WireError::BadMagic(_))));
+        assert!(matches!(with(4, 0), Err(WireError::UnknownKind(0))));
+        assert!(matches!(with(4, 200), Err(WireError::UnknownKind(200))));
+        assert!(matches!(with(5, 2), Err(WireError::BadFlags { .. })));
+        assert!(matches!(with(6, 1), Err(WireError::NonzeroReserved(1))));
+        assert!(matches!(with(23, 0xff), Err(WireError::TooLong(_))));
+        let mut req = Frame::ImportReq {
+            export: ExportId::new(1).unwrap(),
+            access: Access::ALL,
+        }
+        .emit();
+        req[8] = 0;
+        assert!(matches!(Frame::parse(&req), Err(WireError::BadExportId(0))));
+        req[8] = 1;
+        req[16] = 4;
+        assert!(matches!(Frame::parse(&req), Err(WireError::BadAccess(4))));
+        let mut word = Frame::StoreWord {
+            offset: 8,
+            value: 0,
+            notify: false,
+        }
+        .emit();
+        word[8] = 9;
+        assert!(matches!(Frame::parse(&word), Err(WireError::Misaligned(9))));
+        let mut ok = Frame::ImportOk { len: 1 }.emit();
+        ok[8] = 1;
+        assert!(matches!(
+            Frame::parse(&ok),
+            Err(WireError::NonzeroField { .. })
+        ));
+    }
+}

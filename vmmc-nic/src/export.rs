@@ -242,10 +242,15 @@ pub(crate) fn run_connection<W: Wire + AsFd>(inner: &EndpointInner, w: &mut W, p
             return;
         }
     };
+    // Recorded before the grant, so that an importer that holds the grant is already counted.
     let Some(registration) = export.register(w.as_fd()) else {
         // Revoked between the lookup and now.
         return;
     };
+    if let Err(e) = w.grant(&export, access) {
+        log_end(inner, &peer, Some(export.id), &End::Io(e));
+        return;
+    }
     tracing::debug!(
         "vmmc endpoint {}: {peer} imported {} for {access}",
         inner.addr,

@@ -43,7 +43,9 @@ pub fn tcp_frames(data: &[u8]) {
         sent: 0,
     };
     if let Ok((exp, access)) = handshake(&mut wire, &lookup, &peer) {
-        let _ = serve(&mut wire, &exp, access);
+        if wire.grant(&exp, access).is_ok() {
+            let _ = serve(&mut wire, &exp, access);
+        }
     }
 }
 

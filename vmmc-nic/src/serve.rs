@@ -50,7 +50,8 @@ impl From<io::Error> for End {
     }
 }
 
-/// Reads the import request and grants or refuses it.
+/// Reads the import request and refuses it, or admits it for the caller to grant with
+/// [`Wire::grant`] once it has recorded the importer.
 pub(crate) fn handshake<W: Wire>(
     w: &mut W,
     lookup: &dyn Fn(ExportId) -> Option<Arc<ExportShared>>,
@@ -75,7 +76,6 @@ pub(crate) fn handshake<W: Wire>(
     if !exp.permissions().permits(peer, access) {
         return Err(refuse(w, Refusal::PermissionDenied));
     }
-    w.grant(&exp, access)?;
     Ok((exp, access))
 }
 

@@ -1,0 +1,409 @@
+//! One behavioural suite, run against both backends, with the two sides in two real
+//! processes.
+
+mod common;
+
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use common::*;
+use vmmc_nic::{
+    Access, Counters, Endpoint, Error, ExportId, Import, Notify, PeerMatch, Permissions, Wake,
+};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod shm {
+            $(#[test] fn $name() { super::$name(super::Backend::Shm) })*
+        }
+        mod tcp {
+            $(#[test] fn $name() { super::$name(super::Backend::Tcp) })*
+        }
+    };
+}
+
+both_backends!(
+    deposit_fetch_and_notify_round_trip,
+    child_exports_parent_imports,
+    permission_and_existence_are_checked,
+    exporter_death_fails_operations,
+    importer_death_wakes_the_exporter,
+    revoking_an_export_cuts_importers_off,
+    a_256_mib_region,
+    concurrent_depositors_into_disjoint_ranges,
+    local_range_errors_leave_the_import_usable,
+    notifications_can_be_polled_and_time_out,
+    counters_count_software_copies,
+);
+
+/// Parent exports; a child imports and deposits, fetches and stores words.
+fn deposit_fetch_and_notify_round_trip(b: Backend) {
+    let ep = Endpoint::bind(&b.fresh_addr()).unwrap();
+    let x = ep.export(64 * 1024, Permissions::open()).unwrap();
+    let (mut child, ready) = spawn_importer(ep.addr(), x.id(), "all");
+    assert_eq!(ready, "READY 65536");
+
+    child.ok("write 100 68656c6c6f n");
+    assert_eq!(x.wait(WAIT).unwrap(), Wake::Notified);
+    let mut got = [0u8; 5];
+    x.read_at(100, &mut got).unwrap();
+    assert_eq!(&got, b"hello");
+
+    x.write_at(65530, b"tail!!").unwrap();
+    assert_eq!(child.ok("read 65530 6"), hex_encode(b"tail!!"));
+
+    child.ok("store 4096 12345678901 n");
+    assert_eq!(x.wait(WAIT).unwrap(), Wake::Notified);
+    assert_eq!(x.load_u64(4096).unwrap(), 12345678901);
+    x.store_u64(8192, 42).unwrap();
+    assert_eq!(child.ok("load 8192"), "42");
+
+    // A deposit without notification lands silently; the receiver finds it by looking (on
+    // tcp it lands asynchronously, so look until it is there).
+    child.ok("write 0 01020304");
+    let t0 = Instant::now();
+    let mut four = [0u8; 4];
+    while four != [1, 2, 3, 4] {
+        assert!(t0.elapsed() < WAIT, "silent deposit never landed");
+        x.read_at(0, &mut four).unwrap();
+    }
+    assert!(x.try_wait().is_none());
+}
+
+/// The mirror image: the exporter is the child, the parent imports.
+fn child_exports_parent_imports(b: Backend) {
+    let (mut child, addr, id) = spawn_exporter(b, 1 << 20, "open");
+    let imp = Import::open(&addr, id, Access::ALL).unwrap();
+    assert_eq!(imp.len(), 1 << 20);
+    let data = pattern(3, 5000, 100_000);
+    imp.write_at(5000, &data, Notify::Yes).unwrap();
+    assert_eq!(child.ok("wait 10000"), "notified");
+    assert_eq!(
+        child.ok("sum 5000 100000"),
+        fnv(&data, FNV_START).to_string()
+    );
+    child.ok("fill 200000 300000 9");
+    let mut back = vec![0u8; 300_000];
+    imp.read_at(200_000, &mut back).unwrap();
+    assert_eq!(back, pattern(9, 200_000, 300_000));
+    let mut io = [
+        std::io::IoSlice::new(b"ab"),
+        std::io::IoSlice::new(b""),
+        std::io::IoSlice::new(b"cde"),
+    ];
+    imp.write_vectored_at(10, &mut io, Notify::No).unwrap();
+    assert_eq!(child.ok("read 10 5"), hex_encode(b"abcde"));
+    assert_eq!(child.ok("importers"), "1");
+}
+
+fn permission_and_existence_are_checked(b: Backend) {
+    let (mut none, addr, id) = spawn_exporter(b, 4096, "none");
+    let err = Import::open(&addr, id, Access::DEPOSIT).unwrap_err();
+    assert!(matches!(err, Error::PermissionDenied { .. }), "{err}");
+    assert!(err.to_string().contains("refuses deposit access"), "{err}");
+    let missing = ExportId::new(id.get() + 100).unwrap();
+    let err = Import::open(&addr, missing, Access::DEPOSIT).unwrap_err();
+    assert!(matches!(err, Error::NoSuchExport { .. }), "{err}");
+    none.kill();
+
+    let (_dep, addr, id) = spawn_exporter(b, 4096, "deposit");
+    assert!(matches!(
+        Import::open(&addr, id, Access::FETCH).unwrap_err(),
+        Error::PermissionDenied { .. }
+    ));
+    assert!(matches!(
+        Import::open(&addr, id, Access::ALL).unwrap_err(),
+        Error::PermissionDenied { .. }
+    ));
+    let imp = Import::open(&addr, id, Access::DEPOSIT).unwrap();
+    imp.write_at(0, b"x", Notify::No).unwrap();
+    let err = imp.read_at(0, &mut [0u8; 1]).unwrap_err();
+    assert!(matches!(err, Error::NotImported { .. }), "{err}");
+
+    let (_fetch, addr, id) = spawn_exporter(b, 4096, "fetch");
+    let imp = Import::open(&addr, id, Access::FETCH).unwrap();
+    imp.read_at(0, &mut [0u8; 16]).unwrap();
+    assert!(matches!(
+        imp.write_at(0, b"x", Notify::No).unwrap_err(),
+        Error::NotImported { .. }
+    ));
+
+    // Rules that name someone else refuse us.
+    let ep = Endpoint::bind(&b.fresh_addr()).unwrap();
+    let stranger = Permissions::none()
+        .allow(Access::ALL, PeerMatch::Uid(54321))
+        .allow(Access::ALL, PeerMatch::Host("192.0.2.1".parse().unwrap()));
+    let x = ep.export(4096, stranger).unwrap();
+    let (_child, answer) = spawn_importer(ep.addr(), x.id(), "deposit");
+    assert!(
+        answer.starts_with("ERR") && answer.contains("refuses"),
+        "{answer}"
+    );
+    let mine = match b {
+        Backend::Shm => PeerMatch::current_user(),
+        Backend::Tcp => PeerMatch::Host("127.0.0.1".parse().unwrap()),
+    };
+    let y = ep
+        .export(4096, Permissions::none().allow(Access::DEPOSIT, mine))
+        .unwrap();
+    let (_child, answer) = spawn_importer(ep.addr(), y.id(), "deposit");
+    assert_eq!(answer, "READY 4096");
+
+    // Nobody listening.
+    let nowhere = match b {
+        Backend::Shm => b.fresh_addr(),
+        Backend::Tcp => {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            format!("tcp:127.0.0.1:{port}").parse().unwrap()
+        }
+    };
+    let err = Import::open(&nowhere, id, Access::DEPOSIT).unwrap_err();
+    assert!(matches!(err, Error::NoEndpoint(_)), "{err}");
+}
+
+fn exporter_death_fails_operations(b: Backend) {
+    let (mut child, addr, id) = spawn_exporter(b, 4096, "open");
+    let imp = Import::open(&addr, id, Access::ALL).unwrap();
+    imp.write_at(0, b"before", Notify::No).unwrap();
+    child.kill();
+    let t0 = Instant::now();
+    while imp.is_alive() {
+        assert!(
+            t0.elapsed() < WAIT,
+            "the importer never noticed the exporter's death"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let err = imp.write_at(0, b"after", Notify::Yes).unwrap_err();
+    assert!(matches!(err, Error::PeerGone(_)), "{err}");
+    assert!(matches!(
+        imp.read_at(0, &mut [0; 4]).unwrap_err(),
+        Error::PeerGone(_)
+    ));
+    assert!(matches!(
+        imp.store_u64(0, 1, Notify::No).unwrap_err(),
+        Error::PeerGone(_)
+    ));
+
+    // And while depositing in a loop in another process.
+    let (_exp, addr, id) = spawn_exporter(b, 4096, "open");
+    let (mut depositor, ready) = spawn_importer(&addr, id, "deposit");
+    assert_eq!(ready, "READY 4096");
+    writeln_cmd(&mut depositor, "deposit-until-error");
+    std::thread::sleep(Duration::from_millis(100));
+    drop(_exp);
+    let answer = depositor.recv();
+    assert!(
+        answer.starts_with("ERR") && answer.contains("gone"),
+        "{answer}"
+    );
+}
+
+fn writeln_cmd(p: &mut Peer, line: &str) {
+    // Sends without waiting for the answer.
+    let _ = p.cmd_nowait(line);
+}
+
+fn importer_death_wakes_the_exporter(b: Backend) {
+    let ep = Endpoint::bind(&b.fresh_addr()).unwrap();
+    let x = ep.export(4096, Permissions::open()).unwrap();
+    let (mut child, ready) = spawn_importer(ep.addr(), x.id(), "all");
+    assert_eq!(ready, "READY 4096");
+    assert_eq!(x.importers(), 1);
+    child.kill();
+    assert_eq!(x.wait(WAIT).unwrap(), Wake::ImporterLeft);
+    assert_eq!(x.importers(), 0);
+    assert!(matches!(
+        x.wait(Duration::from_millis(20)),
+        Err(Error::Timeout(_))
+    ));
+}
+
+fn revoking_an_export_cuts_importers_off(b: Backend) {
+    let ep = Endpoint::bind(&b.fresh_addr()).unwrap();
+    let x = ep.export(4096, Permissions::open()).unwrap();
+    let id = x.id();
+    let (mut child, _) = spawn_importer(ep.addr(), id, "all");
+    child.ok("write 0 00");
+    drop(x);
+    let t0 = Instant::now();
+    while child.ok("alive") == "true" {
+        assert!(t0.elapsed() < WAIT, "importer still alive after revoke");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let answer = child.cmd("write 0 00");
+    assert!(
+        answer.starts_with("ERR") && answer.contains("gone"),
+        "{answer}"
+    );
+    let err = Import::open(ep.addr(), id, Access::DEPOSIT).unwrap_err();
+    assert!(matches!(err, Error::NoSuchExport { .. }), "{err}");
+}
+
+fn a_256_mib_region(b: Backend) {
+    const LEN: u64 = 256 << 20;
+    let (mut child, addr, id) = spawn_exporter(b, LEN, "open");
+    let imp = Import::open(&addr, id, Access::ALL).unwrap();
+    assert_eq!(imp.len(), LEN);
+    let mut expect = FNV_START;
+    let chunk = 4 << 20;
+    let mut at = 0;
+    while at < LEN {
+        let data = pattern(11, at, chunk);
+        imp.write_at(at, &data, Notify::No).unwrap();
+        expect = fnv(&data, expect);
+        at += chunk as u64;
+    }
+    assert_eq!(child.ok(&format!("sum 0 {LEN}")), expect.to_string());
+    let mut last = vec![0u8; 1 << 20];
+    imp.read_at(LEN - (1 << 20), &mut last).unwrap();
+    assert_eq!(last, pattern(11, LEN - (1 << 20), 1 << 20));
+    assert!(imp.write_at(LEN - 1, b"xy", Notify::No).is_err());
+}
+
+fn concurrent_depositors_into_disjoint_ranges(b: Backend) {
+    const SLICE: u64 = 2 << 20;
+    const CHILDREN: u64 = 3;
+    const THREADS: u64 = 3;
+    let ep = Endpoint::bind(&b.fresh_addr()).unwrap();
+    let x = ep
+        .export(SLICE * (CHILDREN + THREADS), Permissions::open())
+        .unwrap();
+    let mut kids: Vec<Peer> = (0..CHILDREN)
+        .map(|_| {
+            let (p, ready) = spawn_importer(ep.addr(), x.id(), "deposit");
+            assert!(ready.starts_with("READY"), "{ready}");
+            p
+        })
+        .collect();
+    for (k, p) in kids.iter_mut().enumerate() {
+        let _ = p.cmd_nowait(&format!("fill {} {SLICE} {} n", k as u64 * SLICE, 100 + k));
+    }
+    // Meanwhile, several threads of this process share one import.
+    let imp = Import::open(ep.addr(), x.id(), Access::DEPOSIT).unwrap();
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let imp = &imp;
+            s.spawn(move || {
+                let off = (CHILDREN + t) * SLICE;
+                for piece in 0..(SLICE / 65536) {
+                    let at = off + piece * 65536;
+                    imp.write_at(at, &pattern(200 + t, at, 65536), Notify::No)
+                        .unwrap();
+                }
+            });
+        }
+    });
+    for p in kids.iter_mut() {
+        assert_eq!(p.recv(), "OK");
+    }
+    for k in 0..(CHILDREN + THREADS) {
+        let seed = if k < CHILDREN {
+            100 + k
+        } else {
+            200 + k - CHILDREN
+        };
+        let mut got = vec![0u8; SLICE as usize];
+        x.read_at(k * SLICE, &mut got).unwrap();
+        assert!(
+            got == pattern(seed, k * SLICE, SLICE as usize),
+            "slice {k} corrupted"
+        );
+    }
+}
+
+fn local_range_errors_leave_the_import_usable(b: Backend) {
+    let (mut child, addr, id) = spawn_exporter(b, 4096, "open");
+    let imp = Import::open(&addr, id, Access::ALL).unwrap();
+    for (off, len) in [(4096, 1), (4000, 97), (u64::MAX, 2), (0, 4097)] {
+        let err = imp.write_at(off, &vec![0; len], Notify::No).unwrap_err();
+        assert!(matches!(err, Error::OutOfRange { .. }), "{err}");
+        let err = imp.read_at(off, &mut vec![0; len]).unwrap_err();
+        assert!(matches!(err, Error::OutOfRange { .. }), "{err}");
+    }
+    assert!(matches!(
+        imp.store_u64(4, 1, Notify::No).unwrap_err(),
+        Error::Misaligned(4)
+    ));
+    assert!(matches!(
+        imp.load_u64(4096).unwrap_err(),
+        Error::OutOfRange { .. }
+    ));
+    imp.write_at(4090, b"123456", Notify::Yes).unwrap();
+    assert_eq!(child.ok("wait 10000"), "notified");
+    assert_eq!(child.ok("read 4090 6"), hex_encode(b"123456"));
+    assert!(child.cmd("read 4090 7").starts_with("ERR"));
+}
+
+fn notifications_can_be_polled_and_time_out(b: Backend) {
+    let ep = Endpoint::bind(&b.fresh_addr()).unwrap();
+    let x = ep.export(4096, Permissions::open()).unwrap();
+    let t0 = Instant::now();
+    assert!(matches!(
+        x.wait(Duration::from_millis(100)),
+        Err(Error::Timeout(_))
+    ));
+    assert!(t0.elapsed() >= Duration::from_millis(100));
+    let (mut child, _) = spawn_importer(ep.addr(), x.id(), "deposit");
+    child.ok("write 0 aa n");
+    let mut fds = [nix::poll::PollFd::new(
+        x.notify_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    let n = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(10_000u16)).unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(x.try_wait(), Some(Wake::Notified));
+    assert_eq!(x.try_wait(), None);
+    // Several notifications before a wait coalesce into one wake-up.
+    child.ok("write 0 bb n");
+    child.ok("write 0 cc n");
+    child.ok("write 0 dd n");
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(x.wait(WAIT).unwrap(), Wake::Notified);
+    // A notification followed by the importer's exit: both are reported, in that order.
+    child.ok("write 0 ee n");
+    drop(child);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(x.wait(WAIT).unwrap(), Wake::Notified);
+    assert_eq!(x.wait(WAIT).unwrap(), Wake::ImporterLeft);
+}
+
+fn counters_count_software_copies(b: Backend) {
+    // Counters are per process, so both sides run in children of their own.
+    let (mut exporter, addr, id) = spawn_exporter(b, 16 << 20, "open");
+    let (mut importer, ready) = spawn_importer(&addr, id, "all");
+    assert!(ready.starts_with("READY"), "{ready}");
+    let counters = |p: &mut Peer| -> Vec<u64> {
+        p.ok("counters")
+            .split(' ')
+            .map(|v| v.parse().unwrap())
+            .collect()
+    };
+    assert_eq!(counters(&mut importer), vec![0, 0, 0]);
+    importer.ok(&format!("fill 0 {} 5 n", 16 << 20));
+    assert_eq!(exporter.ok("wait 10000"), "notified");
+    let [deposited, fetched, copied] = counters(&mut importer)[..] else {
+        panic!()
+    };
+    assert_eq!((deposited, fetched), (16 << 20, 0));
+    match b {
+        // The emulated DMA: exactly one copy per deposited byte, made by the sender.
+        Backend::Shm => assert_eq!(copied, deposited),
+        // The kernel moves the bytes; the importer's CPU copies none of them.
+        Backend::Tcp => assert_eq!(copied, 0),
+    }
+    let expect = fnv(&pattern(5, 0, 16 << 20), FNV_START);
+    assert_eq!(
+        exporter.ok(&format!("sum 0 {}", 16 << 20)),
+        expect.to_string()
+    );
+    // The exporter's `sum` read 16 MiB locally: counted as copied; it deposited and fetched
+    // nothing.
+    assert_eq!(counters(&mut exporter), vec![0, 0, 16 << 20]);
+}

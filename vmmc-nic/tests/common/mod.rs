@@ -1,0 +1,370 @@
+//! Test harness: real child processes that play one side of a VMMC exchange.
+//!
+//! The test binary re-executes itself to run [`child_process`], which reads commands on
+//! stdin and answers on stdout with lines that start with `@@ ` (libtest prints its own
+//! lines too). Every child is killed when its [`Peer`] is dropped, also when a test fails,
+//! and every wait for an answer has a timeout.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::Duration;
+
+use vmmc_nic::{
+    Access, Counters, Endpoint, Export, Import, NodeAddr, Notify, PeerMatch, Permissions, Wake,
+};
+
+/// How long a test waits for any single answer from a child.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The two backends every behavioural test runs against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Shm,
+    Tcp,
+}
+
+impl Backend {
+    /// A fresh address to bind: a unique shm name, or an ephemeral loopback port.
+    pub fn fresh_addr(self) -> NodeAddr {
+        static N: AtomicU32 = AtomicU32::new(0);
+        match self {
+            Backend::Shm => format!(
+                "shm:test-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            )
+            .parse()
+            .unwrap(),
+            Backend::Tcp => "tcp:127.0.0.1:0".parse().unwrap(),
+        }
+    }
+}
+
+/// A child process running the command loop.
+pub struct Peer {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Receiver<String>,
+    role: String,
+}
+
+impl Peer {
+    /// Starts a child in `role` (see [`run_child`]) and waits for its `READY` line.
+    pub fn spawn(role: &[&str]) -> (Peer, String) {
+        let exe = std::env::current_exe().unwrap();
+        let mut child = Command::new(exe)
+            .args([
+                "common::child_process",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("VMMC_TEST_CHILD", role.join("\u{1f}"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                // libtest may print "test name ... " on the same line before ours.
+                if let Some(at) = line.find("@@ ") {
+                    if tx.send(line[at + 3..].trim_end().to_owned()).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let mut peer = Peer {
+            child,
+            stdin,
+            lines: rx,
+            role: role.join(" "),
+        };
+        let ready = peer.recv();
+        (peer, ready)
+    }
+
+    /// The next answer, or a panic naming the child after [`ANSWER_TIMEOUT`].
+    pub fn recv(&mut self) -> String {
+        self.lines
+            .recv_timeout(ANSWER_TIMEOUT)
+            .unwrap_or_else(|e| panic!("child `{}` gave no answer: {e}", self.role))
+    }
+
+    /// Sends a command and returns its answer.
+    pub fn cmd(&mut self, line: &str) -> String {
+        writeln!(self.stdin, "{line}").unwrap();
+        self.stdin.flush().unwrap();
+        self.recv()
+    }
+
+    /// Sends a command whose answer must start with `OK`; returns the rest.
+    pub fn ok(&mut self, line: &str) -> String {
+        let answer = self.cmd(line);
+        assert!(
+            answer.starts_with("OK"),
+            "`{line}` to `{}` answered {answer}",
+            self.role
+        );
+        answer.trim_start_matches("OK").trim().to_owned()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Spawns an exporting child; returns it with its address and export id.
+pub fn spawn_exporter(
+    backend: Backend,
+    len: u64,
+    perms: &str,
+) -> (Peer, NodeAddr, vmmc_nic::ExportId) {
+    let addr = backend.fresh_addr().to_string();
+    let (peer, ready) = Peer::spawn(&["export", &addr, &len.to_string(), perms]);
+    let mut parts = ready.split(' ');
+    assert_eq!(parts.next(), Some("READY"), "exporter said {ready}");
+    let addr = parts.next().unwrap().parse().unwrap();
+    let id = parts.next().unwrap().parse().unwrap();
+    (peer, addr, id)
+}
+
+/// Spawns an importing child; returns it and its first answer (`READY len` or `ERR ...`).
+pub fn spawn_importer(addr: &NodeAddr, id: vmmc_nic::ExportId, access: &str) -> (Peer, String) {
+    Peer::spawn(&["import", &addr.to_string(), &id.get().to_string(), access])
+}
+
+/// The byte every pattern fill puts at absolute offset `i`.
+pub fn pattern_byte(seed: u64, i: u64) -> u8 {
+    (i.wrapping_mul(0x9E37_79B9).wrapping_add(seed) >> 3) as u8
+}
+
+pub fn pattern(seed: u64, offset: u64, len: usize) -> Vec<u8> {
+    (0..len as u64)
+        .map(|i| pattern_byte(seed, offset + i))
+        .collect()
+}
+
+/// FNV-1a, to compare large ranges by line.
+pub fn fnv(data: &[u8], mut h: u64) -> u64 {
+    for b in data {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
+pub const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
+
+pub fn access_of(s: &str) -> Access {
+    match s {
+        "deposit" => Access::DEPOSIT,
+        "fetch" => Access::FETCH,
+        "all" => Access::ALL,
+        other => panic!("unknown access {other}"),
+    }
+}
+
+pub fn permissions_of(s: &str) -> Permissions {
+    match s {
+        "open" => Permissions::open(),
+        "none" => Permissions::none(),
+        "deposit" => Permissions::none().allow(Access::DEPOSIT, PeerMatch::Any),
+        "fetch" => Permissions::none().allow(Access::FETCH, PeerMatch::Any),
+        other => panic!("unknown permissions {other}"),
+    }
+}
+
+/// The child's side of a test: an export or an import.
+enum Side {
+    Export(#[allow(dead_code)] Endpoint, Export),
+    Import(Import),
+}
+
+fn say(line: impl AsRef<str>) {
+    println!("@@ {}", line.as_ref());
+    std::io::stdout().flush().unwrap();
+}
+
+const CHUNK: usize = 1 << 20;
+
+/// Runs one command against the child's side; `Err` is printed as `ERR ...`.
+fn run_command(side: &Side, words: &[&str]) -> Result<String, String> {
+    let num = |i: usize| -> u64 { words.get(i).and_then(|w| w.parse().ok()).unwrap_or(0) };
+    let notify = if words.last() == Some(&"n") {
+        Notify::Yes
+    } else {
+        Notify::No
+    };
+    let e = |e: vmmc_nic::Error| e.to_string();
+    match (words.first().copied().unwrap_or(""), side) {
+        ("write", Side::Import(i)) => i
+            .write_at(num(1), &hex_decode(words[2]), notify)
+            .map_err(e)?,
+        ("write", Side::Export(_, x)) => x.write_at(num(1), &hex_decode(words[2])).map_err(e)?,
+        ("fill", side) => {
+            let (off, len, seed) = (num(1), num(2), num(3));
+            let mut at = off;
+            while at < off + len {
+                let n = CHUNK.min((off + len - at) as usize);
+                let data = pattern(seed, at, n);
+                match side {
+                    Side::Import(i) => i.write_at(at, &data, Notify::No).map_err(e)?,
+                    Side::Export(_, x) => x.write_at(at, &data).map_err(e)?,
+                }
+                at += n as u64;
+            }
+            if let (Side::Import(i), Notify::Yes) = (side, notify) {
+                i.write_at(0, &[], Notify::Yes).map_err(e)?;
+            }
+        }
+        ("read", side) => {
+            let mut buf = vec![0u8; num(2) as usize];
+            match side {
+                Side::Import(i) => i.read_at(num(1), &mut buf).map_err(e)?,
+                Side::Export(_, x) => x.read_at(num(1), &mut buf).map_err(e)?,
+            }
+            return Ok(hex_encode(&buf));
+        }
+        ("sum", side) => {
+            let (off, len) = (num(1), num(2));
+            let mut h = FNV_START;
+            let mut at = off;
+            let mut buf = vec![0u8; CHUNK];
+            while at < off + len {
+                let n = CHUNK.min((off + len - at) as usize);
+                match side {
+                    Side::Import(i) => i.read_at(at, &mut buf[..n]).map_err(e)?,
+                    Side::Export(_, x) => x.read_at(at, &mut buf[..n]).map_err(e)?,
+                }
+                h = fnv(&buf[..n], h);
+                at += n as u64;
+            }
+            return Ok(h.to_string());
+        }
+        ("store", Side::Import(i)) => i.store_u64(num(1), num(2), notify).map_err(e)?,
+        ("store", Side::Export(_, x)) => x.store_u64(num(1), num(2)).map_err(e)?,
+        ("load", Side::Import(i)) => return i.load_u64(num(1)).map(|v| v.to_string()).map_err(e),
+        ("load", Side::Export(_, x)) => {
+            return x.load_u64(num(1)).map(|v| v.to_string()).map_err(e)
+        }
+        ("wait", Side::Export(_, x)) => {
+            return match x.wait(Duration::from_millis(num(1))).map_err(e)? {
+                Wake::Notified => Ok("notified".into()),
+                Wake::ImporterLeft => Ok("left".into()),
+            }
+        }
+        ("importers", Side::Export(_, x)) => return Ok(x.importers().to_string()),
+        ("alive", Side::Import(i)) => return Ok(i.is_alive().to_string()),
+        ("counters", _) => {
+            let c = Counters::now();
+            return Ok(format!(
+                "{} {} {}",
+                c.bytes_deposited, c.bytes_fetched, c.bytes_copied
+            ));
+        }
+        ("deposit-until-error", Side::Import(i)) => {
+            let data = vec![7u8; 4096.min(i.len() as usize)];
+            let t0 = std::time::Instant::now();
+            while t0.elapsed() < Duration::from_secs(30) {
+                if let Err(err) = i.write_at(0, &data, Notify::No) {
+                    return Err(err.to_string());
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            return Ok("still alive after 30 s".into());
+        }
+        ("exit", _) => std::process::exit(0),
+        (other, _) => return Err(format!("unknown command {other}")),
+    }
+    Ok(String::new())
+}
+
+fn hex_decode(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
+        .collect()
+}
+
+pub fn hex_encode(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn run_child(role: &str) {
+    let args: Vec<&str> = role.split('\u{1f}').collect();
+    let side = match args[..] {
+        ["export", addr, len, perms] => {
+            let ep = match Endpoint::bind(&addr.parse().unwrap()) {
+                Ok(ep) => ep,
+                Err(err) => return say(format!("ERR {err}")),
+            };
+            let x = ep
+                .export(len.parse().unwrap(), permissions_of(perms))
+                .unwrap();
+            say(format!("READY {} {}", ep.addr(), x.id().get()));
+            Side::Export(ep, x)
+        }
+        ["import", addr, id, access] => {
+            match Import::open(
+                &addr.parse().unwrap(),
+                id.parse().unwrap(),
+                access_of(access),
+            ) {
+                Ok(i) => {
+                    say(format!("READY {}", i.len()));
+                    Side::Import(i)
+                }
+                Err(err) => return say(format!("ERR {err}")),
+            }
+        }
+        _ => panic!("bad child role {role:?}"),
+    };
+    for line in std::io::stdin().lock().lines() {
+        let line = line.unwrap();
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match run_command(&side, &words) {
+            Ok(out) => say(format!("OK {out}")),
+            Err(err) => say(format!("ERR {err}")),
+        }
+    }
+}
+
+/// Not a test: the entry point of the child processes the other tests spawn.
+#[test]
+#[ignore = "entry point of child processes spawned by the other tests"]
+fn child_process() {
+    if let Ok(role) = std::env::var("VMMC_TEST_CHILD") {
+        run_child(&role);
+        std::process::exit(0);
+    }
+}
+
+impl Peer {
+    /// Sends a command without waiting; read the answer later with [`Peer::recv`].
+    pub fn cmd_nowait(&mut self, line: &str) -> std::io::Result<()> {
+        writeln!(self.stdin, "{line}")?;
+        self.stdin.flush()
+    }
+}

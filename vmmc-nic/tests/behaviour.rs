@@ -3,13 +3,10 @@
 
 mod common;
 
-use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use common::*;
-use vmmc_nic::{
-    Access, Counters, Endpoint, Error, ExportId, Import, Notify, PeerMatch, Permissions, Wake,
-};
+use vmmc_nic::{Access, Endpoint, Error, ExportId, Import, Notify, PeerMatch, Permissions, Wake};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -88,12 +85,12 @@ fn child_exports_parent_imports(b: Backend) {
     let mut back = vec![0u8; 300_000];
     imp.read_at(200_000, &mut back).unwrap();
     assert_eq!(back, pattern(9, 200_000, 300_000));
-    let mut io = [
+    let io = [
         std::io::IoSlice::new(b"ab"),
         std::io::IoSlice::new(b""),
         std::io::IoSlice::new(b"cde"),
     ];
-    imp.write_vectored_at(10, &mut io, Notify::No).unwrap();
+    imp.write_vectored_at(10, &io, Notify::No).unwrap();
     assert_eq!(child.ok("read 10 5"), hex_encode(b"abcde"));
     assert_eq!(child.ok("importers"), "1");
 }

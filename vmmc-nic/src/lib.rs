@@ -67,3 +67,14 @@ pub use error::{Error, Result};
 pub use export::{Endpoint, Export, Wake};
 pub use import::{Import, Notify, DEFAULT_TIMEOUT};
 pub use span::MAX_REGION_LEN;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn handles_can_be_shared_between_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<crate::Endpoint>();
+        shareable::<crate::Export>();
+        shareable::<crate::Import>();
+    }
+}

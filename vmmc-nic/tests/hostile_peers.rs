@@ -479,6 +479,17 @@ fn shm_importer_refuses_lying_grants() {
     let err = import_err(&addr);
     assert!(matches!(err, Error::Timeout(_)), "{err}");
     t.join().unwrap();
+    // An exporter that hangs up in the middle of the import.
+    let name = unique_name();
+    let l = UnixListener::bind_addr(&UnixAddr::from_abstract_name(format!("vmmc-nic/{name}")).unwrap()).unwrap();
+    let t = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        s.read_exact(&mut [0u8; 24]).unwrap();
+        s.write_all(&frame(IMPORT_OK, 0, 0, REGION)[..10]).unwrap();
+    });
+    let err = import_err(&format!("shm:{name}").parse().unwrap());
+    assert!(matches!(err, Error::PeerGone(_)), "{err}");
+    t.join().unwrap();
     assert_no_panics();
 }
 

@@ -29,7 +29,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .unwrap_or(default)
     };
     if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("usage: nic_bandwidth [--rounds N (default 7)] [--mib M per round (default 1024)]");
+        println!(
+            "usage: nic_bandwidth [--rounds N (default 7)] [--mib M per round (default 1024)]"
+        );
         return Ok(());
     }
     let rounds = opt("--rounds", 7);
@@ -87,11 +89,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         median(&mut tcp_gbps),
         median(&mut kernel_gbps),
     );
-    println!("{rounds} rounds of {} MiB in 1 MiB blocks, medians:", total / BLOCK);
+    println!(
+        "{rounds} rounds of {} MiB in 1 MiB blocks, medians:",
+        total / BLOCK
+    );
     println!("  memcpy               {m:6.2} GB/s");
-    println!("  vmmc shm deposit     {s:6.2} GB/s   ratio to memcpy      {:.2}", s / m);
+    println!(
+        "  vmmc shm deposit     {s:6.2} GB/s   ratio to memcpy      {:.2}",
+        s / m
+    );
     println!("  kernel TCP loopback  {k:6.2} GB/s");
-    println!("  vmmc tcp deposit     {t:6.2} GB/s   ratio to kernel TCP  {:.2}", t / k);
+    println!(
+        "  vmmc tcp deposit     {t:6.2} GB/s   ratio to kernel TCP  {:.2}",
+        t / k
+    );
     println!(
         "  shm software copies per deposited byte: {:.3} ({} copied / {} deposited)",
         shm_copies.copies_per_byte(),
@@ -129,7 +140,9 @@ fn kernel_tcp(total: usize, block: &[u8]) -> std::io::Result<f64> {
     let mut ack = [0u8; 1];
     s.read_exact(&mut ack)?;
     let elapsed = t.elapsed();
-    reader.join().map_err(|_| std::io::Error::other("reader panicked"))??;
+    reader
+        .join()
+        .map_err(|_| std::io::Error::other("reader panicked"))??;
     Ok(gbps(total, elapsed))
 }
 

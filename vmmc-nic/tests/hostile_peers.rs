@@ -481,7 +481,9 @@ fn shm_importer_refuses_lying_grants() {
     t.join().unwrap();
     // An exporter that hangs up in the middle of the import.
     let name = unique_name();
-    let l = UnixListener::bind_addr(&UnixAddr::from_abstract_name(format!("vmmc-nic/{name}")).unwrap()).unwrap();
+    let l =
+        UnixListener::bind_addr(&UnixAddr::from_abstract_name(format!("vmmc-nic/{name}")).unwrap())
+            .unwrap();
     let t = std::thread::spawn(move || {
         let (mut s, _) = l.accept().unwrap();
         s.read_exact(&mut [0u8; 24]).unwrap();

@@ -79,6 +79,23 @@ pub enum Error {
     /// A region size of zero or beyond the supported maximum.
     #[error("invalid region size {0}: must be from 1 byte to 1 TiB")]
     BadSize(u64),
+    /// A mirrored tail must be whole pages and fit the region.
+    #[error("cannot mirror {mirror} bytes of a {len}-byte region: both must be multiples of the page size and the mirror no larger than the region")]
+    BadMirror {
+        /// Region size.
+        len: u64,
+        /// Requested mirror.
+        mirror: u64,
+    },
+    /// The exporter has too many greetings waiting to be taken.
+    #[error("endpoint {0} is busy: too many pending greetings")]
+    Busy(String),
+    /// A greeting longer than [`crate::MAX_GREETING_LEN`].
+    #[error("a greeting of {0} bytes is longer than the limit")]
+    GreetingTooLong(usize),
+    /// The operation needs the peer's memory mapped here (shm backend only).
+    #[error("{0} needs the shm backend")]
+    NeedsSharedMemory(&'static str),
     /// A wait or a transfer did not finish in time.
     #[error("timed out after {0:?}")]
     Timeout(Duration),

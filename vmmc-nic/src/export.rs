@@ -4,7 +4,7 @@
 //! thread, that lives exactly as long as the import. So the exporter learns that an importer
 //! died when its connection ends, and revoking an export is closing its connections.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -23,6 +23,9 @@ use crate::serve::{self, End, Wire};
 use crate::span::Span;
 use crate::sys::Region;
 use crate::{shm, tcp};
+
+/// Greetings an export holds before it refuses more imports that carry one.
+pub const MAX_PENDING_GREETINGS: usize = 128;
 
 /// How long a connecting peer has to send its import request.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -126,7 +129,20 @@ impl Endpoint {
 
     /// Exports a fresh zeroed region of `len` bytes with the given permissions.
     pub fn export(&self, len: u64, permissions: Permissions) -> Result<Export> {
-        let region = Region::create(len)?;
+        self.export_mirrored(len, 0, permissions)
+    }
+
+    /// Exports a region whose last `mirror` bytes are mapped a second time right after it, here
+    /// and in every importer on this host: a ring buffer in that tail can then be written and
+    /// read across its wrap as one contiguous span (offsets up to `len + mirror`). `len` and
+    /// `mirror` must be multiples of the page size.
+    pub fn export_mirrored(
+        &self,
+        len: u64,
+        mirror: u64,
+        permissions: Permissions,
+    ) -> Result<Export> {
+        let region = Region::create(len, mirror)?;
         let notifier = Notifier::new().map_err(Error::io("creating the notification eventfd"))?;
         let raw = self
             .inner
@@ -145,6 +161,7 @@ impl Endpoint {
             conns: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(0),
             revoked: AtomicBool::new(false),
+            greetings: Mutex::new(VecDeque::new()),
         });
         lock(&self.inner.exports).insert(id, shared.clone());
         Ok(Export {
@@ -292,6 +309,7 @@ pub(crate) struct ExportShared {
     conns: Mutex<HashMap<u64, OwnedFd>>,
     next_conn: AtomicU64,
     revoked: AtomicBool,
+    greetings: Mutex<VecDeque<Greeting>>,
 }
 
 impl ExportShared {
@@ -312,7 +330,25 @@ impl ExportShared {
             conns: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(0),
             revoked: AtomicBool::new(false),
+            greetings: Mutex::new(VecDeque::new()),
         })
+    }
+
+    /// Queues a greeting for the application and wakes its waiters; false when the queue is
+    /// full, so that a flood of imports cannot grow it without bound.
+    pub(crate) fn queue_greeting(&self, peer: &PeerIdentity, bytes: Vec<u8>) -> bool {
+        {
+            let mut q = lock(&self.greetings);
+            if q.len() >= MAX_PENDING_GREETINGS {
+                return false;
+            }
+            q.push_back(Greeting {
+                peer: peer.clone(),
+                bytes,
+            });
+        }
+        self.notifier.signal();
+        true
     }
 
     pub(crate) fn region(&self) -> &Region {
@@ -373,6 +409,18 @@ impl Drop for Registration {
     }
 }
 
+/// Bytes an importer attached to its import request, with who sent them.
+///
+/// This is how a connection request reaches a listener: the greeting names the importer's own
+/// export, which the listener then imports in turn. The bytes are the peer's and untrusted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Greeting {
+    /// The importer, as the kernel reports it.
+    pub peer: PeerIdentity,
+    /// What it sent, at most [`crate::MAX_GREETING_LEN`] bytes.
+    pub bytes: Vec<u8>,
+}
+
 /// What woke a waiter on an export.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Wake {
@@ -404,9 +452,32 @@ impl Export {
         self.shared.id
     }
 
-    /// The region's size in bytes.
+    /// The region's size in bytes (not counting the mirror).
     pub fn len(&self) -> u64 {
-        self.shared.region.len()
+        self.shared.region.file_len()
+    }
+
+    /// Bytes of the region's tail mapped a second time after it.
+    pub fn mirror(&self) -> u64 {
+        self.shared.region.mirror()
+    }
+
+    fn span(&self, offset: u64, len: u64) -> Result<Span> {
+        Span::new(self.shared.region.len(), offset, len)
+    }
+
+    /// The bytes at `offset..offset + len`, in place: the receive side of zero-copy. A peer
+    /// with deposit access may change them while you look; they cannot go away while the
+    /// borrow lives. Offsets up to `len() + mirror()` are valid.
+    pub fn slice(&mut self, offset: u64, len: u64) -> Result<&[u8]> {
+        let span = self.span(offset, len)?;
+        Ok(self.shared.region.slice(span))
+    }
+
+    /// Takes the oldest greeting that came with an import, without blocking. A greeting
+    /// arriving also wakes [`Export::wait`] (as [`Wake::Notified`]).
+    pub fn take_greeting(&self) -> Option<Greeting> {
+        lock(&self.shared.greetings).pop_front()
     }
 
     /// Always false: regions have at least one byte. Present because `len` is.
@@ -426,7 +497,7 @@ impl Export {
 
     /// Copies `data` into the region locally.
     pub fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
-        let span = Span::new(self.len(), offset, data.len() as u64)?;
+        let span = self.span(offset, data.len() as u64)?;
         self.shared.region.copy_in(span, data);
         counters::add_copied(data.len());
         Ok(())
@@ -434,7 +505,7 @@ impl Export {
 
     /// Copies bytes out of the region locally.
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        let span = Span::new(self.len(), offset, buf.len() as u64)?;
+        let span = self.span(offset, buf.len() as u64)?;
         self.shared.region.copy_out(span, buf);
         counters::add_copied(buf.len());
         Ok(())
@@ -443,14 +514,17 @@ impl Export {
     /// Reads an 8-byte control word with acquire ordering: deposits made before the peer
     /// stored this word are visible after it is read.
     pub fn load_u64(&self, offset: u64) -> Result<u64> {
-        Ok(self.shared.region.load_u64(Span::word(self.len(), offset)?))
+        Ok(self
+            .shared
+            .region
+            .load_u64(Span::word(self.shared.region.len(), offset)?))
     }
 
     /// Stores an 8-byte control word with release ordering.
     pub fn store_u64(&self, offset: u64, value: u64) -> Result<()> {
         self.shared
             .region
-            .store_u64(Span::word(self.len(), offset)?, value);
+            .store_u64(Span::word(self.shared.region.len(), offset)?, value);
         Ok(())
     }
 

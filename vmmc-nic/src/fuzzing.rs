@@ -56,6 +56,7 @@ pub fn tcp_frames_after_import(data: &[u8]) {
     let mut stream = Frame::ImportReq {
         export: id,
         access: Access::ALL,
+        greeting: 0,
     }
     .emit()
     .to_vec();
@@ -91,6 +92,12 @@ impl Wire for MemWire<'_> {
         Ok(Some(hdr))
     }
 
+    fn recv_exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        let n = buf.len();
+        buf.copy_from_slice(self.take(n)?);
+        Ok(())
+    }
+
     fn recv_into(&mut self, region: &Region, span: Span) -> io::Result<()> {
         let bytes = self.take(span.len())?;
         region.copy_in(span, bytes);
@@ -111,7 +118,8 @@ impl Wire for MemWire<'_> {
 
     fn grant(&mut self, export: &ExportShared, _: Access) -> io::Result<()> {
         self.send_frame(&Frame::ImportOk {
-            len: export.region().len(),
+            len: export.region().file_len(),
+            mirror: export.region().mirror(),
         })
     }
 

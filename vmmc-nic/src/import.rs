@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::access::Access;
+use crate::access::{Access, PeerIdentity};
 use crate::addr::{ExportId, NodeAddr};
 use crate::counters;
 use crate::error::{Error, Result};
@@ -40,7 +40,55 @@ pub(crate) fn refusal_error(reason: Refusal, peer: &str, id: ExportId, access: A
             access,
         },
         Refusal::Closing => Error::PeerGone(peer.to_owned()),
+        Refusal::Busy => Error::Busy(peer.to_owned()),
     }
+}
+
+/// How to import: the timeout for the import and for later blocking transfers, and an
+/// optional greeting for the exporter's application.
+#[derive(Clone, Debug)]
+pub struct ImportOptions {
+    /// Bounds the import itself and, on tcp, every later transfer that can block.
+    pub timeout: Duration,
+    /// Bytes handed to the exporter's application with the import (see
+    /// [`crate::Export::take_greeting`]); at most [`crate::MAX_GREETING_LEN`].
+    pub greeting: Vec<u8>,
+}
+
+impl Default for ImportOptions {
+    fn default() -> ImportOptions {
+        ImportOptions {
+            timeout: DEFAULT_TIMEOUT,
+            greeting: Vec::new(),
+        }
+    }
+}
+
+impl ImportOptions {
+    /// The import request as sent: the header, then the greeting.
+    pub(crate) fn request(&self, id: ExportId, access: Access) -> Result<Vec<u8>> {
+        let greeting = u16::try_from(self.greeting.len())
+            .ok()
+            .filter(|n| usize::from(*n) <= crate::wire::MAX_GREETING_LEN)
+            .ok_or(Error::GreetingTooLong(self.greeting.len()))?;
+        let mut out = Frame::ImportReq {
+            export: id,
+            access,
+            greeting,
+        }
+        .emit()
+        .to_vec();
+        out.extend_from_slice(&self.greeting);
+        Ok(out)
+    }
+}
+
+/// What an exporter granted.
+#[derive(Debug)]
+pub(crate) struct Granted {
+    pub(crate) len: u64,
+    pub(crate) mirror: u64,
+    pub(crate) exporter: PeerIdentity,
 }
 
 #[derive(Debug)]
@@ -64,6 +112,8 @@ pub struct Import {
     id: ExportId,
     access: Access,
     len: u64,
+    mirror: u64,
+    exporter: PeerIdentity,
 }
 
 impl Import {
@@ -81,16 +131,31 @@ impl Import {
         access: Access,
         timeout: Duration,
     ) -> Result<Import> {
-        let timeout = timeout.max(Duration::from_millis(1));
+        let opts = ImportOptions {
+            timeout,
+            ..ImportOptions::default()
+        };
+        Import::open_with(addr, id, access, &opts)
+    }
+
+    /// As [`Import::open`], with every option.
+    pub fn open_with(
+        addr: &NodeAddr,
+        id: ExportId,
+        access: Access,
+        opts: &ImportOptions,
+    ) -> Result<Import> {
+        let mut opts = opts.clone();
+        opts.timeout = opts.timeout.max(Duration::from_millis(1));
         let alive = Arc::new(AtomicBool::new(true));
-        let (backend, len) = match addr {
+        let (backend, granted) = match addr {
             NodeAddr::Shm(name) => {
-                let (s, len) = shm::open(name, id, access, timeout)?;
-                (Backend::Shm(s), len)
+                let (s, g) = shm::open(name, id, access, &opts)?;
+                (Backend::Shm(s), g)
             }
             NodeAddr::Tcp(t) => {
-                let (t, len) = tcp::open(t, id, access, timeout)?;
-                (Backend::Tcp(t), len)
+                let (t, g) = tcp::open(t, id, access, &opts)?;
+                (Backend::Tcp(t), g)
             }
         };
         let fd = match &backend {
@@ -106,8 +171,41 @@ impl Import {
             peer: addr.clone(),
             id,
             access,
-            len,
+            len: granted.len,
+            mirror: granted.mirror,
+            exporter: granted.exporter,
         })
+    }
+
+    /// Bytes of the region's tail that are mapped twice; offsets up to `len() + mirror()` are
+    /// valid, and the mirror aliases the tail.
+    pub fn mirror(&self) -> u64 {
+        self.mirror
+    }
+
+    /// The exporting process, as the kernel reports it (for shm, its pid and uid; for tcp,
+    /// its address). Lets an application check that a region really belongs to the peer it
+    /// is talking to.
+    pub fn exporter(&self) -> &PeerIdentity {
+        &self.exporter
+    }
+
+    fn span(&self, offset: u64, len: u64) -> Result<Span> {
+        Span::new(self.len + self.mirror, offset, len)
+    }
+
+    /// The remote bytes at `offset..offset + len` as a slice of this process's memory, to
+    /// write in place (the send side of zero-copy: build the data where it will be read, then
+    /// publish it with [`Import::store_u64`]). Writes through the slice count as deposited,
+    /// copied-by-software bytes only if the caller reports them; the NIC cannot see them.
+    /// Only the shm backend maps the peer's memory.
+    pub fn slice_mut(&mut self, offset: u64, len: u64) -> Result<&mut [u8]> {
+        self.ready(Access::DEPOSIT)?;
+        let span = self.span(offset, len)?;
+        match &mut self.backend {
+            Backend::Shm(s) => Ok(s.region.slice_mut(span)),
+            Backend::Tcp(_) => Err(Error::NeedsSharedMemory("writing remote memory in place")),
+        }
     }
 
     /// The region's size in bytes.
@@ -181,13 +279,12 @@ impl Import {
     ) -> Result<()> {
         self.ready(Access::DEPOSIT)?;
         let total: u64 = bufs.iter().map(|b| b.len() as u64).sum();
-        let span = Span::new(self.len, offset, total)?;
+        let span = self.span(offset, total)?;
         match &self.backend {
             Backend::Shm(s) => {
                 let mut at = offset;
                 for b in bufs.iter().filter(|b| !b.is_empty()) {
-                    s.region
-                        .copy_in(Span::new(self.len, at, b.len() as u64)?, b);
+                    s.region.copy_in(self.span(at, b.len() as u64)?, b);
                     at += b.len() as u64;
                 }
                 counters::add_copied(span.len());
@@ -216,7 +313,7 @@ impl Import {
     /// before it. This is how a ring publishes its write index.
     pub fn store_u64(&self, offset: u64, value: u64, notify: Notify) -> Result<()> {
         self.ready(Access::DEPOSIT)?;
-        let span = Span::word(self.len, offset)?;
+        let span = Span::word(self.len + self.mirror, offset)?;
         match &self.backend {
             Backend::Shm(s) => {
                 s.region.store_u64(span, value);
@@ -243,7 +340,7 @@ impl Import {
     /// Fetches `buf.len()` bytes from `offset` of the remote region (remote read).
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         self.ready(Access::FETCH)?;
-        let span = Span::new(self.len, offset, buf.len() as u64)?;
+        let span = self.span(offset, buf.len() as u64)?;
         match &self.backend {
             Backend::Shm(s) => {
                 s.region.copy_out(span, buf);
@@ -258,7 +355,7 @@ impl Import {
     /// Fetches an 8-byte control word with acquire ordering.
     pub fn load_u64(&self, offset: u64) -> Result<u64> {
         self.ready(Access::FETCH)?;
-        let span = Span::word(self.len, offset)?;
+        let span = Span::word(self.len + self.mirror, offset)?;
         match &self.backend {
             Backend::Shm(s) => Ok(s.region.load_u64(span)),
             Backend::Tcp(t) => {

@@ -64,9 +64,10 @@ pub use access::{Access, PeerIdentity, PeerMatch, Permissions};
 pub use addr::{ExportId, NodeAddr, ShmName, TcpAddr, MAX_SHM_NAME_LEN};
 pub use counters::Counters;
 pub use error::{Error, Result};
-pub use export::{Endpoint, Export, Wake};
-pub use import::{Import, Notify, DEFAULT_TIMEOUT};
+pub use export::{Endpoint, Export, Greeting, Wake, MAX_PENDING_GREETINGS};
+pub use import::{Import, ImportOptions, Notify, DEFAULT_TIMEOUT};
 pub use span::MAX_REGION_LEN;
+pub use wire::MAX_GREETING_LEN;
 
 #[cfg(test)]
 mod tests {

@@ -18,6 +18,8 @@ use crate::wire::{Frame, Refusal, FRAME_LEN};
 pub(crate) trait Wire {
     /// The next frame header, or `None` at a clean end of stream between frames.
     fn recv_frame(&mut self) -> io::Result<Option<[u8; FRAME_LEN]>>;
+    /// Exactly `buf.len()` bytes (a greeting).
+    fn recv_exact(&mut self, buf: &mut [u8]) -> io::Result<()>;
     /// Receives a deposit's payload straight into the region.
     fn recv_into(&mut self, region: &Region, span: Span) -> io::Result<()>;
     /// Sends a header with no payload.
@@ -59,11 +61,18 @@ pub(crate) fn handshake<W: Wire>(
 ) -> Result<(Arc<ExportShared>, Access), End> {
     let hdr = w.recv_frame()?.ok_or(End::Closed)?;
     let frame = Frame::parse(&hdr).map_err(|e| End::Violation(e.to_string()))?;
-    let Frame::ImportReq { export, access } = frame else {
+    let Frame::ImportReq {
+        export,
+        access,
+        greeting,
+    } = frame
+    else {
         return Err(End::Violation(format!(
             "expected an import request, got {frame:?}"
         )));
     };
+    let mut bytes = vec![0u8; usize::from(greeting)];
+    w.recv_exact(&mut bytes)?;
     let refuse = |w: &mut W, reason| -> End {
         match w.send_frame(&Frame::Refused { reason }) {
             Ok(()) => End::Refused(reason),
@@ -75,6 +84,9 @@ pub(crate) fn handshake<W: Wire>(
     };
     if !exp.permissions().permits(peer, access) {
         return Err(refuse(w, Refusal::PermissionDenied));
+    }
+    if !bytes.is_empty() && !exp.queue_greeting(peer, bytes) {
+        return Err(refuse(w, Refusal::Busy));
     }
     Ok((exp, access))
 }

@@ -9,7 +9,6 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::sync::Arc;
-use std::time::Duration;
 
 use nix::sys::socket::{getsockopt, sendmsg, sockopt, ControlMessage, MsgFlags};
 
@@ -17,7 +16,7 @@ use crate::access::{Access, PeerIdentity};
 use crate::addr::{ExportId, NodeAddr, ShmName};
 use crate::error::{Error, Result};
 use crate::export::{run_connection, EndpointInner, ExportShared, Listener, HANDSHAKE_TIMEOUT};
-use crate::import::refusal_error;
+use crate::import::{refusal_error, Granted, ImportOptions};
 use crate::notify::RemoteNotifier;
 use crate::serve::Wire;
 use crate::span::Span;
@@ -95,6 +94,10 @@ impl Wire for ShmConn {
         read_frame(&mut self.stream)
     }
 
+    fn recv_exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        self.stream.read_exact(buf)
+    }
+
     fn recv_into(&mut self, _: &Region, _: Span) -> io::Result<()> {
         Err(io::Error::other("shm connections carry no data"))
     }
@@ -121,7 +124,11 @@ impl Wire for ShmConn {
             std::fs::File::open(format!("/proc/self/fd/{}", memfd.as_raw_fd()))?.into()
         };
         let event_fd = export.notifier().dup()?;
-        let bytes = Frame::ImportOk { len: region.len() }.emit();
+        let bytes = Frame::ImportOk {
+            len: region.file_len(),
+            mirror: region.mirror(),
+        }
+        .emit();
         let fds = [region_fd.as_raw_fd(), event_fd.as_raw_fd()];
         let iov = [io::IoSlice::new(&bytes)];
         let sent = loop {
@@ -160,8 +167,9 @@ pub(crate) fn open(
     name: &ShmName,
     id: ExportId,
     access: Access,
-    timeout: Duration,
-) -> Result<(ShmImport, u64)> {
+    opts: &ImportOptions,
+) -> Result<(ShmImport, Granted)> {
+    let timeout = opts.timeout;
     let peer = NodeAddr::Shm(name.clone()).to_string();
     let mut stream = UnixStream::connect_addr(&socket_addr(name)?).map_err(|e| match e.kind() {
         io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound => {
@@ -184,9 +192,17 @@ pub(crate) fn open(
     };
     stream.set_read_timeout(Some(timeout)).map_err(io_err)?;
     stream.set_write_timeout(Some(timeout)).map_err(io_err)?;
-    stream
-        .write_all(&Frame::ImportReq { export: id, access }.emit())
-        .map_err(io_err)?;
+    let exporter = match getsockopt(&stream, sockopt::PeerCredentials) {
+        Ok(c) => PeerIdentity::Local {
+            pid: c.pid(),
+            uid: c.uid(),
+            gid: c.gid(),
+        },
+        Err(e) => return Err(io_err(e.into())),
+    };
+    let mut request = opts.request(id, access)?;
+    stream.write_all(&request).map_err(io_err)?;
+    request.clear();
     let mut buf = [0u8; FRAME_LEN];
     let mut got = 0;
     let mut fds: Vec<OwnedFd> = Vec::new();
@@ -203,8 +219,8 @@ pub(crate) fn open(
         why,
     };
     let frame = Frame::parse(&buf).map_err(|e| protocol(e.to_string()))?;
-    let len = match frame {
-        Frame::ImportOk { len } => len,
+    let (len, mirror) = match frame {
+        Frame::ImportOk { len, mirror } => (len, mirror),
         Frame::Refused { reason } => return Err(refusal_error(reason, &peer, id, access)),
         other => {
             return Err(protocol(format!(
@@ -222,8 +238,8 @@ pub(crate) fn open(
         .pop()
         .ok_or_else(|| protocol("missing eventfd".into()))?;
     let region_fd = fds.pop().ok_or_else(|| protocol("missing memfd".into()))?;
-    let region =
-        Region::adopt(region_fd, len, access.contains(Access::DEPOSIT)).map_err(protocol)?;
+    let region = Region::adopt(region_fd, len, mirror, access.contains(Access::DEPOSIT))
+        .map_err(protocol)?;
     let notifier = RemoteNotifier::adopt(event_fd).map_err(protocol)?;
     Ok((
         ShmImport {
@@ -231,6 +247,10 @@ pub(crate) fn open(
             notifier,
             conn: stream,
         },
-        len,
+        Granted {
+            len,
+            mirror,
+            exporter,
+        },
     ))
 }

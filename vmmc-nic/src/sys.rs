@@ -21,7 +21,10 @@ use crate::span::{check_region_len, Span};
 #[derive(Debug)]
 pub(crate) struct Region {
     ptr: NonNull<u8>,
+    /// Mapped bytes: the file, then the mirror of its tail.
     len: usize,
+    /// Bytes of the file's tail mapped a second time right after the file.
+    mirror: usize,
     writable: bool,
     /// The memfd behind the mapping, when there is one to hand to importers.
     fd: Option<OwnedFd>,
@@ -38,8 +41,13 @@ unsafe impl Sync for Region {}
 impl Region {
     /// A fresh zeroed region in a memfd whose size is sealed, so no importer can ever shrink it
     /// under us (which would turn our accesses into SIGBUS).
-    pub(crate) fn create(len: u64) -> crate::Result<Region> {
+    ///
+    /// With `mirror > 0`, the last `mirror` bytes of the file are mapped a second time right
+    /// after the file, so a ring in the tail can be read or written across its wrap as one
+    /// contiguous span.
+    pub(crate) fn create(len: u64, mirror: u64) -> crate::Result<Region> {
         let size = check_region_len(len)?;
+        let mirror = check_mirror(len, mirror)?;
         let fd = memfd_create(
             c"vmmc-region",
             MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
@@ -52,11 +60,12 @@ impl Region {
         fcntl(&file, FcntlArg::F_ADD_SEALS(seals))
             .map_err(|e| crate::Error::io("sealing the memfd")(e.into()))?;
         let fd = OwnedFd::from(file);
-        let ptr =
-            map(Some(fd.as_fd()), size, true).map_err(crate::Error::io("mapping the memfd"))?;
+        let ptr = map(Some(fd.as_fd()), size, mirror, true)
+            .map_err(crate::Error::io("mapping the memfd"))?;
         Ok(Region {
             ptr,
-            len: size,
+            len: size + mirror,
+            mirror,
             writable: true,
             fd: Some(fd),
         })
@@ -65,10 +74,11 @@ impl Region {
     /// Anonymous private memory: a region for tests and fuzzing that is never shared.
     pub(crate) fn anonymous(len: u64) -> crate::Result<Region> {
         let size = check_region_len(len)?;
-        let ptr = map(None, size, true).map_err(crate::Error::io("mapping anonymous memory"))?;
+        let ptr = map(None, size, 0, true).map_err(crate::Error::io("mapping anonymous memory"))?;
         Ok(Region {
             ptr,
             len: size,
+            mirror: 0,
             writable: true,
             fd: None,
         })
@@ -76,8 +86,14 @@ impl Region {
 
     /// Maps a memfd received from an exporter, which is untrusted: the file must be sealed
     /// against shrinking and be exactly `len` bytes, or a later shrink could kill us with SIGBUS.
-    pub(crate) fn adopt(fd: OwnedFd, len: u64, writable: bool) -> Result<Region, String> {
+    pub(crate) fn adopt(
+        fd: OwnedFd,
+        len: u64,
+        mirror: u64,
+        writable: bool,
+    ) -> Result<Region, String> {
         let size = check_region_len(len).map_err(|e| e.to_string())?;
+        let mirror = check_mirror(len, mirror).map_err(|e| e.to_string())?;
         let seals = fcntl(&fd, FcntlArg::F_GET_SEALS)
             .map_err(|e| format!("the region descriptor is not a sealable memfd ({e})"))?;
         let seals = SealFlag::from_bits_truncate(seals);
@@ -91,18 +107,49 @@ impl Region {
                 st.st_size
             ));
         }
-        let ptr = map(Some(fd.as_fd()), size, writable)
+        let ptr = map(Some(fd.as_fd()), size, mirror, writable)
             .map_err(|e| format!("mapping the region: {e}"))?;
         Ok(Region {
             ptr,
-            len: size,
+            len: size + mirror,
+            mirror,
             writable,
             fd: Some(fd),
         })
     }
 
+    /// Bytes addressable through spans: the file plus its mirrored tail.
     pub(crate) fn len(&self) -> u64 {
         self.len as u64
+    }
+
+    /// Size of the underlying file, as importers are told.
+    pub(crate) fn file_len(&self) -> u64 {
+        (self.len - self.mirror) as u64
+    }
+
+    pub(crate) fn mirror(&self) -> u64 {
+        self.mirror as u64
+    }
+
+    /// A shared view of a span, for zero-copy consumers. The bytes may change under the
+    /// reader if a peer writes them; they can never move or disappear while `self` lives.
+    pub(crate) fn slice(&self, span: Span) -> &[u8] {
+        self.check(span, false);
+        // SAFETY: the span is inside the live mapping (checked above), which stays mapped for
+        // the lifetime of `&self`. No `&mut` to this memory is ever created from a shared
+        // `Region` borrow: `slice_mut` takes `&mut self`. Concurrent writes by another process
+        // can change the bytes but not the validity of the memory.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(span.offset()), span.len()) }
+    }
+
+    /// An exclusive view of a span, for producers that write in place (the send side of the
+    /// pointer API).
+    pub(crate) fn slice_mut(&mut self, span: Span) -> &mut [u8] {
+        self.check(span, true);
+        // SAFETY: inside the live writable mapping (checked above); `&mut self` guarantees no
+        // other view from this process exists for the borrow's duration.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(span.offset()), span.len()) }
     }
 
     pub(crate) fn fd(&self) -> Option<BorrowedFd<'_>> {
@@ -260,7 +307,30 @@ impl Drop for Region {
     }
 }
 
-fn map(fd: Option<BorrowedFd<'_>>, len: usize, writable: bool) -> io::Result<NonNull<u8>> {
+/// The page size, which mirrored tails must be multiples of.
+pub(crate) fn page_size() -> u64 {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(p).unwrap_or(4096)
+}
+
+pub(crate) fn check_mirror(len: u64, mirror: u64) -> crate::Result<usize> {
+    let page = page_size();
+    if mirror == 0 {
+        return Ok(0);
+    }
+    if mirror > len || mirror % page != 0 || len % page != 0 {
+        return Err(crate::Error::BadMirror { len, mirror });
+    }
+    usize::try_from(mirror).map_err(|_| crate::Error::BadMirror { len, mirror })
+}
+
+fn map(
+    fd: Option<BorrowedFd<'_>>,
+    len: usize,
+    mirror: usize,
+    writable: bool,
+) -> io::Result<NonNull<u8>> {
     let prot = if writable {
         libc::PROT_READ | libc::PROT_WRITE
     } else {
@@ -270,12 +340,53 @@ fn map(fd: Option<BorrowedFd<'_>>, len: usize, writable: bool) -> io::Result<Non
         Some(fd) => (libc::MAP_SHARED, fd.as_raw_fd()),
         None => (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1),
     };
-    // SAFETY: a fresh mapping chosen by the kernel overlaps nothing we own; the result is checked.
-    let p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, raw, 0) };
-    if p == libc::MAP_FAILED {
+    if mirror == 0 {
+        // SAFETY: a fresh mapping chosen by the kernel overlaps nothing we own; checked below.
+        let p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, raw, 0) };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        return NonNull::new(p.cast()).ok_or_else(|| io::Error::other("mmap returned null"));
+    }
+    // Reserve the whole window first, then map the file and its tail into it with MAP_FIXED, so
+    // the two views are adjacent and nothing else can be placed in between.
+    let total = len + mirror;
+    // SAFETY: an inaccessible anonymous reservation chosen by the kernel overlaps nothing.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            total,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
         return Err(io::Error::last_os_error());
     }
-    NonNull::new(p.cast()).ok_or_else(|| io::Error::other("mmap returned null"))
+    let tail = (len - mirror) as libc::off_t;
+    // SAFETY: both MAP_FIXED mappings replace parts of the reservation made just above, which
+    // this function owns; nothing else refers to it yet.
+    let ok = unsafe {
+        let a = libc::mmap(base, len, prot, flags | libc::MAP_FIXED, raw, 0);
+        let b = libc::mmap(
+            base.cast::<u8>().add(len).cast(),
+            mirror,
+            prot,
+            flags | libc::MAP_FIXED,
+            raw,
+            tail,
+        );
+        a != libc::MAP_FAILED && b != libc::MAP_FAILED
+    };
+    if !ok {
+        let err = io::Error::last_os_error();
+        // SAFETY: unmapping the reservation this function created and nobody else uses.
+        unsafe { libc::munmap(base, total) };
+        return Err(err);
+    }
+    NonNull::new(base.cast()).ok_or_else(|| io::Error::other("mmap returned null"))
 }
 
 /// Receives into `buf` with `recvmsg`, adopting any descriptors that arrive with the bytes.

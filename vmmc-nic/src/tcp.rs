@@ -16,11 +16,11 @@ use crate::error::{Error, Result};
 use crate::export::{
     lock, run_connection, EndpointInner, ExportShared, Listener, HANDSHAKE_TIMEOUT,
 };
-use crate::import::refusal_error;
+use crate::import::{refusal_error, Granted, ImportOptions};
 use crate::serve::Wire;
 use crate::shm::read_frame;
 use crate::span::{check_region_len, Span};
-use crate::sys::Region;
+use crate::sys::{check_mirror, Region};
 use crate::wire::{Frame, FRAME_LEN};
 
 pub(crate) fn listen(addr: &TcpAddr) -> Result<(Listener, NodeAddr)> {
@@ -67,6 +67,10 @@ impl Wire for TcpConn {
         read_frame(&mut self.stream)
     }
 
+    fn recv_exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        self.stream.read_exact(buf)
+    }
+
     fn recv_into(&mut self, region: &Region, span: Span) -> io::Result<()> {
         region.recv_into(self.stream.as_fd(), span)
     }
@@ -81,7 +85,8 @@ impl Wire for TcpConn {
 
     fn grant(&mut self, export: &ExportShared, _: Access) -> io::Result<()> {
         self.send_frame(&Frame::ImportOk {
-            len: export.region().len(),
+            len: export.region().file_len(),
+            mirror: export.region().mirror(),
         })?;
         // The importer may stay quiet for as long as it likes once it holds the import.
         self.stream.set_read_timeout(None)
@@ -108,8 +113,9 @@ pub(crate) fn open(
     addr: &TcpAddr,
     id: ExportId,
     access: Access,
-    timeout: Duration,
-) -> Result<(TcpImport, u64)> {
+    opts: &ImportOptions,
+) -> Result<(TcpImport, Granted)> {
+    let timeout = opts.timeout;
     let peer = addr.to_string();
     let mut last = None;
     let mut stream = None;
@@ -157,17 +163,26 @@ pub(crate) fn open(
         s.set_write_timeout(Some(timeout))
     };
     setup(&stream).map_err(|e| imp.io_error(e))?;
+    let exporter = PeerIdentity::Remote(stream.peer_addr().map_err(|e| imp.io_error(e))?);
     stream
-        .write_all(&Frame::ImportReq { export: id, access }.emit())
+        .write_all(&opts.request(id, access)?)
         .map_err(|e| imp.io_error(e))?;
     let hdr = read_frame(&mut stream)
         .map_err(|e| imp.io_error(e))?
         .ok_or_else(|| Error::PeerGone(peer.clone()))?;
     let frame = Frame::parse(&hdr).map_err(|e| imp.protocol(e.to_string()))?;
     match frame {
-        Frame::ImportOk { len } => {
+        Frame::ImportOk { len, mirror } => {
             check_region_len(len).map_err(|e| imp.protocol(e.to_string()))?;
-            Ok((imp, len))
+            check_mirror(len, mirror).map_err(|e| imp.protocol(e.to_string()))?;
+            Ok((
+                imp,
+                Granted {
+                    len,
+                    mirror,
+                    exporter,
+                },
+            ))
         }
         Frame::Refused { reason } => Err(refusal_error(reason, &peer, id, access)),
         other => Err(imp.protocol(format!("expected an import answer, got {other:?}"))),

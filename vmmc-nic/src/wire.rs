@@ -22,6 +22,8 @@ use crate::span::MAX_REGION_LEN;
 pub(crate) const FRAME_LEN: usize = 24;
 /// "VMNC" in little-endian order.
 const MAGIC: u32 = u32::from_le_bytes(*b"VMNC");
+/// Longest greeting an importer may attach to its import request.
+pub const MAX_GREETING_LEN: usize = 1024;
 /// Flag bit: raise a notification after applying this deposit.
 const FLAG_NOTIFY: u8 = 1;
 
@@ -39,16 +41,22 @@ pub(crate) enum Refusal {
     NoSuchExport = 1,
     PermissionDenied = 2,
     Closing = 3,
+    Busy = 4,
 }
 
 /// A validated frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Frame {
-    /// Importer → exporter, first frame on a connection.
-    ImportReq { export: ExportId, access: Access },
-    /// Exporter → importer: granted; the region has `len` bytes. On the shm backend the memfd
-    /// and eventfd ride along with this frame.
-    ImportOk { len: u64 },
+    /// Importer → exporter, first frame on a connection, followed by `greeting` bytes for
+    /// the exporter's application (a connection request, say).
+    ImportReq {
+        export: ExportId,
+        access: Access,
+        greeting: u16,
+    },
+    /// Exporter → importer: granted; the region has `len` bytes, the last `mirror` of which
+    /// are mapped twice. On the shm backend the memfd and eventfd ride along with this frame.
+    ImportOk { len: u64, mirror: u64 },
     /// Exporter → importer: refused; the connection closes.
     Refused { reason: Refusal },
     /// Importer → exporter, tcp only: `len` payload bytes to land at `offset`.
@@ -73,6 +81,7 @@ pub(crate) enum WireError {
     BadFlags { kind: u8, flags: u8 },
     NonzeroReserved(u16),
     BadExportId(u64),
+    GreetingTooLong(u64),
     BadAccess(u64),
     BadRefusal(u64),
     Misaligned(u64),
@@ -90,6 +99,7 @@ impl fmt::Display for WireError {
             }
             WireError::NonzeroReserved(r) => write!(f, "reserved header bits set ({r:#x})"),
             WireError::BadExportId(id) => write!(f, "export id {id} out of range"),
+            WireError::GreetingTooLong(n) => write!(f, "greeting of {n} bytes is too long"),
             WireError::BadAccess(a) => write!(f, "access bits {a:#x} invalid"),
             WireError::BadRefusal(r) => write!(f, "unknown refusal reason {r}"),
             WireError::Misaligned(o) => write!(f, "control word offset {o} not 8-byte aligned"),
@@ -142,16 +152,23 @@ impl Frame {
             }
         };
         let frame = match kind {
-            KIND_IMPORT_REQ => Frame::ImportReq {
-                export: u32::try_from(a)
-                    .ok()
-                    .and_then(ExportId::new)
-                    .ok_or(WireError::BadExportId(a))?,
-                access: Access::from_bits(b).ok_or(WireError::BadAccess(b))?,
-            },
+            KIND_IMPORT_REQ => {
+                let greeting = a >> 32;
+                if greeting > MAX_GREETING_LEN as u64 {
+                    return Err(WireError::GreetingTooLong(greeting));
+                }
+                Frame::ImportReq {
+                    export: ExportId::new(a as u32).ok_or(WireError::BadExportId(a))?,
+                    access: Access::from_bits(b).ok_or(WireError::BadAccess(b))?,
+                    greeting: greeting as u16,
+                }
+            }
             KIND_IMPORT_OK => {
-                unused(a)?;
-                Frame::ImportOk { len: bounded(b)? }
+                let (len, mirror) = (bounded(b)?, bounded(a)?);
+                if mirror > len {
+                    return Err(WireError::TooLong(mirror));
+                }
+                Frame::ImportOk { len, mirror }
             }
             KIND_REFUSED => {
                 unused(b)?;
@@ -160,6 +177,7 @@ impl Frame {
                         1 => Refusal::NoSuchExport,
                         2 => Refusal::PermissionDenied,
                         3 => Refusal::Closing,
+                        4 => Refusal::Busy,
                         _ => return Err(WireError::BadRefusal(a)),
                     },
                 }
@@ -195,13 +213,17 @@ impl Frame {
     /// The header bytes of this frame.
     pub(crate) fn emit(&self) -> [u8; FRAME_LEN] {
         let (kind, flags, a, b) = match *self {
-            Frame::ImportReq { export, access } => (
+            Frame::ImportReq {
+                export,
+                access,
+                greeting,
+            } => (
                 KIND_IMPORT_REQ,
                 0,
-                u64::from(export.get()),
+                u64::from(export.get()) | u64::from(greeting) << 32,
                 u64::from(access.bits()),
             ),
-            Frame::ImportOk { len } => (KIND_IMPORT_OK, 0, 0, len),
+            Frame::ImportOk { len, mirror } => (KIND_IMPORT_OK, 0, mirror, len),
             Frame::Refused { reason } => (KIND_REFUSED, 0, reason as u64, 0),
             Frame::Deposit {
                 offset,
@@ -243,8 +265,21 @@ mod tests {
             Frame::ImportReq {
                 export: ExportId::new(9).unwrap(),
                 access: Access::FETCH,
+                greeting: 0,
             },
-            Frame::ImportOk { len: 4096 },
+            Frame::ImportReq {
+                export: ExportId::new(u32::MAX).unwrap(),
+                access: Access::ALL,
+                greeting: MAX_GREETING_LEN as u16,
+            },
+            Frame::ImportOk {
+                len: 4096,
+                mirror: 0,
+            },
+            Frame::ImportOk {
+                len: 8192,
+                mirror: 4096,
+            },
             Frame::Refused {
                 reason: Refusal::PermissionDenied,
             },
@@ -292,11 +327,18 @@ mod tests {
         let mut req = Frame::ImportReq {
             export: ExportId::new(1).unwrap(),
             access: Access::ALL,
+            greeting: 0,
         }
         .emit();
         req[8] = 0;
         assert!(matches!(Frame::parse(&req), Err(WireError::BadExportId(0))));
         req[8] = 1;
+        req[13] = 0x10; // a greeting of 4096 bytes
+        assert!(matches!(
+            Frame::parse(&req),
+            Err(WireError::GreetingTooLong(4096))
+        ));
+        req[13] = 0;
         req[16] = 4;
         assert!(matches!(Frame::parse(&req), Err(WireError::BadAccess(4))));
         let mut word = Frame::StoreWord {
@@ -307,11 +349,8 @@ mod tests {
         .emit();
         word[8] = 9;
         assert!(matches!(Frame::parse(&word), Err(WireError::Misaligned(9))));
-        let mut ok = Frame::ImportOk { len: 1 }.emit();
-        ok[8] = 1;
-        assert!(matches!(
-            Frame::parse(&ok),
-            Err(WireError::NonzeroField { .. })
-        ));
+        let mut ok = Frame::ImportOk { len: 1, mirror: 0 }.emit();
+        ok[8] = 2;
+        assert!(matches!(Frame::parse(&ok), Err(WireError::TooLong(2))));
     }
 }

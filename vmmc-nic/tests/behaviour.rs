@@ -33,7 +33,109 @@ both_backends!(
     local_range_errors_leave_the_import_usable,
     notifications_can_be_polled_and_time_out,
     counters_count_software_copies,
+    mirrored_tails_read_and_write_across_the_wrap,
+    greetings_reach_the_exporter_with_the_kernel_identity,
 );
+
+fn mirrored_tails_read_and_write_across_the_wrap(b: Backend) {
+    const LEN: u64 = 4 * 4096;
+    const MIRROR: u64 = 3 * 4096; // a ring at [4096, 16384), mapped again at [16384, 28672)
+    let (mut child, addr, id) = spawn_mirrored_exporter(b, LEN, MIRROR, "open");
+    let mut imp = Import::open(&addr, id, Access::ALL).unwrap();
+    assert_eq!((imp.len(), imp.mirror()), (LEN, MIRROR));
+    // A deposit that runs past the end of the ring lands at the ring's start.
+    imp.write_at(LEN - 3, b"abcdef", Notify::Yes).unwrap();
+    assert_eq!(child.ok("wait 10000"), "notified");
+    assert_eq!(child.ok(&format!("read {} 3", LEN - 3)), hex_encode(b"abc"));
+    assert_eq!(
+        child.ok(&format!("read {} 3", LEN - MIRROR)),
+        hex_encode(b"def")
+    );
+    assert_eq!(
+        child.ok(&format!("read {} 6", LEN - 3)),
+        hex_encode(b"abcdef")
+    );
+    let mut back = [0u8; 6];
+    imp.read_at(LEN - 3, &mut back).unwrap();
+    assert_eq!(&back, b"abcdef");
+    assert!(imp.write_at(LEN + MIRROR - 2, b"xyz", Notify::No).is_err());
+    match b {
+        Backend::Shm => {
+            // In place: one slice across the wrap.
+            let s = imp.slice_mut(LEN - 2, 4).unwrap();
+            s.copy_from_slice(b"WXYZ");
+            assert_eq!(
+                child.ok(&format!("read {} 2", LEN - MIRROR)),
+                hex_encode(b"YZ")
+            );
+        }
+        Backend::Tcp => assert!(matches!(
+            imp.slice_mut(0, 1).unwrap_err(),
+            Error::NeedsSharedMemory(_)
+        )),
+    }
+    // Mirrors must be whole pages inside the region.
+    let ep = Endpoint::bind(&b.fresh_addr()).unwrap();
+    for (len, mirror) in [(4096, 8192), (4096, 100), (5000, 4096)] {
+        assert!(matches!(
+            ep.export_mirrored(len, mirror, Permissions::open())
+                .unwrap_err(),
+            Error::BadMirror { .. }
+        ));
+    }
+}
+
+fn greetings_reach_the_exporter_with_the_kernel_identity(b: Backend) {
+    let ep = Endpoint::bind(&b.fresh_addr()).unwrap();
+    let x = ep.export(4096, Permissions::open()).unwrap();
+    let (mut child, ready) =
+        spawn_greeting_importer(ep.addr(), x.id(), "deposit", b"hello, listener");
+    assert_eq!(ready, "READY 4096");
+    assert_eq!(x.wait(WAIT).unwrap(), Wake::Notified);
+    let g = x.take_greeting().unwrap();
+    assert_eq!(g.bytes, b"hello, listener");
+    match (&g.peer, b) {
+        (vmmc_nic::PeerIdentity::Local { pid, .. }, Backend::Shm) => {
+            assert_eq!(*pid as u32, child.pid())
+        }
+        (vmmc_nic::PeerIdentity::Remote(sa), Backend::Tcp) => assert!(sa.ip().is_loopback()),
+        other => panic!("unexpected identity {other:?}"),
+    }
+    assert!(x.take_greeting().is_none());
+    // The importer learns who exports, too.
+    let exporter = child.ok("exporter");
+    match b {
+        Backend::Shm => assert!(
+            exporter.contains(&format!("pid: {}", std::process::id())),
+            "{exporter}"
+        ),
+        Backend::Tcp => assert!(exporter.contains("127.0.0.1"), "{exporter}"),
+    }
+    // Too long a greeting is refused before it is sent.
+    let opts = vmmc_nic::ImportOptions {
+        greeting: vec![0; vmmc_nic::MAX_GREETING_LEN + 1],
+        ..Default::default()
+    };
+    assert!(matches!(
+        Import::open_with(ep.addr(), x.id(), Access::DEPOSIT, &opts).unwrap_err(),
+        Error::GreetingTooLong(_)
+    ));
+    // A full queue refuses further greetings, and frees up as they are taken.
+    let opts = vmmc_nic::ImportOptions {
+        greeting: b"g".to_vec(),
+        ..Default::default()
+    };
+    let held: Vec<Import> = (0..vmmc_nic::MAX_PENDING_GREETINGS)
+        .map(|_| Import::open_with(ep.addr(), x.id(), Access::DEPOSIT, &opts).unwrap())
+        .collect();
+    assert!(matches!(
+        Import::open_with(ep.addr(), x.id(), Access::DEPOSIT, &opts).unwrap_err(),
+        Error::Busy(_)
+    ));
+    assert!(x.take_greeting().is_some());
+    Import::open_with(ep.addr(), x.id(), Access::DEPOSIT, &opts).unwrap();
+    drop(held);
+}
 
 /// Parent exports; a child imports and deposits, fetches and stores words.
 fn deposit_fetch_and_notify_round_trip(b: Backend) {

@@ -110,6 +110,13 @@ impl Raw {
         raw
     }
 
+    fn shutdown_write(&self) {
+        let _ = match self {
+            Raw::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+            Raw::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
+        };
+    }
+
     fn stream(&self) -> &dyn Stream {
         match self {
             Raw::Unix(s) => s,
@@ -222,17 +229,19 @@ fn garbage_header_costs_only_that_connection(b: Backend) {
 
 fn truncated_header_costs_only_that_connection(b: Backend) {
     let (ep, x) = victim(b);
+    // A greeting cut short.
+    let mut raw = Raw::connect(&ep);
+    let id: u64 = x.id().get().into();
+    raw.send(&[frame(IMPORT_REQ, 0, id | 1000 << 32, 3), b"short".to_vec()].concat());
+    raw.shutdown_write();
+    assert!(raw.read_until_closed().is_empty());
+    assert!(x.take_greeting().is_none());
     let mut raw = Raw::connect(&ep);
     raw.send(&frame(IMPORT_REQ, 0, x.id().get().into(), 3)[..13]);
     drop(raw);
     let mut raw = Raw::connect(&ep);
     raw.send(b"VMNC");
-    if let Raw::Tcp(s) = &raw {
-        s.shutdown(std::net::Shutdown::Write).unwrap();
-    }
-    if let Raw::Unix(s) = &raw {
-        s.shutdown(std::net::Shutdown::Write).unwrap();
-    }
+    raw.shutdown_write();
     assert!(raw.read_until_closed().is_empty());
     still_serves(&ep, &x);
 }
@@ -241,14 +250,15 @@ fn malformed_import_requests_are_dropped(b: Backend) {
     let (ep, x) = victim(b);
     let id: u64 = x.id().get().into();
     for bad in [
-        frame(IMPORT_REQ, 0, 0, 3),       // export id zero
-        frame(IMPORT_REQ, 0, 1 << 32, 3), // export id beyond u32
-        frame(IMPORT_REQ, 0, id, 0),      // no access
-        frame(IMPORT_REQ, 0, id, 8),      // unknown access bits
-        frame(IMPORT_REQ, 1, id, 3),      // flags
-        frame(DEPOSIT, 0, 0, 0),          // not an import request
-        frame(IMPORT_OK, 0, 0, 4096),     // the exporter's line
-        frame(99, 0, 0, 0),               // unknown kind
+        frame(IMPORT_REQ, 0, 0, 3),               // export id zero
+        frame(IMPORT_REQ, 0, 1 << 32, 3),         // export id beyond u32
+        frame(IMPORT_REQ, 0, id, 0),              // no access
+        frame(IMPORT_REQ, 0, id, 8),              // unknown access bits
+        frame(IMPORT_REQ, 0, id | 1025 << 32, 3), // greeting beyond the limit
+        frame(IMPORT_REQ, 1, id, 3),              // flags
+        frame(DEPOSIT, 0, 0, 0),                  // not an import request
+        frame(IMPORT_OK, 0, 0, 4096),             // the exporter's line
+        frame(99, 0, 0, 0),                       // unknown kind
     ] {
         let mut raw = Raw::connect(&ep);
         raw.send(&bad);
@@ -521,7 +531,7 @@ fn tcp_importer_refuses_lying_grants() {
         (vec![0xEE; 24], "magic"),
         (frame(IMPORT_OK, 0, 0, 0), "size"),
         (frame(IMPORT_OK, 0, 0, 1 << 41), "beyond"),
-        (frame(IMPORT_OK, 0, 7, 4096), "unused field"),
+        (frame(IMPORT_OK, 0, 7, 4096), "mirror"),
         (frame(FETCH_RESP, 0, 0, 0), "expected an import answer"),
     ] {
         let (addr, t) = fake_tcp_exporter(move |mut s| {

@@ -142,8 +142,24 @@ pub fn spawn_exporter(
     len: u64,
     perms: &str,
 ) -> (Peer, NodeAddr, vmmc_nic::ExportId) {
+    spawn_mirrored_exporter(backend, len, 0, perms)
+}
+
+/// As [`spawn_exporter`], with the last `mirror` bytes mapped twice.
+pub fn spawn_mirrored_exporter(
+    backend: Backend,
+    len: u64,
+    mirror: u64,
+    perms: &str,
+) -> (Peer, NodeAddr, vmmc_nic::ExportId) {
     let addr = backend.fresh_addr().to_string();
-    let (peer, ready) = Peer::spawn(&["export", &addr, &len.to_string(), perms]);
+    let (peer, ready) = Peer::spawn(&[
+        "export",
+        &addr,
+        &len.to_string(),
+        perms,
+        &mirror.to_string(),
+    ]);
     let mut parts = ready.split(' ');
     assert_eq!(parts.next(), Some("READY"), "exporter said {ready}");
     let addr = parts.next().unwrap().parse().unwrap();
@@ -153,7 +169,23 @@ pub fn spawn_exporter(
 
 /// Spawns an importing child; returns it and its first answer (`READY len` or `ERR ...`).
 pub fn spawn_importer(addr: &NodeAddr, id: vmmc_nic::ExportId, access: &str) -> (Peer, String) {
-    Peer::spawn(&["import", &addr.to_string(), &id.get().to_string(), access])
+    spawn_greeting_importer(addr, id, access, b"")
+}
+
+/// As [`spawn_importer`], attaching `greeting` to the import request.
+pub fn spawn_greeting_importer(
+    addr: &NodeAddr,
+    id: vmmc_nic::ExportId,
+    access: &str,
+    greeting: &[u8],
+) -> (Peer, String) {
+    Peer::spawn(&[
+        "import",
+        &addr.to_string(),
+        &id.get().to_string(),
+        access,
+        &hex_encode(greeting),
+    ])
 }
 
 /// The byte every pattern fill puts at absolute offset `i`.
@@ -278,6 +310,7 @@ fn run_command(side: &Side, words: &[&str]) -> Result<String, String> {
         }
         ("importers", Side::Export(_, x)) => return Ok(x.importers().to_string()),
         ("alive", Side::Import(i)) => return Ok(i.is_alive().to_string()),
+        ("exporter", Side::Import(i)) => return Ok(format!("{:?}", i.exporter())),
         ("counters", _) => {
             let c = Counters::now();
             return Ok(format!(
@@ -315,22 +348,31 @@ pub fn hex_encode(b: &[u8]) -> String {
 fn run_child(role: &str) {
     let args: Vec<&str> = role.split('\u{1f}').collect();
     let side = match args[..] {
-        ["export", addr, len, perms] => {
+        ["export", addr, len, perms, mirror] => {
             let ep = match Endpoint::bind(&addr.parse().unwrap()) {
                 Ok(ep) => ep,
                 Err(err) => return say(format!("ERR {err}")),
             };
             let x = ep
-                .export(len.parse().unwrap(), permissions_of(perms))
+                .export_mirrored(
+                    len.parse().unwrap(),
+                    mirror.parse().unwrap(),
+                    permissions_of(perms),
+                )
                 .unwrap();
             say(format!("READY {} {}", ep.addr(), x.id().get()));
             Side::Export(ep, x)
         }
-        ["import", addr, id, access] => {
-            match Import::open(
+        ["import", addr, id, access, greeting] => {
+            let opts = vmmc_nic::ImportOptions {
+                greeting: hex_decode(greeting),
+                ..Default::default()
+            };
+            match Import::open_with(
                 &addr.parse().unwrap(),
                 id.parse().unwrap(),
                 access_of(access),
+                &opts,
             ) {
                 Ok(i) => {
                     say(format!("READY {}", i.len()));

@@ -337,6 +337,13 @@ impl Import {
         Ok(())
     }
 
+    /// Records `n` bytes that the caller wrote in place through [`Import::slice_mut`] and is
+    /// about to publish, so the counters see them as deposited (with no software copy by the
+    /// NIC: whatever produced them, a `pread` from the page cache say, was the one copy).
+    pub fn count_in_place(&self, n: usize) {
+        counters::add_deposited(n);
+    }
+
     /// Fetches `buf.len()` bytes from `offset` of the remote region (remote read).
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         self.ready(Access::FETCH)?;

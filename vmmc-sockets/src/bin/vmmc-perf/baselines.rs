@@ -567,6 +567,36 @@ mod tests {
     }
 
     #[test]
+    fn a_starved_spin_gives_up() {
+        let word = AtomicU64::new(0);
+        let r = spin_until(&word, Instant::now(), |v| v == 1);
+        assert!(matches!(r, Err(e) if e.kind() == io::ErrorKind::TimedOut));
+        word.store(1, Ordering::Release);
+        assert!(matches!(
+            spin_until(&word, Instant::now(), |v| v == 1),
+            Ok(1)
+        ));
+    }
+
+    #[test]
+    fn helper_failures_are_not_lost() {
+        let failed = || Err(io::Error::other("helper failed"));
+        let panicked = thread::spawn(|| -> io::Result<()> { panic!("boom") }).join();
+        assert!(joined(Ok(1), Ok(Ok(())), "t").is_ok());
+        let e = joined(Ok(1), Ok(failed()), "t")
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(e.as_deref(), Some("helper failed"));
+        let e = joined(Ok(1), panicked, "t").err().map(|e| e.to_string());
+        assert_eq!(e.as_deref(), Some("t thread panicked"));
+        let both = joined::<()>(Err(io::ErrorKind::UnexpectedEof.into()), Ok(failed()), "t");
+        let e = both
+            .err()
+            .map(|e| (e.kind(), e.to_string().contains("helper failed")));
+        assert_eq!(e, Some((io::ErrorKind::UnexpectedEof, true)));
+    }
+
+    #[test]
     fn empty_measurements_are_refused() {
         let refused =
             |r: io::Result<f64>| matches!(r, Err(e) if e.kind() == io::ErrorKind::InvalidInput);

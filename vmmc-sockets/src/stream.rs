@@ -1,0 +1,758 @@
+//! A connected stream: two rings, one in each side's exported memory.
+//!
+//! Sending deposits bytes into the peer's ring and then publishes the new send index in the
+//! peer's header; receiving reads from my own ring and publishes my receive index (the
+//! peer's credit) in the peer's header. A blocked call spins for a bounded time, then tells
+//! the peer it is about to sleep (so the peer notifies after its next publish) and sleeps on
+//! the notification fd.
+
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::net::Shutdown;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use vmmc_nic::{Export, Import, NodeAddr, Notify, Wake};
+
+use crate::layout::*;
+use crate::options::StreamOptions;
+use crate::ring::{RxState, TxState};
+
+/// Longest a blocked call sleeps before it looks again, whatever it waits for: a bound on
+/// the cost of any lost wake-up between threads sharing one stream.
+const SLEEP_SLICE: Duration = Duration::from_millis(50);
+
+pub(crate) fn nic_error(e: vmmc_nic::Error) -> io::Error {
+    let kind = match &e {
+        vmmc_nic::Error::PeerGone(_) => io::ErrorKind::ConnectionReset,
+        vmmc_nic::Error::Timeout(_) => io::ErrorKind::TimedOut,
+        vmmc_nic::Error::NoEndpoint(_) | vmmc_nic::Error::NoSuchExport { .. } => {
+            io::ErrorKind::ConnectionRefused
+        }
+        vmmc_nic::Error::PermissionDenied { .. } => io::ErrorKind::PermissionDenied,
+        vmmc_nic::Error::AddrInUse(_) => io::ErrorKind::AddrInUse,
+        vmmc_nic::Error::BadAddress { .. } => io::ErrorKind::InvalidInput,
+        vmmc_nic::Error::Protocol { .. } => io::ErrorKind::ConnectionAborted,
+        _ => io::ErrorKind::Other,
+    };
+    io::Error::new(kind, e)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The two halves of a connection as set up by connect or accept.
+pub(crate) struct Parts {
+    pub(crate) rx_export: Export,
+    pub(crate) rx_ring: RingSize,
+    pub(crate) tx_import: Import,
+    pub(crate) tx_ring: RingSize,
+    pub(crate) peer: NodeAddr,
+    pub(crate) local: NodeAddr,
+}
+
+/// Everything that changes, under one lock held only for short, non-blocking steps.
+pub(crate) struct Core {
+    rx_export: Export,
+    tx_import: Import,
+    rx: RxState,
+    tx: TxState,
+    shut_wr: bool,
+    shut_rd: bool,
+    peer_left: bool,
+    peer_rdshut: bool,
+    broken: Option<(io::ErrorKind, String)>,
+    waiting: bool,
+    shm: bool,
+    /// The tcp backend's send slot: the peer's ring is not mapped here.
+    staging: Vec<u8>,
+}
+
+impl Core {
+    fn fail(&mut self, e: io::Error) -> io::Error {
+        if self.broken.is_none() {
+            self.broken = Some((e.kind(), e.to_string()));
+        }
+        e
+    }
+
+    fn check_broken(&self) -> io::Result<()> {
+        match &self.broken {
+            Some((kind, why)) => Err(io::Error::new(*kind, why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Takes pending notifications; remembers when the peer's import of my ring went away.
+    fn pump(&mut self) {
+        while let Some(w) = self.rx_export.try_wait() {
+            if w == Wake::ImporterLeft {
+                self.peer_left = true;
+            }
+        }
+    }
+
+    fn peer_gone(&self) -> bool {
+        self.peer_left || !self.tx_import.is_alive()
+    }
+
+    fn word(&self, offset: u64) -> io::Result<u64> {
+        self.rx_export.load_u64(offset).map_err(nic_error)
+    }
+
+    fn refresh_rx(&mut self) -> io::Result<()> {
+        self.check_broken()?;
+        let write = self.word(PEER_WRITE)?;
+        let fin = self.word(PEER_FIN)?;
+        let urgent = self.word(PEER_URGENT)?;
+        let r = self.rx.observe(write, fin).and_then(|()| self.rx.observe_urgent(urgent));
+        r.map_err(|e| self.fail(e))
+    }
+
+    fn refresh_tx(&mut self) -> io::Result<()> {
+        self.check_broken()?;
+        let credit = self.word(PEER_CREDIT)?;
+        self.peer_rdshut = self.word(PEER_RDSHUT)? != 0;
+        let r = self.tx.observe_credit(credit);
+        r.map_err(|e| self.fail(e))
+    }
+
+    /// Stores a control word in the peer's header and wakes the peer if it sleeps.
+    fn publish(&mut self, offset: u64, value: u64) -> io::Result<()> {
+        let r = if self.shm {
+            // Dekker with the peer's `set_waiting`: my store, a full fence, then its flag; it
+            // stores its flag, fences, then re-reads my word. One of us sees the other.
+            self.tx_import
+                .store_u64(offset, value, Notify::No)
+                .and_then(|()| {
+                    fence(Ordering::SeqCst);
+                    match self.rx_export.load_u64(PEER_WAITING) {
+                        Ok(0) => Ok(()),
+                        _ => self.tx_import.write_at(0, &[], Notify::Yes),
+                    }
+                })
+        } else {
+            // Deposits over tcp land later, so the flag cannot be trusted: always notify (a
+            // flag bit in the frame, no extra message).
+            self.tx_import.store_u64(offset, value, Notify::Yes)
+        };
+        r.map_err(|e| {
+            let e = nic_error(e);
+            self.fail(e)
+        })
+    }
+
+    fn set_waiting(&mut self, on: bool) {
+        if self.shm && self.waiting != on {
+            self.waiting = on;
+            let _ = self.tx_import.store_u64(PEER_WAITING, u64::from(on), Notify::No);
+            fence(Ordering::SeqCst);
+        }
+    }
+
+    fn rx_ready(&mut self) -> io::Result<bool> {
+        self.refresh_rx()?;
+        if self.rx.available() > 0 || self.rx.at_eof() || self.shut_rd {
+            return Ok(true);
+        }
+        if self.peer_gone() {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "the peer went away without closing the connection",
+            ));
+        }
+        Ok(false)
+    }
+
+    fn tx_ready(&mut self) -> io::Result<bool> {
+        if self.shut_wr {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "this side has shut down sending",
+            ));
+        }
+        self.refresh_tx()?;
+        if self.peer_rdshut {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the peer has shut down receiving",
+            ));
+        }
+        if self.peer_gone() {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "the peer went away",
+            ));
+        }
+        Ok(self.tx.space() > 0)
+    }
+
+    fn ring_at(offset: u64) -> u64 {
+        HEADER + offset
+    }
+
+    /// Copies ready bytes into `bufs`; consumes them unless peeking.
+    fn copy_out(&mut self, bufs: &mut [IoSliceMut<'_>], peek: bool) -> io::Result<usize> {
+        let mut at = self.rx.read_offset();
+        let mut left = self.rx.available();
+        let mut done = 0usize;
+        for b in bufs.iter_mut() {
+            if left == 0 {
+                break;
+            }
+            let n = (b.len() as u64).min(left) as usize;
+            self.rx_export
+                .read_at(Core::ring_at(at), &mut b[..n])
+                .map_err(nic_error)?;
+            at = (at + n as u64) % self.rx.capacity();
+            left -= n as u64;
+            done += n;
+        }
+        if !peek && done > 0 {
+            self.rx.consume(done as u64);
+            self.publish(PEER_CREDIT, self.rx.read_index())?;
+        }
+        Ok(done)
+    }
+
+    /// Deposits as much of `bufs` as fits into the peer's ring and publishes it.
+    fn copy_in(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let mut room = self.tx.space() as usize;
+        let mut parts: Vec<IoSlice<'_>> = Vec::with_capacity(bufs.len());
+        for b in bufs {
+            if room == 0 {
+                break;
+            }
+            let n = b.len().min(room);
+            parts.push(IoSlice::new(&b[..n]));
+            room -= n;
+        }
+        let n: usize = parts.iter().map(|p| p.len()).sum();
+        if n == 0 {
+            return Ok(0);
+        }
+        let at = Core::ring_at(self.tx.write_offset());
+        self.tx_import
+            .write_vectored_at(at, &parts, Notify::No)
+            .map_err(|e| {
+                let e = nic_error(e);
+                self.fail(e)
+            })?;
+        self.tx.commit(n as u64);
+        self.publish(PEER_WRITE, self.tx.sent())?;
+        Ok(n)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dir {
+    Read,
+    Write,
+}
+
+/// A connection, shared by every handle and slot on it.
+pub(crate) struct Inner {
+    core: Mutex<Core>,
+    notify_fd: OwnedFd,
+    polling: AtomicBool,
+    generation: Mutex<u64>,
+    woken: Condvar,
+    spin: Duration,
+    nonblocking: AtomicBool,
+    read_timeout: Mutex<Option<Duration>>,
+    write_timeout: Mutex<Option<Duration>>,
+    peer: NodeAddr,
+    local: NodeAddr,
+    rx_ring: RingSize,
+    tx_ring: RingSize,
+}
+
+impl Inner {
+    /// Runs `ready` under the lock until it says yes, spinning, then sleeping; returns the
+    /// lock held, so the caller acts on exactly the state `ready` saw.
+    fn wait(
+        &self,
+        dir: Dir,
+        mut ready: impl FnMut(&mut Core) -> io::Result<bool>,
+    ) -> io::Result<MutexGuard<'_, Core>> {
+        let timeout = *lock(match dir {
+            Dir::Read => &self.read_timeout,
+            Dir::Write => &self.write_timeout,
+        });
+        let start = Instant::now();
+        let deadline = timeout.map(|t| start + t);
+        loop {
+            {
+                let mut c = lock(&self.core);
+                c.pump();
+                if ready(&mut c)? {
+                    c.set_waiting(false);
+                    return Ok(c);
+                }
+            }
+            if self.nonblocking.load(Ordering::Relaxed) {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                let mut c = lock(&self.core);
+                c.set_waiting(false);
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"));
+            }
+            if now - start < self.spin {
+                std::hint::spin_loop();
+                continue;
+            }
+            {
+                let mut c = lock(&self.core);
+                c.set_waiting(true);
+                c.pump();
+                if ready(&mut c)? {
+                    c.set_waiting(false);
+                    return Ok(c);
+                }
+            }
+            self.sleep(deadline);
+        }
+    }
+
+    /// Sleeps until the notification fd fires, another thread of this stream saw it fire, or
+    /// a short slice passes. One thread polls the fd; the others wait for its word.
+    fn sleep(&self, deadline: Option<Instant>) {
+        let mut slice = SLEEP_SLICE;
+        if let Some(d) = deadline {
+            slice = slice.min(d.saturating_duration_since(Instant::now()));
+        }
+        if !self.polling.swap(true, Ordering::AcqRel) {
+            let ms = slice.as_millis().clamp(1, 1000) as u16;
+            let mut fds = [nix::poll::PollFd::new(
+                self.notify_fd.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms));
+            self.polling.store(false, Ordering::Release);
+            *lock(&self.generation) += 1;
+            self.woken.notify_all();
+        } else {
+            let g = lock(&self.generation);
+            let seen = *g;
+            let _ = self
+                .woken
+                .wait_timeout_while(g, slice, |g| *g == seen)
+                .map(drop);
+        }
+    }
+}
+
+/// A stream socket over VMMC, shaped like `std::net::TcpStream`.
+///
+/// Clones made with [`VmmcStream::try_clone`] share the connection, so one thread can read
+/// while another writes. Dropping the last handle closes the connection (the peer reads EOF
+/// after the data already sent).
+#[derive(Clone)]
+pub struct VmmcStream {
+    inner: Arc<Inner>,
+    _closer: Arc<Closer>,
+}
+
+/// Shuts the connection down when the last handle goes.
+struct Closer(Arc<Inner>);
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        let mut c = lock(&self.0.core);
+        if !c.shut_wr && c.broken.is_none() {
+            c.shut_wr = true;
+            let fin = c.tx.sent() + 1;
+            let _ = c.publish(PEER_FIN, fin);
+        }
+        if !c.shut_rd && c.broken.is_none() {
+            c.shut_rd = true;
+            let _ = c.publish(PEER_RDSHUT, 1);
+        }
+    }
+}
+
+impl std::fmt::Debug for VmmcStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VmmcStream")
+            .field("local", &self.inner.local)
+            .field("peer", &self.inner.peer)
+            .finish()
+    }
+}
+
+impl VmmcStream {
+    pub(crate) fn from_parts(p: Parts, opts: &StreamOptions) -> io::Result<VmmcStream> {
+        let shm = matches!(p.peer, NodeAddr::Shm(_));
+        let notify_fd = p.rx_export.notify_fd().try_clone_to_owned()?;
+        let staging = if shm {
+            Vec::new()
+        } else {
+            vec![0u8; p.tx_ring.get() as usize]
+        };
+        let core = Core {
+            rx: RxState::new(p.rx_ring),
+            tx: TxState::new(p.tx_ring),
+            rx_export: p.rx_export,
+            tx_import: p.tx_import,
+            shut_wr: false,
+            shut_rd: false,
+            peer_left: false,
+            peer_rdshut: false,
+            broken: None,
+            waiting: false,
+            shm,
+            staging,
+        };
+        let inner = Arc::new(Inner {
+            core: Mutex::new(core),
+            notify_fd,
+            polling: AtomicBool::new(false),
+            generation: Mutex::new(0),
+            woken: Condvar::new(),
+            spin: opts.spin,
+            nonblocking: AtomicBool::new(false),
+            read_timeout: Mutex::new(None),
+            write_timeout: Mutex::new(None),
+            peer: p.peer,
+            local: p.local,
+            rx_ring: p.rx_ring,
+            tx_ring: p.tx_ring,
+        });
+        Ok(VmmcStream {
+            _closer: Arc::new(Closer(inner.clone())),
+            inner,
+        })
+    }
+
+    /// Connects to a listener at `addr` (`shm:NAME` or `tcp:HOST:PORT`).
+    pub fn connect(addr: &str) -> io::Result<VmmcStream> {
+        VmmcStream::connect_with(addr, &StreamOptions::default())
+    }
+
+    /// Connects with explicit options.
+    pub fn connect_with(addr: &str, opts: &StreamOptions) -> io::Result<VmmcStream> {
+        let addr: NodeAddr = addr.parse().map_err(nic_error)?;
+        crate::listener::connect(&addr, opts)
+    }
+
+    /// The listener's address.
+    pub fn peer_addr(&self) -> &NodeAddr {
+        &self.inner.peer
+    }
+
+    /// This side's endpoint address.
+    pub fn local_addr(&self) -> &NodeAddr {
+        &self.inner.local
+    }
+
+    /// This side's receive ring size.
+    pub fn recv_buffer_size(&self) -> u64 {
+        self.inner.rx_ring.get()
+    }
+
+    /// The peer's receive ring size: the most this side can have in flight.
+    pub fn send_buffer_size(&self) -> u64 {
+        self.inner.tx_ring.get()
+    }
+
+    /// Another handle on the same connection.
+    pub fn try_clone(&self) -> io::Result<VmmcStream> {
+        Ok(self.clone())
+    }
+
+    /// Makes reads, writes and slot requests return `WouldBlock` instead of waiting.
+    pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        self.inner.nonblocking.store(on, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Bounds how long a read waits; `None` waits for ever.
+    pub fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        if t == Some(Duration::ZERO) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "zero timeout"));
+        }
+        *lock(&self.inner.read_timeout) = t;
+        Ok(())
+    }
+
+    /// Bounds how long a write waits for room; `None` waits for ever.
+    pub fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        if t == Some(Duration::ZERO) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "zero timeout"));
+        }
+        *lock(&self.inner.write_timeout) = t;
+        Ok(())
+    }
+
+    /// The read timeout.
+    pub fn read_timeout(&self) -> Option<Duration> {
+        *lock(&self.inner.read_timeout)
+    }
+
+    /// The write timeout.
+    pub fn write_timeout(&self) -> Option<Duration> {
+        *lock(&self.inner.write_timeout)
+    }
+
+    /// The fd that becomes readable when something arrives (data, credit, a shutdown): for
+    /// select/poll loops. Readiness is a hint; the call that follows decides.
+    pub fn notify_fd(&self) -> BorrowedFd<'_> {
+        self.inner.notify_fd.as_fd()
+    }
+
+    /// Bytes ready to read without waiting (`FIONREAD`).
+    pub fn bytes_readable(&self) -> io::Result<u64> {
+        let mut c = lock(&self.inner.core);
+        c.refresh_rx()?;
+        Ok(c.rx.available())
+    }
+
+    /// Reads like `read` but leaves the bytes in the stream (`MSG_PEEK`).
+    pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.recv_vectored(&mut [IoSliceMut::new(buf)], true)
+    }
+
+    fn recv_vectored(&self, bufs: &mut [IoSliceMut<'_>], peek: bool) -> io::Result<usize> {
+        if bufs.iter().all(|b| b.is_empty()) {
+            return Ok(0);
+        }
+        let mut c = self.inner.wait(Dir::Read, Core::rx_ready)?;
+        c.copy_out(bufs, peek)
+    }
+
+    fn send_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        if bufs.iter().all(|b| b.is_empty()) {
+            return Ok(0);
+        }
+        let mut c = self.inner.wait(Dir::Write, Core::tx_ready)?;
+        c.copy_in(bufs)
+    }
+
+    /// Shuts down sending, receiving or both. After `Write` the peer reads EOF once it has
+    /// consumed what was sent; after `Read` the peer's sends fail with `BrokenPipe`.
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        let mut c = lock(&self.inner.core);
+        if matches!(how, Shutdown::Write | Shutdown::Both) && !c.shut_wr {
+            c.shut_wr = true;
+            let fin = c.tx.sent() + 1;
+            c.publish(PEER_FIN, fin)?;
+        }
+        if matches!(how, Shutdown::Read | Shutdown::Both) && !c.shut_rd {
+            c.shut_rd = true;
+            c.publish(PEER_RDSHUT, 1)?;
+        }
+        Ok(())
+    }
+
+    /// Sends one byte of urgent (out-of-band) data. The byte travels in the stream like any
+    /// other; the peer learns where it is ([`VmmcStream::at_mark`]) and can read it ahead of
+    /// the data before it ([`VmmcStream::recv_urgent`]), as with TCP's urgent pointer.
+    pub fn send_urgent(&self, byte: u8) -> io::Result<()> {
+        let mut c = self.inner.wait(Dir::Write, Core::tx_ready)?;
+        let index = c.tx.sent();
+        c.copy_in(&[IoSlice::new(&[byte])])?;
+        c.publish(PEER_URGENT, index + 1)
+    }
+
+    /// Whether the next byte to read is the urgent byte (`SIOCATMARK`).
+    pub fn at_mark(&self) -> io::Result<bool> {
+        let mut c = lock(&self.inner.core);
+        c.refresh_rx()?;
+        Ok(c.rx.until_mark() == Some(0))
+    }
+
+    /// The pending urgent byte, if one has arrived and not yet been read past (`MSG_OOB`).
+    /// It stays in the stream as well.
+    pub fn recv_urgent(&self) -> io::Result<Option<u8>> {
+        let mut c = lock(&self.inner.core);
+        c.refresh_rx()?;
+        let Some(mark) = c.rx.mark() else {
+            return Ok(None);
+        };
+        let at = HEADER + mark % c.rx.capacity();
+        let mut b = [0u8; 1];
+        c.rx_export.read_at(at, &mut b).map_err(nic_error)?;
+        Ok(Some(b[0]))
+    }
+
+    /// Waits for room in the peer's ring and returns up to `max` bytes of it to write into
+    /// in place; [`SendSlot::commit`] publishes what was written. On the shm backend the slot
+    /// *is* the peer's memory: whatever fills it (a `pread` from a file, say) is the only copy.
+    /// The slot holds the stream's lock; other calls on this stream wait until it is dropped.
+    pub fn reserve(&self, max: usize) -> io::Result<SendSlot<'_>> {
+        let c = self.inner.wait(Dir::Write, Core::tx_ready)?;
+        let len = (c.tx.space() as usize).min(max);
+        Ok(SendSlot { core: c, len })
+    }
+
+    /// Waits for received bytes and returns them in place, in the ring; an empty slot means
+    /// end of stream. [`RecvSlot::consume`] releases what was used. The slot holds the stream's
+    /// lock; other calls on this stream wait until it is dropped.
+    pub fn readable(&self) -> io::Result<RecvSlot<'_>> {
+        let c = self.inner.wait(Dir::Read, Core::rx_ready)?;
+        let len = c.rx.available() as usize;
+        Ok(RecvSlot { core: c, len })
+    }
+}
+
+/// Room in the peer's receive ring, to fill in place. Dropping it without `commit` sends
+/// nothing.
+pub struct SendSlot<'a> {
+    core: MutexGuard<'a, Core>,
+    len: usize,
+}
+
+impl std::fmt::Debug for SendSlot<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendSlot").field("len", &self.len).finish()
+    }
+}
+
+impl SendSlot<'_> {
+    /// The writable bytes: one contiguous span, even across the ring's wrap.
+    pub fn buf(&mut self) -> &mut [u8] {
+        let len = self.len;
+        let c = &mut *self.core;
+        if c.shm {
+            let at = Core::ring_at(c.tx.write_offset());
+            match c.tx_import.slice_mut(at, len as u64) {
+                Ok(s) => s,
+                Err(_) => &mut [],
+            }
+        } else {
+            &mut c.staging[..len]
+        }
+    }
+
+    /// Bytes available in this slot.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the slot has no room (never, from a blocking `reserve`).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Publishes the first `n` bytes written into the slot.
+    pub fn commit(mut self, n: usize) -> io::Result<()> {
+        if n > self.len {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("committing {n} bytes of a {}-byte slot", self.len),
+            ));
+        }
+        let c = &mut *self.core;
+        if c.shm {
+            c.tx_import.count_in_place(n);
+        } else {
+            let at = Core::ring_at(c.tx.write_offset());
+            let r = c.tx_import.write_at(at, &c.staging[..n], Notify::No);
+            r.map_err(|e| {
+                let e = nic_error(e);
+                c.fail(e)
+            })?;
+        }
+        c.tx.commit(n as u64);
+        let sent = c.tx.sent();
+        c.publish(PEER_WRITE, sent)
+    }
+}
+
+/// Received bytes, in place in the ring.
+pub struct RecvSlot<'a> {
+    core: MutexGuard<'a, Core>,
+    len: usize,
+}
+
+impl std::fmt::Debug for RecvSlot<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecvSlot").field("len", &self.len).finish()
+    }
+}
+
+impl RecvSlot<'_> {
+    /// The received bytes: one contiguous span, even across the ring's wrap.
+    pub fn data(&mut self) -> &[u8] {
+        let len = self.len as u64;
+        let c = &mut *self.core;
+        let at = Core::ring_at(c.rx.read_offset());
+        c.rx_export.slice(at, len).unwrap_or(&[])
+    }
+
+    /// Bytes in this slot; 0 at end of stream.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether this is the end of the stream.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Releases the first `n` bytes to the sender.
+    pub fn consume(mut self, n: usize) -> io::Result<()> {
+        let n = n.min(self.len) as u64;
+        if n == 0 {
+            return Ok(());
+        }
+        let c = &mut *self.core;
+        c.rx.consume(n);
+        let read = c.rx.read_index();
+        c.publish(PEER_CREDIT, read)
+    }
+}
+
+impl Read for VmmcStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self).read(buf)
+    }
+
+    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        (&*self).read_vectored(bufs)
+    }
+}
+
+impl Read for &VmmcStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.recv_vectored(&mut [IoSliceMut::new(buf)], false)
+    }
+
+    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        self.recv_vectored(bufs, false)
+    }
+}
+
+impl Write for VmmcStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self).write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        (&*self).write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Write for &VmmcStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.send_vectored(&[IoSlice::new(buf)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.send_vectored(bufs)
+    }
+
+    /// Deposits are visible to the peer as soon as `write` returns (shm) or in order right
+    /// after (tcp); there is nothing to flush.
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}

@@ -62,7 +62,9 @@ impl ConnectRequest {
         let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
         let version = u16_at(4);
         if version != VERSION {
-            return Err(format!("connect request version {version} is not supported"));
+            return Err(format!(
+                "connect request version {version} is not supported"
+            ));
         }
         if u16_at(6) != 0 {
             return Err("unknown connect request flags".into());
@@ -82,7 +84,8 @@ impl ConnectRequest {
             (0, 0) => return Err("connect request names no endpoint".into()),
             (p, 0) => ClientEndpoint::TcpPort(p),
             (0, _) => {
-                let name = std::str::from_utf8(&b[FIXED..]).map_err(|_| "endpoint name is not UTF-8")?;
+                let name =
+                    std::str::from_utf8(&b[FIXED..]).map_err(|_| "endpoint name is not UTF-8")?;
                 ClientEndpoint::Shm(ShmName::new(name).map_err(|e| e.to_string())?)
             }
             _ => return Err("connect request names both a port and a name".into()),

@@ -45,14 +45,19 @@ pub struct RingSize(u64);
 impl RingSize {
     /// Checks an exact size.
     pub fn new(bytes: u64) -> Option<RingSize> {
-        (bytes.is_power_of_two() && (MIN_RING..=MAX_RING).contains(&bytes)).then_some(RingSize(bytes))
+        (bytes.is_power_of_two() && (MIN_RING..=MAX_RING).contains(&bytes))
+            .then_some(RingSize(bytes))
     }
 
     /// The smallest valid size holding at least `bytes`, clamped to the bounds: what a
     /// `SO_RCVBUF` request becomes.
     pub fn at_least(bytes: u64) -> RingSize {
         let b = bytes.clamp(MIN_RING, MAX_RING);
-        RingSize(b.checked_next_power_of_two().unwrap_or(MAX_RING).min(MAX_RING))
+        RingSize(
+            b.checked_next_power_of_two()
+                .unwrap_or(MAX_RING)
+                .min(MAX_RING),
+        )
     }
 
     /// The size in bytes.

@@ -59,7 +59,9 @@ impl VmmcListener {
             .export(4096, Permissions::open())
             .map_err(nic_error)?;
         if accept_region.id().get() != ACCEPT_EXPORT_ID {
-            return Err(io::Error::other("the accept region is not the endpoint's first export"));
+            return Err(io::Error::other(
+                "the accept region is not the endpoint's first export",
+            ));
         }
         Ok(VmmcListener {
             endpoint: Arc::new(endpoint),
@@ -117,7 +119,11 @@ impl VmmcListener {
             (ClientEndpoint::TcpPort(port), PeerIdentity::Remote(sa)) => {
                 NodeAddr::Tcp(TcpAddr::from(std::net::SocketAddr::new(sa.ip(), *port)))
             }
-            _ => return Err(bad("the request names an endpoint of the other backend".into())),
+            _ => {
+                return Err(bad(
+                    "the request names an endpoint of the other backend".into()
+                ))
+            }
         };
         let opts = ImportOptions {
             timeout: ADMIT_TIMEOUT,
@@ -282,8 +288,8 @@ pub(crate) fn connect(server: &NodeAddr, opts: &StreamOptions) -> io::Result<Vmm
         timeout: opts.connect_timeout,
         greeting: request.emit(),
     };
-    let listener = Import::open_with(server, accept_id, Access::DEPOSIT, &greeting)
-        .map_err(nic_error)?;
+    let listener =
+        Import::open_with(server, accept_id, Access::DEPOSIT, &greeting).map_err(nic_error)?;
     // Wait for the listener to accept: it writes into my header and notifies.
     loop {
         if rx_export.load_u64(ACCEPT_STATE).map_err(nic_error)? == 1 {
@@ -314,9 +320,11 @@ pub(crate) fn connect(server: &NodeAddr, opts: &StreamOptions) -> io::Result<Vmm
         .ok()
         .and_then(ExportId::new)
         .ok_or_else(|| bad(format!("the listener named ring export {id}")))?;
-    let tx_ring =
-        RingSize::new(size).ok_or_else(|| bad(format!("the listener named a ring of {size} bytes")))?;
-    let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+    let tx_ring = RingSize::new(size)
+        .ok_or_else(|| bad(format!("the listener named a ring of {size} bytes")))?;
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1));
     let tx_import = Import::open_timeout(server, id, Access::DEPOSIT, left).map_err(nic_error)?;
     if !same_process(tx_import.exporter(), listener.exporter()) {
         return Err(bad("the listener's ring belongs to another process".into()));

@@ -107,7 +107,10 @@ impl Core {
         let write = self.word(PEER_WRITE)?;
         let fin = self.word(PEER_FIN)?;
         let urgent = self.word(PEER_URGENT)?;
-        let r = self.rx.observe(write, fin).and_then(|()| self.rx.observe_urgent(urgent));
+        let r = self
+            .rx
+            .observe(write, fin)
+            .and_then(|()| self.rx.observe_urgent(urgent));
         r.map_err(|e| self.fail(e))
     }
 
@@ -147,7 +150,9 @@ impl Core {
     fn set_waiting(&mut self, on: bool) {
         if self.shm && self.waiting != on {
             self.waiting = on;
-            let _ = self.tx_import.store_u64(PEER_WAITING, u64::from(on), Notify::No);
+            let _ = self
+                .tx_import
+                .store_u64(PEER_WAITING, u64::from(on), Notify::No);
             fence(Ordering::SeqCst);
         }
     }

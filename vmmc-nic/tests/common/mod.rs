@@ -7,18 +7,19 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc::{channel, Receiver};
 use std::time::Duration;
+
+use test_support::say;
 
 use vmmc_nic::{
     Access, Counters, Endpoint, Export, Import, NodeAddr, Notify, PeerMatch, Permissions, Wake,
 };
 
-/// How long a test waits for any single answer from a child.
-pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+pub use test_support::{Peer, ANSWER_TIMEOUT};
+
+/// This module's child entry, as the test harness names it.
+const ENTRY: &str = "common::child_process";
 
 /// The two backends every behavioural test runs against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,98 +45,6 @@ impl Backend {
     }
 }
 
-/// A child process running the command loop.
-pub struct Peer {
-    child: Child,
-    stdin: ChildStdin,
-    lines: Receiver<String>,
-    role: String,
-}
-
-impl Peer {
-    /// Starts a child in `role` (see [`run_child`]) and waits for its `READY` line.
-    pub fn spawn(role: &[&str]) -> (Peer, String) {
-        let exe = std::env::current_exe().unwrap();
-        let mut child = Command::new(exe)
-            .args([
-                "common::child_process",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("VMMC_TEST_CHILD", role.join("\u{1f}"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                // libtest may print "test name ... " on the same line before ours.
-                if let Some(at) = line.find("@@ ") {
-                    if tx.send(line[at + 3..].trim_end().to_owned()).is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-        let mut peer = Peer {
-            child,
-            stdin,
-            lines: rx,
-            role: role.join(" "),
-        };
-        let ready = peer.recv();
-        (peer, ready)
-    }
-
-    /// The next answer, or a panic naming the child after [`ANSWER_TIMEOUT`].
-    pub fn recv(&mut self) -> String {
-        self.lines
-            .recv_timeout(ANSWER_TIMEOUT)
-            .unwrap_or_else(|e| panic!("child `{}` gave no answer: {e}", self.role))
-    }
-
-    /// Sends a command and returns its answer.
-    pub fn cmd(&mut self, line: &str) -> String {
-        writeln!(self.stdin, "{line}").unwrap();
-        self.stdin.flush().unwrap();
-        self.recv()
-    }
-
-    /// Sends a command whose answer must start with `OK`; returns the rest.
-    pub fn ok(&mut self, line: &str) -> String {
-        let answer = self.cmd(line);
-        assert!(
-            answer.starts_with("OK"),
-            "`{line}` to `{}` answered {answer}",
-            self.role
-        );
-        answer.trim_start_matches("OK").trim().to_owned()
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// SIGKILL, then reap.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// Spawns an exporting child; returns it with its address and export id.
 pub fn spawn_exporter(
     backend: Backend,
@@ -153,13 +62,16 @@ pub fn spawn_mirrored_exporter(
     perms: &str,
 ) -> (Peer, NodeAddr, vmmc_nic::ExportId) {
     let addr = backend.fresh_addr().to_string();
-    let (peer, ready) = Peer::spawn(&[
-        "export",
-        &addr,
-        &len.to_string(),
-        perms,
-        &mirror.to_string(),
-    ]);
+    let (peer, ready) = Peer::spawn(
+        ENTRY,
+        &[
+            "export",
+            &addr,
+            &len.to_string(),
+            perms,
+            &mirror.to_string(),
+        ],
+    );
     let mut parts = ready.split(' ');
     assert_eq!(parts.next(), Some("READY"), "exporter said {ready}");
     let addr = parts.next().unwrap().parse().unwrap();
@@ -179,13 +91,16 @@ pub fn spawn_greeting_importer(
     access: &str,
     greeting: &[u8],
 ) -> (Peer, String) {
-    Peer::spawn(&[
-        "import",
-        &addr.to_string(),
-        &id.get().to_string(),
-        access,
-        &hex_encode(greeting),
-    ])
+    Peer::spawn(
+        ENTRY,
+        &[
+            "import",
+            &addr.to_string(),
+            &id.get().to_string(),
+            access,
+            &hex_encode(greeting),
+        ],
+    )
 }
 
 /// The byte every pattern fill puts at absolute offset `i`.
@@ -233,11 +148,6 @@ pub fn permissions_of(s: &str) -> Permissions {
 enum Side {
     Export(#[allow(dead_code)] Endpoint, Export),
     Import(Import),
-}
-
-fn say(line: impl AsRef<str>) {
-    println!("@@ {}", line.as_ref());
-    std::io::stdout().flush().unwrap();
 }
 
 const CHUNK: usize = 1 << 20;
@@ -345,8 +255,8 @@ pub fn hex_encode(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn run_child(role: &str) {
-    let args: Vec<&str> = role.split('\u{1f}').collect();
+fn run_child(role: &[String]) {
+    let args: Vec<&str> = role.iter().map(String::as_str).collect();
     let side = match args[..] {
         ["export", addr, len, perms, mirror] => {
             let ep = match Endpoint::bind(&addr.parse().unwrap()) {
@@ -381,10 +291,9 @@ fn run_child(role: &str) {
                 Err(err) => return say(format!("ERR {err}")),
             }
         }
-        _ => panic!("bad child role {role:?}"),
+        _ => panic!("bad child role {args:?}"),
     };
-    for line in std::io::stdin().lock().lines() {
-        let line = line.unwrap();
+    for line in test_support::commands() {
         let words: Vec<&str> = line.split_whitespace().collect();
         match run_command(&side, &words) {
             Ok(out) => say(format!("OK {out}")),
@@ -397,16 +306,8 @@ fn run_child(role: &str) {
 #[test]
 #[ignore = "entry point of child processes spawned by the other tests"]
 fn child_process() {
-    if let Ok(role) = std::env::var("VMMC_TEST_CHILD") {
+    if let Some(role) = test_support::child_role() {
         run_child(&role);
         std::process::exit(0);
-    }
-}
-
-impl Peer {
-    /// Sends a command without waiting; read the answer later with [`Peer::recv`].
-    pub fn cmd_nowait(&mut self, line: &str) -> std::io::Result<()> {
-        writeln!(self.stdin, "{line}")?;
-        self.stdin.flush()
     }
 }

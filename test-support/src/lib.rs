@@ -1,0 +1,139 @@
+//! Real child processes for integration tests.
+//!
+//! A test binary re-executes itself to run one `#[ignore]`d entry test (the *child entry*),
+//! which reads commands on stdin and answers on stdout with lines that start with `@@ `
+//! (libtest prints its own lines too). Every child is killed when its [`Peer`] is dropped,
+//! also when a test fails, and every wait for an answer has a timeout.
+
+#![deny(missing_docs)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::Duration;
+
+/// The environment variable that carries a child's role.
+pub const ROLE_VAR: &str = "VMMC_TEST_CHILD";
+
+/// How long a test waits for any single answer from a child.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A child process running the command loop.
+#[derive(Debug)]
+pub struct Peer {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Receiver<String>,
+    role: String,
+}
+
+impl Peer {
+    /// Starts this test binary again running the test `entry` (the child entry, a path
+    /// like `common::child_process`) in `role`, and waits for its first answer.
+    pub fn spawn(entry: &str, role: &[&str]) -> (Peer, String) {
+        let exe = std::env::current_exe().unwrap();
+        let mut child = Command::new(exe)
+            .args([
+                entry,
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(ROLE_VAR, role.join("\u{1f}"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                // libtest may print "test name ... " on the same line before ours.
+                if let Some(at) = line.find("@@ ") {
+                    if tx.send(line[at + 3..].trim_end().to_owned()).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let mut peer = Peer {
+            child,
+            stdin,
+            lines: rx,
+            role: role.join(" "),
+        };
+        let ready = peer.recv();
+        (peer, ready)
+    }
+
+    /// The next answer, or a panic naming the child after [`ANSWER_TIMEOUT`].
+    pub fn recv(&mut self) -> String {
+        self.lines
+            .recv_timeout(ANSWER_TIMEOUT)
+            .unwrap_or_else(|e| panic!("child `{}` gave no answer: {e}", self.role))
+    }
+
+    /// Sends a command and returns its answer.
+    pub fn cmd(&mut self, line: &str) -> String {
+        writeln!(self.stdin, "{line}").unwrap();
+        self.stdin.flush().unwrap();
+        self.recv()
+    }
+
+    /// Sends a command whose answer must start with `OK`; returns the rest.
+    pub fn ok(&mut self, line: &str) -> String {
+        let answer = self.cmd(line);
+        assert!(
+            answer.starts_with("OK"),
+            "`{line}` to `{}` answered {answer}",
+            self.role
+        );
+        answer.trim_start_matches("OK").trim().to_owned()
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl Peer {
+    /// Sends a command without waiting; read the answer later with [`Peer::recv`].
+    pub fn cmd_nowait(&mut self, line: &str) -> std::io::Result<()> {
+        writeln!(self.stdin, "{line}")?;
+        self.stdin.flush()
+    }
+}
+
+/// The role this process was started in, if it is a child.
+pub fn child_role() -> Option<Vec<String>> {
+    let role = std::env::var(ROLE_VAR).ok()?;
+    Some(role.split('\u{1f}').map(str::to_owned).collect())
+}
+
+/// Answers the parent.
+pub fn say(line: impl AsRef<str>) {
+    println!("@@ {}", line.as_ref());
+    let _ = std::io::stdout().flush();
+}
+
+/// Reads the parent's commands, one per line, until stdin closes.
+pub fn commands() -> impl Iterator<Item = String> {
+    std::io::stdin().lock().lines().map_while(Result::ok)
+}

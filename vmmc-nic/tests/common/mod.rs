@@ -16,7 +16,7 @@ use vmmc_nic::{
     Access, Counters, Endpoint, Export, Import, NodeAddr, Notify, PeerMatch, Permissions, Wake,
 };
 
-pub use test_support::{Peer, ANSWER_TIMEOUT};
+pub use test_support::Peer;
 
 /// This module's child entry, as the test harness names it.
 const ENTRY: &str = "common::child_process";

@@ -137,3 +137,28 @@ pub fn say(line: impl AsRef<str>) {
 pub fn commands() -> impl Iterator<Item = String> {
     std::io::stdin().lock().lines().map_while(Result::ok)
 }
+
+/// The byte a pattern fill puts at absolute offset `i`: data whose every position is checkable
+/// without keeping a copy.
+pub fn pattern_byte(seed: u64, i: u64) -> u8 {
+    (i.wrapping_mul(0x9E37_79B9).wrapping_add(seed) >> 3) as u8
+}
+
+/// `len` pattern bytes starting at absolute offset `offset`.
+pub fn pattern(seed: u64, offset: u64, len: usize) -> Vec<u8> {
+    (0..len as u64)
+        .map(|i| pattern_byte(seed, offset + i))
+        .collect()
+}
+
+/// FNV-1a, continuing from `h`: compares large ranges across a process boundary by one line.
+pub fn fnv(data: &[u8], mut h: u64) -> u64 {
+    for b in data {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
+/// The FNV-1a offset basis, where every hash starts.
+pub const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;

@@ -42,7 +42,7 @@ pub mod ring;
 mod stream;
 
 pub use layout::{RingSize, DEFAULT_RING, MAX_RING, MIN_RING};
-pub use listener::VmmcListener;
+pub use listener::{VmmcListener, BACKLOG};
 pub use options::StreamOptions;
 pub use stream::{RecvSlot, SendSlot, VmmcStream};
 pub use vmmc_nic::{NodeAddr, PeerIdentity};

@@ -7,11 +7,14 @@
 //! client then imports the listener's ring. From there on each side deposits into the other's
 //! ring; each import doubles as a liveness link.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, UdpSocket};
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+
+use nix::sys::eventfd::{EfdFlags, EventFd};
 use std::time::{Duration, Instant};
 
 use vmmc_nic::{
@@ -29,18 +32,36 @@ const ACCEPT_EXPORT_ID: u32 = 1;
 /// How long the listener gives a client to be importable during accept.
 const ADMIT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Connections admitted but not yet accepted, beyond which requests wait for `accept`.
+pub const BACKLOG: usize = 128;
+/// How often the admission thread looks for a closing listener.
+const ADMIT_SLICE: Duration = Duration::from_millis(100);
+
 /// A listening socket over VMMC, shaped like `std::net::TcpListener`.
+///
+/// Like a kernel listener it completes connections in the background: a thread admits each
+/// request as it arrives (up to [`BACKLOG`] of them), so `connect` returns without waiting for
+/// `accept`. Dropping the listener stops admitting; connections already made live on.
 pub struct VmmcListener {
+    shared: Arc<ListenShared>,
+    admitter: Option<std::thread::JoinHandle<()>>,
+    nonblocking: AtomicBool,
+}
+
+struct ListenShared {
     endpoint: Arc<Endpoint>,
     accept_region: Export,
     opts: StreamOptions,
-    nonblocking: AtomicBool,
+    queue: Mutex<VecDeque<(VmmcStream, PeerIdentity)>>,
+    ready: Condvar,
+    ready_fd: EventFd,
+    closing: AtomicBool,
 }
 
 impl std::fmt::Debug for VmmcListener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VmmcListener")
-            .field("addr", self.endpoint.addr())
+            .field("addr", self.shared.endpoint.addr())
             .finish()
     }
 }
@@ -63,17 +84,31 @@ impl VmmcListener {
                 "the accept region is not the endpoint's first export",
             ));
         }
-        Ok(VmmcListener {
+        let shared = Arc::new(ListenShared {
             endpoint: Arc::new(endpoint),
             accept_region,
             opts,
+            queue: Mutex::new(VecDeque::new()),
+            ready: Condvar::new(),
+            ready_fd: EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?,
+            closing: AtomicBool::new(false),
+        });
+        let admitter = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("vmmc-admit".into())
+                .spawn(move || shared.admit_loop())?
+        };
+        Ok(VmmcListener {
+            shared,
+            admitter: Some(admitter),
             nonblocking: AtomicBool::new(false),
         })
     }
 
     /// The address clients connect to (with the real port for `tcp:...:0`).
     pub fn local_addr(&self) -> &NodeAddr {
-        self.endpoint.addr()
+        self.shared.endpoint.addr()
     }
 
     /// Makes `accept` return `WouldBlock` instead of waiting.
@@ -82,30 +117,72 @@ impl VmmcListener {
         Ok(())
     }
 
-    /// The fd that becomes readable when a connection request arrives.
+    /// The fd that is readable while a connection waits to be accepted.
     pub fn notify_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.accept_region.notify_fd()
+        self.shared.ready_fd.as_fd()
     }
 
     /// Waits for a connection and returns it with the client's kernel-reported identity.
     pub fn accept(&self) -> io::Result<(VmmcStream, PeerIdentity)> {
+        let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            while let Some(g) = self.accept_region.take_greeting() {
-                let who = g.peer.clone();
-                match self.admit(g) {
-                    Ok(s) => return Ok((s, who)),
-                    Err(e) => tracing::warn!(
-                        "vmmc listener {}: dropped a connection request from {who}: {e}",
-                        self.local_addr()
-                    ),
+            if let Some(conn) = q.pop_front() {
+                if q.is_empty() {
+                    let _ = self.shared.ready_fd.read();
                 }
+                return Ok(conn);
             }
             if self.nonblocking.load(Ordering::Relaxed) {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
-            match self.accept_region.wait(Duration::from_secs(1)) {
+            q = self.shared.ready.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+impl Drop for VmmcListener {
+    fn drop(&mut self) {
+        self.shared.closing.store(true, Ordering::Release);
+        if let Some(t) = self.admitter.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl ListenShared {
+    fn admit_loop(&self) {
+        while !self.closing.load(Ordering::Acquire) {
+            while let Some(g) = self.accept_region.take_greeting() {
+                let who = g.peer.clone();
+                if self.queue.lock().map(|q| q.len()).unwrap_or(BACKLOG) >= BACKLOG {
+                    tracing::warn!(
+                        "vmmc listener {}: backlog full, dropping a request from {who}",
+                        self.endpoint.addr()
+                    );
+                    continue;
+                }
+                match self.admit(g) {
+                    Ok(stream) => {
+                        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+                        q.push_back((stream, who));
+                        let _ = self.ready_fd.write(1);
+                        self.ready.notify_one();
+                    }
+                    Err(e) => tracing::warn!(
+                        "vmmc listener {}: dropped a connection request from {who}: {e}",
+                        self.endpoint.addr()
+                    ),
+                }
+            }
+            match self.accept_region.wait(ADMIT_SLICE) {
                 Ok(_) | Err(vmmc_nic::Error::Timeout(_)) => {}
-                Err(e) => return Err(nic_error(e)),
+                Err(e) => {
+                    tracing::error!(
+                        "vmmc listener {}: stops admitting: {e}",
+                        self.endpoint.addr()
+                    );
+                    return;
+                }
             }
         }
     }
@@ -158,7 +235,8 @@ impl VmmcListener {
                 tx_import,
                 tx_ring: req.ring,
                 peer: client,
-                local: self.local_addr().clone(),
+                local: self.endpoint.addr().clone(),
+                endpoint: self.endpoint.clone(),
             },
             &self.opts,
         )
@@ -339,6 +417,7 @@ pub(crate) fn connect(server: &NodeAddr, opts: &StreamOptions) -> io::Result<Vmm
             tx_ring,
             peer: server.clone(),
             local: endpoint.addr().clone(),
+            endpoint: endpoint.clone(),
         },
         opts,
     )

@@ -51,6 +51,9 @@ pub(crate) struct Parts {
     pub(crate) tx_ring: RingSize,
     pub(crate) peer: NodeAddr,
     pub(crate) local: NodeAddr,
+    /// Keeps the endpoint (and so the ring export) alive as long as the connection, even
+    /// after its listener is dropped.
+    pub(crate) endpoint: Arc<vmmc_nic::Endpoint>,
 }
 
 /// Everything that changes, under one lock held only for short, non-blocking steps.
@@ -141,9 +144,14 @@ impl Core {
             // flag bit in the frame, no extra message).
             self.tx_import.store_u64(offset, value, Notify::Yes)
         };
-        r.map_err(|e| {
-            let e = nic_error(e);
-            self.fail(e)
+        r.map_err(|e| match e {
+            // A departed peer is noticed by `peer_gone`; it does not poison the connection, so
+            // data that arrived before the departure can still be read.
+            vmmc_nic::Error::PeerGone(_) => nic_error(e),
+            e => {
+                let e = nic_error(e);
+                self.fail(e)
+            }
         })
     }
 
@@ -162,7 +170,10 @@ impl Core {
         if self.rx.available() > 0 || self.rx.at_eof() || self.shut_rd {
             return Ok(true);
         }
-        if self.peer_gone() {
+        // Only the peer's departure from *my* ring counts here: it is ordered after every
+        // deposit the peer made into it (on tcp, the same connection carried them), while its
+        // export can vanish while some of those deposits are still in flight.
+        if self.peer_left {
             return Err(io::Error::new(
                 io::ErrorKind::ConnectionReset,
                 "the peer went away without closing the connection",
@@ -198,6 +209,14 @@ impl Core {
         HEADER + offset
     }
 
+    /// Publishes my receive index. Best effort: when the peer is gone its credit no longer
+    /// matters, and the bytes just consumed must still reach the reader (the failure shows on
+    /// the next send instead).
+    fn give_credit(&mut self) {
+        let read = self.rx.read_index();
+        let _ = self.publish(PEER_CREDIT, read);
+    }
+
     /// Copies ready bytes into `bufs`; consumes them unless peeking.
     fn copy_out(&mut self, bufs: &mut [IoSliceMut<'_>], peek: bool) -> io::Result<usize> {
         let mut at = self.rx.read_offset();
@@ -217,7 +236,7 @@ impl Core {
         }
         if !peek && done > 0 {
             self.rx.consume(done as u64);
-            self.publish(PEER_CREDIT, self.rx.read_index())?;
+            self.give_credit();
         }
         Ok(done)
     }
@@ -272,6 +291,7 @@ pub(crate) struct Inner {
     local: NodeAddr,
     rx_ring: RingSize,
     tx_ring: RingSize,
+    _endpoint: Arc<vmmc_nic::Endpoint>,
 }
 
 impl Inner {
@@ -426,6 +446,7 @@ impl VmmcStream {
             local: p.local,
             rx_ring: p.rx_ring,
             tx_ring: p.tx_ring,
+            _endpoint: p.endpoint,
         });
         Ok(VmmcStream {
             _closer: Arc::new(Closer(inner.clone())),
@@ -707,8 +728,8 @@ impl RecvSlot<'_> {
         }
         let c = &mut *self.core;
         c.rx.consume(n);
-        let read = c.rx.read_index();
-        c.publish(PEER_CREDIT, read)
+        c.give_credit();
+        Ok(())
     }
 }
 

@@ -103,27 +103,7 @@ pub fn spawn_greeting_importer(
     )
 }
 
-/// The byte every pattern fill puts at absolute offset `i`.
-pub fn pattern_byte(seed: u64, i: u64) -> u8 {
-    (i.wrapping_mul(0x9E37_79B9).wrapping_add(seed) >> 3) as u8
-}
-
-pub fn pattern(seed: u64, offset: u64, len: usize) -> Vec<u8> {
-    (0..len as u64)
-        .map(|i| pattern_byte(seed, offset + i))
-        .collect()
-}
-
-/// FNV-1a, to compare large ranges by line.
-pub fn fnv(data: &[u8], mut h: u64) -> u64 {
-    for b in data {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x100_0000_01b3);
-    }
-    h
-}
-
-pub const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
+pub use test_support::{fnv, pattern, FNV_START};
 
 pub fn access_of(s: &str) -> Access {
     match s {

@@ -34,6 +34,8 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+#[doc(hidden)]
+pub mod fuzzing;
 mod greeting;
 mod layout;
 mod listener;

@@ -42,9 +42,11 @@ mod listener;
 mod options;
 pub mod ring;
 mod stream;
+pub mod table;
+pub mod winsock;
 
 pub use layout::{RingSize, DEFAULT_RING, MAX_RING, MIN_RING};
 pub use listener::{VmmcListener, BACKLOG};
 pub use options::StreamOptions;
-pub use stream::{RecvSlot, SendSlot, VmmcStream};
+pub use stream::{Readiness, RecvSlot, SendSlot, VmmcStream};
 pub use vmmc_nic::{NodeAddr, PeerIdentity};

@@ -122,6 +122,11 @@ impl VmmcListener {
         self.shared.ready_fd.as_fd()
     }
 
+    /// Connections admitted and waiting for `accept`.
+    pub fn pending(&self) -> usize {
+        self.shared.queue.lock().map(|q| q.len()).unwrap_or(0)
+    }
+
     /// Waits for a connection and returns it with the client's kernel-reported identity.
     pub fn accept(&self) -> io::Result<(VmmcStream, PeerIdentity)> {
         let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());

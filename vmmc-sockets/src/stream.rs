@@ -69,6 +69,10 @@ pub(crate) struct Core {
     broken: Option<(io::ErrorKind, String)>,
     waiting: bool,
     shm: bool,
+    /// An outstanding `reserve_raw`: send index when taken, length.
+    raw_send: Option<(u64, usize)>,
+    /// An outstanding `readable_raw`: receive index when taken, length.
+    raw_recv: Option<(u64, usize)>,
     /// The tcp backend's send slot: the peer's ring is not mapped here.
     staging: Vec<u8>,
 }
@@ -276,6 +280,19 @@ enum Dir {
     Write,
 }
 
+/// What a stream is ready for right now, for select/poll loops.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Readiness {
+    /// A read would not block (data, end of stream, or an error to report).
+    pub readable: bool,
+    /// A write would not block (room, or an error to report).
+    pub writable: bool,
+    /// The peer is gone or both directions are shut.
+    pub hangup: bool,
+    /// The connection is broken (a lie from the peer, say).
+    pub error: bool,
+}
+
 /// A connection, shared by every handle and slot on it.
 pub(crate) struct Inner {
     core: Mutex<Core>,
@@ -300,6 +317,7 @@ impl Inner {
     fn wait(
         &self,
         dir: Dir,
+        dontwait: bool,
         mut ready: impl FnMut(&mut Core) -> io::Result<bool>,
     ) -> io::Result<MutexGuard<'_, Core>> {
         let timeout = *lock(match dir {
@@ -317,7 +335,7 @@ impl Inner {
                     return Ok(c);
                 }
             }
-            if self.nonblocking.load(Ordering::Relaxed) {
+            if dontwait || self.nonblocking.load(Ordering::Relaxed) {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
             let now = Instant::now();
@@ -430,6 +448,8 @@ impl VmmcStream {
             broken: None,
             waiting: false,
             shm,
+            raw_send: None,
+            raw_recv: None,
             staging,
         };
         let inner = Arc::new(Inner {
@@ -543,19 +563,126 @@ impl VmmcStream {
     }
 
     fn recv_vectored(&self, bufs: &mut [IoSliceMut<'_>], peek: bool) -> io::Result<usize> {
+        self.recv_with(bufs, peek, false)
+    }
+
+    /// A receive with per-call `MSG_PEEK` and `MSG_DONTWAIT`.
+    pub(crate) fn recv_with(
+        &self,
+        bufs: &mut [IoSliceMut<'_>],
+        peek: bool,
+        dontwait: bool,
+    ) -> io::Result<usize> {
         if bufs.iter().all(|b| b.is_empty()) {
             return Ok(0);
         }
-        let mut c = self.inner.wait(Dir::Read, Core::rx_ready)?;
+        let mut c = self.inner.wait(Dir::Read, dontwait, Core::rx_ready)?;
         c.copy_out(bufs, peek)
     }
 
     fn send_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.send_with(bufs, false)
+    }
+
+    /// A send with per-call `MSG_DONTWAIT`.
+    pub(crate) fn send_with(&self, bufs: &[IoSlice<'_>], dontwait: bool) -> io::Result<usize> {
         if bufs.iter().all(|b| b.is_empty()) {
             return Ok(0);
         }
-        let mut c = self.inner.wait(Dir::Write, Core::tx_ready)?;
+        let mut c = self.inner.wait(Dir::Write, dontwait, Core::tx_ready)?;
         c.copy_in(bufs)
+    }
+
+    /// Whether the stream is set non-blocking.
+    pub fn is_nonblocking(&self) -> bool {
+        self.inner.nonblocking.load(Ordering::Relaxed)
+    }
+
+    /// What a read or write would do now, without waiting. With `arm`, also asks the peer to
+    /// raise a notification on its next publish, so that [`VmmcStream::notify_fd`] wakes a
+    /// poll loop that then sleeps; call again with `arm == false` after waking.
+    pub fn readiness(&self, arm: bool) -> Readiness {
+        let mut c = lock(&self.inner.core);
+        c.pump();
+        let read = c.rx_ready();
+        let write = c.tx_ready();
+        let error = c.broken.is_some();
+        let r = Readiness {
+            readable: !matches!(read, Ok(false)),
+            writable: !matches!(write, Ok(false)),
+            hangup: c.peer_left || !c.tx_import.is_alive() || (c.shut_rd && c.shut_wr),
+            error,
+        };
+        c.set_waiting(arm && !(r.readable && r.writable));
+        r
+    }
+
+    /// The raw form of [`VmmcStream::reserve`] for callers across an FFI or ioctl boundary:
+    /// a pointer to up to `max` writable bytes, valid until the matching
+    /// [`VmmcStream::commit_reserved`] or until the stream is dropped. Never waits.
+    pub fn reserve_raw(&self, max: usize) -> io::Result<(*mut u8, usize)> {
+        let mut c = self.inner.wait(Dir::Write, true, Core::tx_ready)?;
+        let len = (c.tx.space() as usize).min(max);
+        let at = c.tx.sent();
+        let ptr = if c.shm {
+            let off = Core::ring_at(c.tx.write_offset());
+            c.tx_import
+                .slice_mut(off, len as u64)
+                .map_err(nic_error)?
+                .as_mut_ptr()
+        } else {
+            c.staging[..len].as_mut_ptr()
+        };
+        c.raw_send = Some((at, len));
+        Ok((ptr, len))
+    }
+
+    /// Publishes `n` bytes written through the pointer from [`VmmcStream::reserve_raw`].
+    pub fn commit_reserved(&self, n: usize) -> io::Result<()> {
+        let c = lock(&self.inner.core);
+        let mut slot = SendSlot { core: c, len: 0 };
+        match slot.core.raw_send.take() {
+            Some((at, len)) if at == slot.core.tx.sent() => slot.len = len,
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "no outstanding send reservation (or another send overtook it)",
+                ))
+            }
+        }
+        slot.commit(n)
+    }
+
+    /// The raw form of [`VmmcStream::readable`]: a pointer to the received bytes, valid until
+    /// the matching [`VmmcStream::release_received`]. Never waits; length 0 at end of stream.
+    pub fn readable_raw(&self) -> io::Result<(*const u8, usize)> {
+        let mut c = self.inner.wait(Dir::Read, true, Core::rx_ready)?;
+        let len = c.rx.available() as usize;
+        let at = c.rx.read_index();
+        let off = Core::ring_at(c.rx.read_offset());
+        let ptr = c
+            .rx_export
+            .slice(off, len as u64)
+            .map_err(nic_error)?
+            .as_ptr();
+        c.raw_recv = Some((at, len));
+        Ok((ptr, len))
+    }
+
+    /// Releases `n` bytes seen through the pointer from [`VmmcStream::readable_raw`].
+    pub fn release_received(&self, n: usize) -> io::Result<()> {
+        let c = lock(&self.inner.core);
+        let mut slot = RecvSlot { core: c, len: 0 };
+        match slot.core.raw_recv.take() {
+            Some((at, len)) if at == slot.core.rx.read_index() && n <= len => slot.len = len,
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "no outstanding receive pointer covering that many bytes",
+                ))
+            }
+        }
+        slot.consume(n)
     }
 
     /// Shuts down sending, receiving or both. After `Write` the peer reads EOF once it has
@@ -578,7 +705,7 @@ impl VmmcStream {
     /// other; the peer learns where it is ([`VmmcStream::at_mark`]) and can read it ahead of
     /// the data before it ([`VmmcStream::recv_urgent`]), as with TCP's urgent pointer.
     pub fn send_urgent(&self, byte: u8) -> io::Result<()> {
-        let mut c = self.inner.wait(Dir::Write, Core::tx_ready)?;
+        let mut c = self.inner.wait(Dir::Write, false, Core::tx_ready)?;
         let index = c.tx.sent();
         c.copy_in(&[IoSlice::new(&[byte])])?;
         c.publish(PEER_URGENT, index + 1)
@@ -610,7 +737,7 @@ impl VmmcStream {
     /// *is* the peer's memory: whatever fills it (a `pread` from a file, say) is the only copy.
     /// The slot holds the stream's lock; other calls on this stream wait until it is dropped.
     pub fn reserve(&self, max: usize) -> io::Result<SendSlot<'_>> {
-        let c = self.inner.wait(Dir::Write, Core::tx_ready)?;
+        let c = self.inner.wait(Dir::Write, false, Core::tx_ready)?;
         let len = (c.tx.space() as usize).min(max);
         Ok(SendSlot { core: c, len })
     }
@@ -619,7 +746,7 @@ impl VmmcStream {
     /// end of stream. [`RecvSlot::consume`] releases what was used. The slot holds the stream's
     /// lock; other calls on this stream wait until it is dropped.
     pub fn readable(&self) -> io::Result<RecvSlot<'_>> {
-        let c = self.inner.wait(Dir::Read, Core::rx_ready)?;
+        let c = self.inner.wait(Dir::Read, false, Core::rx_ready)?;
         let len = c.rx.available() as usize;
         Ok(RecvSlot { core: c, len })
     }

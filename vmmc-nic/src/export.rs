@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{shutdown, Shutdown};
 
-use crate::access::{PeerIdentity, Permissions};
+use crate::access::{Access, PeerIdentity, Permissions};
 use crate::addr::{ExportId, NodeAddr};
 use crate::counters;
 use crate::error::{Error, Result};
@@ -54,7 +54,7 @@ impl Listener {
 /// State shared by an endpoint, its exports and its connection threads.
 pub(crate) struct EndpointInner {
     addr: NodeAddr,
-    exports: Mutex<HashMap<ExportId, Arc<ExportShared>>>,
+    pub(crate) exports: Mutex<HashMap<ExportId, Arc<ExportShared>>>,
     next_id: AtomicU32,
     stop: Notifier,
 }
@@ -150,23 +150,13 @@ impl Endpoint {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1))
             .map_err(|_| Error::BadExportId("(export ids exhausted)".into()))?;
         let id = ExportId::new(raw).ok_or_else(|| Error::BadExportId(raw.to_string()))?;
-        let shared = Arc::new(ExportShared {
-            id,
-            region,
-            permissions,
-            notifier,
-            live: AtomicUsize::new(0),
-            departed: AtomicU64::new(0),
-            seen_departed: AtomicU64::new(0),
-            conns: Mutex::new(HashMap::new()),
-            next_conn: AtomicU64::new(0),
-            revoked: AtomicBool::new(false),
-            greetings: Mutex::new(VecDeque::new()),
-        });
+        let shared = Arc::new(ExportShared::new(id, region, permissions, notifier)?);
         lock(&self.inner.exports).insert(id, shared.clone());
         Ok(Export {
             shared,
-            endpoint: self.inner.clone(),
+            addr: self.inner.addr.clone(),
+            revoke_on_drop: true,
+            endpoint: Some(self.inner.clone()),
         })
     }
 }
@@ -250,49 +240,66 @@ fn spawn_conn(
 
 /// Runs one import connection to its end: handshake, then serve (tcp) or wait for the close
 /// (shm), then record the departure.
-pub(crate) fn run_connection<W: Wire + AsFd>(inner: &EndpointInner, w: &mut W, peer: PeerIdentity) {
+pub(crate) fn run_connection<W: Wire + AsFd>(
+    inner: &EndpointInner,
+    w: &mut W,
+    peer: PeerIdentity,
+) -> Option<(Arc<ExportShared>, Access)> {
     let lookup = |id| inner.lookup(id);
     let (export, access) = match serve::handshake(w, &lookup, &peer) {
         Ok(granted) => granted,
         Err(end) => {
-            log_end(inner, &peer, None, &end);
-            return;
+            log_end(&inner.addr, &peer, None, &end);
+            return None;
         }
     };
     // Recorded before the grant, so that an importer that holds the grant is already counted.
     let Some(registration) = export.register(w.as_fd()) else {
         // Revoked between the lookup and now.
-        return;
+        return None;
     };
     if let Err(e) = w.grant(&export, access) {
-        log_end(inner, &peer, Some(export.id), &End::Io(e));
-        return;
+        log_end(&inner.addr, &peer, Some(export.id), &End::Io(e));
+        return None;
     }
     tracing::debug!(
         "vmmc endpoint {}: {peer} imported {} for {access}",
         inner.addr,
         export.id
     );
-    let end = serve::serve(w, &export, access);
-    log_end(inner, &peer, Some(export.id), &end);
-    drop(registration);
+    serve_registered(&inner.addr, w, export, access, &peer, registration)
 }
 
-fn log_end(inner: &EndpointInner, peer: &PeerIdentity, id: Option<ExportId>, end: &End) {
+/// Serves a granted import until it ends; returns the export and access when the connection
+/// stopped for a handover (the caller keeps the socket open for the next owner).
+pub(crate) fn serve_registered<W: Wire>(
+    addr: &NodeAddr,
+    w: &mut W,
+    export: Arc<ExportShared>,
+    access: Access,
+    peer: &PeerIdentity,
+    registration: Registration,
+) -> Option<(Arc<ExportShared>, Access)> {
+    let end = serve::serve(w, &export, access);
+    if let End::HandedOver = end {
+        registration.handed_over();
+        return Some((export, access));
+    }
+    log_end(addr, peer, Some(export.id), &end);
+    drop(registration);
+    None
+}
+
+fn log_end(addr: &NodeAddr, peer: &PeerIdentity, id: Option<ExportId>, end: &End) {
     let what = id.map(|i| format!(" (export {i})")).unwrap_or_default();
     match end {
-        End::Closed => tracing::debug!("vmmc endpoint {}: {peer}{what} closed", inner.addr),
-        End::Refused(r) => tracing::info!("vmmc endpoint {}: refused {peer}: {r:?}", inner.addr),
+        End::Closed => tracing::debug!("vmmc endpoint {addr}: {peer}{what} closed"),
+        End::Refused(r) => tracing::info!("vmmc endpoint {addr}: refused {peer}: {r:?}"),
         End::Violation(why) => {
-            tracing::warn!(
-                "vmmc endpoint {}: dropping {peer}{what}: protocol violation: {why}",
-                inner.addr
-            )
+            tracing::warn!("vmmc endpoint {addr}: dropping {peer}{what}: protocol violation: {why}")
         }
-        End::Io(e) => tracing::debug!(
-            "vmmc endpoint {}: {peer}{what} connection ended: {e}",
-            inner.addr
-        ),
+        End::Io(e) => tracing::debug!("vmmc endpoint {addr}: {peer}{what} connection ended: {e}"),
+        End::HandedOver => tracing::debug!("vmmc endpoint {addr}: {peer}{what} handed over"),
     }
 }
 
@@ -310,6 +317,18 @@ pub(crate) struct ExportShared {
     next_conn: AtomicU64,
     revoked: AtomicBool,
     greetings: Mutex<VecDeque<Greeting>>,
+    /// Asks connection threads to stop between frames and leave their connection open.
+    pub(crate) handover: Notifier,
+    pub(crate) handing: AtomicBool,
+    pub(crate) handed: Mutex<Vec<HandedConn>>,
+}
+
+/// An import connection taken off its serving thread, for another process to serve.
+#[derive(Debug)]
+pub(crate) struct HandedConn {
+    pub(crate) fd: OwnedFd,
+    pub(crate) access: Access,
+    pub(crate) tcp: bool,
 }
 
 impl ExportShared {
@@ -319,11 +338,21 @@ impl ExportShared {
         len: u64,
         permissions: Permissions,
     ) -> Result<ExportShared> {
+        let notifier = Notifier::new().map_err(Error::io("creating an eventfd"))?;
+        ExportShared::new(id, Region::anonymous(len)?, permissions, notifier)
+    }
+
+    pub(crate) fn new(
+        id: ExportId,
+        region: Region,
+        permissions: Permissions,
+        notifier: Notifier,
+    ) -> Result<ExportShared> {
         Ok(ExportShared {
             id,
-            region: Region::anonymous(len)?,
+            region,
             permissions,
-            notifier: Notifier::new().map_err(Error::io("creating an eventfd"))?,
+            notifier,
             live: AtomicUsize::new(0),
             departed: AtomicU64::new(0),
             seen_departed: AtomicU64::new(0),
@@ -331,7 +360,33 @@ impl ExportShared {
             next_conn: AtomicU64::new(0),
             revoked: AtomicBool::new(false),
             greetings: Mutex::new(VecDeque::new()),
+            handover: Notifier::new().map_err(Error::io("creating an eventfd"))?,
+            handing: AtomicBool::new(false),
+            handed: Mutex::new(Vec::new()),
         })
+    }
+
+    pub(crate) fn id(&self) -> ExportId {
+        self.id
+    }
+
+    pub(crate) fn live_importers(&self) -> usize {
+        self.live.load(Ordering::Acquire)
+    }
+
+    /// The lock `register` takes, so that a handover and a late registration cannot cross.
+    pub(crate) fn conns_for_handover(&self) -> &Mutex<HashMap<u64, OwnedFd>> {
+        &self.conns
+    }
+
+    /// Signalled (and left signalled) when the export is being handed to another process.
+    pub(crate) fn handover_fd(&self) -> BorrowedFd<'_> {
+        self.handover.fd()
+    }
+
+    /// Keeps a connection whose serving thread stopped for a handover.
+    pub(crate) fn push_handed(&self, fd: OwnedFd, access: Access, tcp: bool) {
+        lock(&self.handed).push(HandedConn { fd, access, tcp });
     }
 
     /// Queues a greeting for the application and wakes its waiters; false when the queue is
@@ -364,12 +419,12 @@ impl ExportShared {
     }
 
     /// Records a live importer; the returned guard records its departure when dropped.
-    fn register(self: &Arc<Self>, conn: BorrowedFd<'_>) -> Option<Registration> {
+    pub(crate) fn register(self: &Arc<Self>, conn: BorrowedFd<'_>) -> Option<Registration> {
         let dup = conn.try_clone_to_owned().ok()?;
         let key = self.next_conn.fetch_add(1, Ordering::Relaxed);
         {
             let mut conns = lock(&self.conns);
-            if self.revoked.load(Ordering::Acquire) {
+            if self.revoked.load(Ordering::Acquire) || self.handing.load(Ordering::Acquire) {
                 let _ = shutdown(dup.as_raw_fd(), Shutdown::Both);
                 return None;
             }
@@ -379,6 +434,7 @@ impl ExportShared {
         Some(Registration {
             export: self.clone(),
             key,
+            handed_over: false,
         })
     }
 
@@ -395,14 +451,26 @@ impl ExportShared {
     }
 }
 
-struct Registration {
+pub(crate) struct Registration {
     export: Arc<ExportShared>,
     key: u64,
+    handed_over: bool,
+}
+
+impl Registration {
+    /// The connection moved to another process: not a departure.
+    pub(crate) fn handed_over(mut self) {
+        self.handed_over = true;
+    }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
         lock(&self.export.conns).remove(&self.key);
+        if self.handed_over {
+            self.export.live.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
         self.export.live.fetch_sub(1, Ordering::AcqRel);
         self.export.departed.fetch_add(1, Ordering::AcqRel);
         self.export.notifier.signal();
@@ -432,14 +500,18 @@ pub enum Wake {
 
 /// A region this process exports. Dropping it revokes every import of it.
 pub struct Export {
-    shared: Arc<ExportShared>,
-    endpoint: Arc<EndpointInner>,
+    pub(crate) shared: Arc<ExportShared>,
+    /// None for an export taken over from another process: it serves the importers it came
+    /// with and accepts no new ones.
+    pub(crate) endpoint: Option<Arc<EndpointInner>>,
+    pub(crate) addr: NodeAddr,
+    pub(crate) revoke_on_drop: bool,
 }
 
 impl std::fmt::Debug for Export {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Export")
-            .field("endpoint", &self.endpoint.addr)
+            .field("endpoint", &self.addr)
             .field("id", &self.shared.id)
             .field("len", &self.shared.region.len())
             .finish()
@@ -487,7 +559,7 @@ impl Export {
 
     /// The endpoint address importers use.
     pub fn addr(&self) -> &NodeAddr {
-        &self.endpoint.addr
+        &self.addr
     }
 
     /// Importers connected right now.
@@ -584,7 +656,11 @@ impl Export {
 
 impl Drop for Export {
     fn drop(&mut self) {
-        lock(&self.endpoint.exports).remove(&self.shared.id);
-        self.shared.revoke();
+        if let Some(ep) = &self.endpoint {
+            lock(&ep.exports).remove(&self.shared.id);
+        }
+        if self.revoke_on_drop {
+            self.shared.revoke();
+        }
     }
 }

@@ -126,4 +126,8 @@ impl Wire for MemWire<'_> {
     fn carries_data(&self) -> bool {
         true
     }
+
+    fn wait_or_stop(&mut self, _: std::os::fd::BorrowedFd<'_>) -> io::Result<bool> {
+        Ok(false)
+    }
 }

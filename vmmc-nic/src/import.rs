@@ -92,7 +92,7 @@ pub(crate) struct Granted {
 }
 
 #[derive(Debug)]
-enum Backend {
+pub(crate) enum Backend {
     Shm(ShmImport),
     Tcp(TcpImport),
 }
@@ -114,9 +114,60 @@ pub struct Import {
     len: u64,
     mirror: u64,
     exporter: PeerIdentity,
+    timeout: Duration,
+}
+
+/// An import's description, apart from its backend and watcher: what a handover carries.
+#[derive(Debug)]
+pub(crate) struct Parts {
+    pub(crate) peer: NodeAddr,
+    pub(crate) id: ExportId,
+    pub(crate) access: Access,
+    pub(crate) len: u64,
+    pub(crate) mirror: u64,
+    pub(crate) exporter: PeerIdentity,
+    pub(crate) timeout: Duration,
 }
 
 impl Import {
+    pub(crate) fn into_parts(self) -> (Watcher, Backend, Parts) {
+        (
+            self._watcher,
+            self.backend,
+            Parts {
+                peer: self.peer,
+                id: self.id,
+                access: self.access,
+                len: self.len,
+                mirror: self.mirror,
+                exporter: self.exporter,
+                timeout: self.timeout,
+            },
+        )
+    }
+
+    pub(crate) fn from_parts(backend: Backend, p: Parts) -> Result<Import> {
+        let alive = Arc::new(AtomicBool::new(true));
+        let fd = match &backend {
+            Backend::Shm(s) => s.conn.as_fd(),
+            Backend::Tcp(t) => t.fd(),
+        };
+        let watcher = Watcher::spawn(fd, alive.clone())
+            .map_err(Error::io("starting the liveness watcher"))?;
+        Ok(Import {
+            _watcher: watcher,
+            backend,
+            alive,
+            peer: p.peer,
+            id: p.id,
+            access: p.access,
+            len: p.len,
+            mirror: p.mirror,
+            exporter: p.exporter,
+            timeout: p.timeout,
+        })
+    }
+
     /// Imports export `id` of the endpoint at `addr`, asking for `access`, with
     /// [`DEFAULT_TIMEOUT`].
     pub fn open(addr: &NodeAddr, id: ExportId, access: Access) -> Result<Import> {
@@ -174,6 +225,7 @@ impl Import {
             len: granted.len,
             mirror: granted.mirror,
             exporter: granted.exporter,
+            timeout: opts.timeout,
         })
     }
 

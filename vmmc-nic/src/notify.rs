@@ -41,6 +41,11 @@ impl Notifier {
         signal(&self.file);
     }
 
+    /// Takes over an eventfd handed over from another process (checked like an importer's).
+    pub(crate) fn adopt(fd: OwnedFd) -> Result<Notifier, String> {
+        RemoteNotifier::adopt(fd).map(|r| Notifier { file: r.file })
+    }
+
     /// Takes all pending signals without blocking; 0 when there were none.
     pub(crate) fn take(&self) -> u64 {
         let mut buf = [0u8; 8];
@@ -77,6 +82,11 @@ pub(crate) struct RemoteNotifier {
 }
 
 impl RemoteNotifier {
+    /// A duplicate, to hand over with the import.
+    pub(crate) fn dup(&self) -> io::Result<OwnedFd> {
+        self.file.as_fd().try_clone_to_owned()
+    }
+
     /// Accepts a descriptor from an exporter only if it really is an eventfd: writing to
     /// anything else (a pipe the exporter never drains, say) could block us forever.
     pub(crate) fn adopt(fd: OwnedFd) -> Result<RemoteNotifier, String> {

@@ -5,6 +5,9 @@
 //! nothing more.
 
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::sync::Arc;
 
 use crate::access::{Access, PeerIdentity};
@@ -31,6 +34,9 @@ pub(crate) trait Wire {
     /// Whether deposits and fetches travel on this connection (tcp) or through shared
     /// memory (shm, where any frame after the grant is a violation).
     fn carries_data(&self) -> bool;
+    /// Waits until a frame may be read or `stop` is signalled; true for stop. Stopping only
+    /// between frames is what lets another process take the connection over mid-stream.
+    fn wait_or_stop(&mut self, stop: BorrowedFd<'_>) -> io::Result<bool>;
 }
 
 /// How a connection ended.
@@ -44,6 +50,8 @@ pub(crate) enum End {
     Violation(String),
     /// The connection failed.
     Io(io::Error),
+    /// The export is being handed to another process; the connection stays open for it.
+    HandedOver,
 }
 
 impl From<io::Error> for End {
@@ -112,6 +120,9 @@ fn serve_inner<W: Wire>(w: &mut W, export: &ExportShared, access: Access) -> Res
         Span::new(region.len(), offset, len).map_err(|e| End::Violation(e.to_string()))
     };
     loop {
+        if w.wait_or_stop(export.handover_fd())? {
+            return Err(End::HandedOver);
+        }
         let Some(hdr) = w.recv_frame()? else {
             return Ok(());
         };
@@ -158,5 +169,24 @@ fn serve_inner<W: Wire>(w: &mut W, export: &ExportShared, access: Access) -> Res
                 )))
             }
         }
+    }
+}
+
+/// [`Wire::wait_or_stop`] for a real socket.
+pub(crate) fn poll_or_stop(conn: &impl AsFd, stop: BorrowedFd<'_>) -> io::Result<bool> {
+    loop {
+        let mut fds = [
+            PollFd::new(conn.as_fd(), PollFlags::POLLIN),
+            PollFd::new(stop, PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Err(nix::errno::Errno::EINTR) | Ok(0) => continue,
+            Err(e) => return Err(e.into()),
+            Ok(_) => {}
+        }
+        if fds[1].any().unwrap_or(false) {
+            return Ok(true);
+        }
+        return Ok(false);
     }
 }

@@ -60,7 +60,9 @@ pub(crate) fn handle(inner: Arc<EndpointInner>, stream: UnixStream) {
         return;
     }
     let mut conn = ShmConn { stream };
-    run_connection(&inner, &mut conn, peer);
+    if let Some((export, access)) = run_connection(&inner, &mut conn, peer) {
+        export.push_handed(conn.stream.into(), access, false);
+    }
 }
 
 /// The exporter's end of a shm control connection.
@@ -152,6 +154,10 @@ impl Wire for ShmConn {
 
     fn carries_data(&self) -> bool {
         false
+    }
+
+    fn wait_or_stop(&mut self, stop: std::os::fd::BorrowedFd<'_>) -> io::Result<bool> {
+        crate::serve::poll_or_stop(&self.stream, stop)
     }
 }
 
@@ -253,4 +259,31 @@ pub(crate) fn open(
             exporter,
         },
     ))
+}
+
+/// Serves (watches) a shm import connection taken over from another process.
+pub(crate) fn serve_adopted(
+    export: Arc<ExportShared>,
+    fd: OwnedFd,
+    access: Access,
+    addr: NodeAddr,
+) {
+    let stream = UnixStream::from(fd);
+    let peer = match getsockopt(&stream, sockopt::PeerCredentials) {
+        Ok(c) => PeerIdentity::Local {
+            pid: c.pid(),
+            uid: c.uid(),
+            gid: c.gid(),
+        },
+        Err(_) => return,
+    };
+    let Some(reg) = export.register(stream.as_fd()) else {
+        return;
+    };
+    let mut conn = ShmConn { stream };
+    if let Some((export, access)) =
+        crate::export::serve_registered(&addr, &mut conn, export, access, &peer, reg)
+    {
+        export.push_handed(conn.stream.into(), access, false);
+    }
 }

@@ -389,13 +389,16 @@ fn map(
     NonNull::new(base.cast()).ok_or_else(|| io::Error::other("mmap returned null"))
 }
 
+/// Most descriptors one message may carry.
+pub(crate) const MAX_FDS: usize = 32;
+
 /// Receives into `buf` with `recvmsg`, adopting any descriptors that arrive with the bytes.
 /// Returns 0 bytes at end of stream. Descriptors are received close-on-exec.
 pub(crate) fn recv_with_fds(
     sock: BorrowedFd<'_>,
     buf: &mut [u8],
 ) -> io::Result<(usize, Vec<OwnedFd>)> {
-    let mut space = nix::cmsg_space!([RawFd; 4]);
+    let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
     let mut iov = [io::IoSliceMut::new(buf)];
     let msg = loop {
         match recvmsg::<()>(

@@ -48,7 +48,9 @@ pub(crate) fn handle(inner: Arc<EndpointInner>, stream: TcpStream, peer: SocketA
         return;
     }
     let mut conn = TcpConn { stream };
-    run_connection(&inner, &mut conn, PeerIdentity::Remote(peer));
+    if let Some((export, access)) = run_connection(&inner, &mut conn, PeerIdentity::Remote(peer)) {
+        export.push_handed(conn.stream.into(), access, true);
+    }
 }
 
 /// The exporter's end of a tcp import connection.
@@ -94,6 +96,10 @@ impl Wire for TcpConn {
 
     fn carries_data(&self) -> bool {
         true
+    }
+
+    fn wait_or_stop(&mut self, stop: BorrowedFd<'_>) -> io::Result<bool> {
+        crate::serve::poll_or_stop(&self.stream, stop)
     }
 }
 
@@ -190,6 +196,26 @@ pub(crate) fn open(
 }
 
 impl TcpImport {
+    /// Rebuilds an import around a connection handed over from another process.
+    pub(crate) fn from_fd(fd: std::os::fd::OwnedFd, peer: String, timeout: Duration) -> TcpImport {
+        TcpImport {
+            stream: TcpStream::from(fd),
+            send: Mutex::new(()),
+            fetch: Mutex::new(()),
+            peer,
+            timeout,
+        }
+    }
+
+    /// The connection, for a handover.
+    pub(crate) fn into_fd(self) -> std::os::fd::OwnedFd {
+        self.stream.into()
+    }
+
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.stream.as_fd()
     }
@@ -261,5 +287,28 @@ impl TcpImport {
             }
         }
         s.read_exact(buf).map_err(|e| self.io_error(e))
+    }
+}
+
+/// Serves a tcp import connection taken over from another process.
+pub(crate) fn serve_adopted(
+    export: Arc<ExportShared>,
+    fd: std::os::fd::OwnedFd,
+    access: Access,
+    addr: NodeAddr,
+) {
+    let stream = TcpStream::from(fd);
+    let peer = match stream.peer_addr() {
+        Ok(sa) => PeerIdentity::Remote(sa),
+        Err(_) => return,
+    };
+    let Some(reg) = export.register(stream.as_fd()) else {
+        return;
+    };
+    let mut conn = TcpConn { stream };
+    if let Some((export, access)) =
+        crate::export::serve_registered(&addr, &mut conn, export, access, &peer, reg)
+    {
+        export.push_handed(conn.stream.into(), access, true);
     }
 }

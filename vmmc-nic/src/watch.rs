@@ -12,10 +12,14 @@ use std::thread::JoinHandle;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{shutdown, Shutdown};
 
-/// Watches one connection; stops (and shuts the connection) when dropped.
+use crate::notify::Notifier;
+
+/// Watches one connection; stops (and shuts the connection) when dropped, or stops and leaves
+/// the connection open when detached for a handover.
 #[derive(Debug)]
 pub(crate) struct Watcher {
     fd: OwnedFd,
+    stop: Arc<Notifier>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -23,34 +27,50 @@ impl Watcher {
     pub(crate) fn spawn(conn: BorrowedFd<'_>, alive: Arc<AtomicBool>) -> std::io::Result<Watcher> {
         let fd = conn.try_clone_to_owned()?;
         let watched = fd.try_clone()?;
+        let stop = Arc::new(Notifier::new()?);
+        let stop_seen = stop.clone();
         let thread = std::thread::Builder::new()
             .name("vmmc-watch".into())
-            .spawn(move || {
-                loop {
-                    let mut fds = [PollFd::new(
+            .spawn(move || loop {
+                let mut fds = [
+                    PollFd::new(
                         watched.as_fd(),
                         PollFlags::from_bits_retain(libc::POLLRDHUP),
-                    )];
-                    match poll(&mut fds, PollTimeout::NONE) {
-                        Err(nix::errno::Errno::EINTR) => continue,
-                        Ok(0) => continue,
-                        _ => break,
-                    }
+                    ),
+                    PollFd::new(stop_seen.fd(), PollFlags::POLLIN),
+                ];
+                match poll(&mut fds, PollTimeout::NONE) {
+                    Err(nix::errno::Errno::EINTR) | Ok(0) => continue,
+                    _ => {}
+                }
+                if fds[1].any().unwrap_or(false) {
+                    return;
                 }
                 alive.store(false, Ordering::Release);
+                return;
             })?;
         Ok(Watcher {
             fd,
+            stop,
             thread: Some(thread),
         })
+    }
+
+    /// Stops watching and leaves the connection open, for another process to take over.
+    pub(crate) fn detach(mut self) {
+        self.stop.signal();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
 impl Drop for Watcher {
     fn drop(&mut self) {
-        // Shutting the socket down wakes the poll (POLLHUP) and tells the exporter we left.
-        let _ = shutdown(self.fd.as_raw_fd(), Shutdown::Both);
         if let Some(t) = self.thread.take() {
+            // Shutting the socket down wakes the poll (POLLHUP) and tells the exporter we left.
+            let _ = shutdown(self.fd.as_raw_fd(), Shutdown::Both);
+            self.stop.signal();
             let _ = t.join();
         }
     }

@@ -35,7 +35,78 @@ both_backends!(
     counters_count_software_copies,
     mirrored_tails_read_and_write_across_the_wrap,
     greetings_reach_the_exporter_with_the_kernel_identity,
+    an_export_handed_to_another_process_keeps_its_importers,
+    an_import_handed_to_another_process_keeps_depositing,
 );
+
+/// A child that takes over whatever is handed to it at an abstract socket name.
+fn spawn_adopter() -> (Peer, std::os::unix::net::UnixStream) {
+    use std::os::linux::net::SocketAddrExt;
+    let name = format!(
+        "adopt-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    );
+    let name = name.replace(['(', ')'], "");
+    let (p, ready) = Peer::spawn("common::child_process", &["adopt", &name]);
+    assert_eq!(ready, "READY");
+    let sa = std::os::unix::net::SocketAddr::from_abstract_name(&name).unwrap();
+    let s = std::os::unix::net::UnixStream::connect_addr(&sa).unwrap();
+    (p, s)
+}
+
+fn an_export_handed_to_another_process_keeps_its_importers(b: Backend) {
+    let ep = Endpoint::bind(&b.fresh_addr()).unwrap();
+    let x = ep.export(64 * 1024, Permissions::open()).unwrap();
+    let (mut depositor, ready) = spawn_importer(ep.addr(), x.id(), "all");
+    assert_eq!(ready, "READY 65536");
+    depositor.ok("write 0 6f6e65 n");
+    assert_eq!(x.wait(WAIT).unwrap(), Wake::Notified);
+    let (mut heir, sock) = spawn_adopter();
+    vmmc_nic::send_handover(&sock, vec![x.hand_over().unwrap()], vec![]).unwrap();
+    assert_eq!(heir.recv(), "ADOPTED");
+    // The importer carries on as if nothing happened; the heir sees its deposits and what was
+    // there before.
+    depositor.ok("write 100 74776f n");
+    assert_eq!(heir.ok("wait 10000"), "notified");
+    assert_eq!(heir.ok("read 0 3"), hex_encode(b"one"));
+    assert_eq!(heir.ok("read 100 3"), hex_encode(b"two"));
+    heir.ok("write 200 74687265");
+    assert_eq!(depositor.ok("read 200 4"), hex_encode(b"thre"));
+    assert_eq!(depositor.ok("alive"), "true");
+    assert_eq!(heir.ok("importers"), "1");
+    // This process no longer serves it: new imports are refused here.
+    drop(ep);
+    // When the heir dies, the importer learns it.
+    heir.kill();
+    let t0 = Instant::now();
+    while depositor.ok("alive") == "true" {
+        assert!(
+            t0.elapsed() < WAIT,
+            "the importer never noticed the heir's death"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn an_import_handed_to_another_process_keeps_depositing(b: Backend) {
+    let (mut exporter, addr, id) = spawn_exporter(b, 64 * 1024, "open");
+    let imp = Import::open(&addr, id, Access::ALL).unwrap();
+    imp.write_at(0, b"mine", Notify::Yes).unwrap();
+    assert_eq!(exporter.ok("wait 10000"), "notified");
+    let (mut heir, sock) = spawn_adopter();
+    vmmc_nic::send_handover(&sock, vec![], vec![imp.hand_over().unwrap()]).unwrap();
+    assert_eq!(heir.recv(), "ADOPTED");
+    heir.ok("write 4 7468656972 n");
+    assert_eq!(exporter.ok("wait 10000"), "notified");
+    assert_eq!(exporter.ok("read 0 9"), hex_encode(b"minetheir"));
+    assert_eq!(heir.ok("read 0 4"), hex_encode(b"mine"));
+    // No departure was seen for the move; the heir's death is one.
+    assert!(exporter.cmd("wait 200").starts_with("ERR"));
+    assert_eq!(exporter.ok("importers"), "1");
+    heir.kill();
+    assert_eq!(exporter.ok("wait 10000"), "left");
+}
 
 fn mirrored_tails_read_and_write_across_the_wrap(b: Backend) {
     const LEN: u64 = 4 * 4096;

@@ -128,6 +128,8 @@ pub fn permissions_of(s: &str) -> Permissions {
 enum Side {
     Export(#[allow(dead_code)] Endpoint, Export),
     Import(Import),
+    /// An export taken over from another process (no endpoint of its own).
+    Adopted(Export),
 }
 
 const CHUNK: usize = 1 << 20;
@@ -145,7 +147,9 @@ fn run_command(side: &Side, words: &[&str]) -> Result<String, String> {
         ("write", Side::Import(i)) => i
             .write_at(num(1), &hex_decode(words[2]), notify)
             .map_err(e)?,
-        ("write", Side::Export(_, x)) => x.write_at(num(1), &hex_decode(words[2])).map_err(e)?,
+        ("write", Side::Export(_, x) | Side::Adopted(x)) => {
+            x.write_at(num(1), &hex_decode(words[2])).map_err(e)?
+        }
         ("fill", side) => {
             let (off, len, seed) = (num(1), num(2), num(3));
             let mut at = off;
@@ -154,7 +158,7 @@ fn run_command(side: &Side, words: &[&str]) -> Result<String, String> {
                 let data = pattern(seed, at, n);
                 match side {
                     Side::Import(i) => i.write_at(at, &data, Notify::No).map_err(e)?,
-                    Side::Export(_, x) => x.write_at(at, &data).map_err(e)?,
+                    Side::Export(_, x) | Side::Adopted(x) => x.write_at(at, &data).map_err(e)?,
                 }
                 at += n as u64;
             }
@@ -166,7 +170,7 @@ fn run_command(side: &Side, words: &[&str]) -> Result<String, String> {
             let mut buf = vec![0u8; num(2) as usize];
             match side {
                 Side::Import(i) => i.read_at(num(1), &mut buf).map_err(e)?,
-                Side::Export(_, x) => x.read_at(num(1), &mut buf).map_err(e)?,
+                Side::Export(_, x) | Side::Adopted(x) => x.read_at(num(1), &mut buf).map_err(e)?,
             }
             return Ok(hex_encode(&buf));
         }
@@ -179,7 +183,9 @@ fn run_command(side: &Side, words: &[&str]) -> Result<String, String> {
                 let n = CHUNK.min((off + len - at) as usize);
                 match side {
                     Side::Import(i) => i.read_at(at, &mut buf[..n]).map_err(e)?,
-                    Side::Export(_, x) => x.read_at(at, &mut buf[..n]).map_err(e)?,
+                    Side::Export(_, x) | Side::Adopted(x) => {
+                        x.read_at(at, &mut buf[..n]).map_err(e)?
+                    }
                 }
                 h = fnv(&buf[..n], h);
                 at += n as u64;
@@ -187,18 +193,22 @@ fn run_command(side: &Side, words: &[&str]) -> Result<String, String> {
             return Ok(h.to_string());
         }
         ("store", Side::Import(i)) => i.store_u64(num(1), num(2), notify).map_err(e)?,
-        ("store", Side::Export(_, x)) => x.store_u64(num(1), num(2)).map_err(e)?,
+        ("store", Side::Export(_, x) | Side::Adopted(x)) => {
+            x.store_u64(num(1), num(2)).map_err(e)?
+        }
         ("load", Side::Import(i)) => return i.load_u64(num(1)).map(|v| v.to_string()).map_err(e),
-        ("load", Side::Export(_, x)) => {
+        ("load", Side::Export(_, x) | Side::Adopted(x)) => {
             return x.load_u64(num(1)).map(|v| v.to_string()).map_err(e)
         }
-        ("wait", Side::Export(_, x)) => {
+        ("wait", Side::Export(_, x) | Side::Adopted(x)) => {
             return match x.wait(Duration::from_millis(num(1))).map_err(e)? {
                 Wake::Notified => Ok("notified".into()),
                 Wake::ImporterLeft => Ok("left".into()),
             }
         }
-        ("importers", Side::Export(_, x)) => return Ok(x.importers().to_string()),
+        ("importers", Side::Export(_, x) | Side::Adopted(x)) => {
+            return Ok(x.importers().to_string())
+        }
         ("alive", Side::Import(i)) => return Ok(i.is_alive().to_string()),
         ("exporter", Side::Import(i)) => return Ok(format!("{:?}", i.exporter())),
         ("counters", _) => {
@@ -270,6 +280,22 @@ fn run_child(role: &[String]) {
                 }
                 Err(err) => return say(format!("ERR {err}")),
             }
+        }
+        ["adopt", sock] => {
+            // Take over whatever the parent hands this process, then serve commands on it.
+            use std::os::linux::net::SocketAddrExt;
+            let sa = std::os::unix::net::SocketAddr::from_abstract_name(sock).unwrap();
+            let l = std::os::unix::net::UnixListener::bind_addr(&sa).unwrap();
+            say("READY");
+            let (s, _) = l.accept().unwrap();
+            let (mut exports, mut imports) = vmmc_nic::recv_handover(&s).unwrap();
+            let side = if let Some(x) = exports.pop() {
+                Side::Adopted(Export::adopt(x).unwrap())
+            } else {
+                Side::Import(Import::adopt(imports.pop().unwrap()).unwrap())
+            };
+            say("ADOPTED");
+            side
         }
         _ => panic!("bad child role {args:?}"),
     };

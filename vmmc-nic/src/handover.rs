@@ -26,6 +26,9 @@ use crate::shm::ShmImport;
 use crate::sys::{recv_with_fds, Region, MAX_FDS};
 use crate::tcp::TcpImport;
 
+/// Most application bytes a handover carries.
+const MAX_APP: usize = 16 * 1024;
+
 /// How long `hand_over` waits for connection threads to reach a frame boundary.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -120,13 +123,17 @@ impl Export {
         for c in h.conns {
             let export = shared.clone();
             let addr = h.addr.clone();
+            // Counted before this returns, so the heir sees its importers at once.
+            let reg = shared
+                .register(c.fd.as_fd())
+                .ok_or_else(|| bad("cannot register a handed-over connection"))?;
             let spawned = std::thread::Builder::new()
                 .name("vmmc-conn".into())
                 .spawn(move || {
                     if c.tcp {
-                        crate::tcp::serve_adopted(export, c.fd, c.access, addr)
+                        crate::tcp::serve_adopted(export, c.fd, c.access, addr, reg)
                     } else {
-                        crate::shm::serve_adopted(export, c.fd, c.access, addr)
+                        crate::shm::serve_adopted(export, c.fd, c.access, addr, reg)
                     }
                 });
             spawned.map_err(Error::io("starting a connection thread"))?;
@@ -207,15 +214,25 @@ impl Import {
     }
 }
 
-/// Sends handovers (any mix of exports and imports) over a Unix stream socket in one message.
+/// Sends handovers (any mix of exports and imports) over a Unix stream socket in one message,
+/// with `app` bytes for the application's own state (at most 16 KiB).
 pub fn send_handover(
     sock: &UnixStream,
+    app: &[u8],
     exports: Vec<ExportHandover>,
     imports: Vec<ImportHandover>,
 ) -> Result<()> {
+    if app.len() > MAX_APP {
+        return Err(bad(format!(
+            "{} bytes of application state is too much",
+            app.len()
+        )));
+    }
     let mut w = Writer::default();
     let mut fds: Vec<OwnedFd> = Vec::new();
     w.bytes(b"VHO1");
+    w.u32(app.len() as u32);
+    w.bytes(app);
     w.u32(exports.len() as u32);
     for e in exports {
         w.u32(e.id.get());
@@ -282,8 +299,11 @@ pub fn send_handover(
     Ok(())
 }
 
+/// What [`recv_handover`] returns: the application's bytes, the exports and the imports.
+pub type Received = (Vec<u8>, Vec<ExportHandover>, Vec<ImportHandover>);
+
 /// Receives what [`send_handover`] sent.
-pub fn recv_handover(sock: &UnixStream) -> Result<(Vec<ExportHandover>, Vec<ImportHandover>)> {
+pub fn recv_handover(sock: &UnixStream) -> Result<Received> {
     let mut head = [0u8; 4];
     let (n, fds) =
         recv_with_fds(sock.as_fd(), &mut head).map_err(Error::io("receiving a handover"))?;
@@ -305,6 +325,11 @@ pub fn recv_handover(sock: &UnixStream) -> Result<(Vec<ExportHandover>, Vec<Impo
     if r.take(4)? != b"VHO1" {
         return Err(bad("not a handover"));
     }
+    let app_len = r.u32()? as usize;
+    if app_len > MAX_APP {
+        return Err(bad("too much application state"));
+    }
+    let app = r.take(app_len)?.to_vec();
     let mut fd = || {
         fds.pop_front()
             .ok_or_else(|| bad("a handover is missing descriptors"))
@@ -369,7 +394,7 @@ pub fn recv_handover(sock: &UnixStream) -> Result<(Vec<ExportHandover>, Vec<Impo
             shared,
         });
     }
-    Ok((exports, imports))
+    Ok((app, exports, imports))
 }
 
 #[derive(Default)]

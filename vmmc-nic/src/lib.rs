@@ -66,7 +66,7 @@ pub use addr::{ExportId, NodeAddr, ShmName, TcpAddr, MAX_SHM_NAME_LEN};
 pub use counters::Counters;
 pub use error::{Error, Result};
 pub use export::{Endpoint, Export, Greeting, Wake, MAX_PENDING_GREETINGS};
-pub use handover::{recv_handover, send_handover, ExportHandover, ImportHandover};
+pub use handover::{recv_handover, send_handover, ExportHandover, ImportHandover, Received};
 pub use import::{Import, ImportOptions, Notify, DEFAULT_TIMEOUT};
 pub use span::MAX_REGION_LEN;
 pub use wire::MAX_GREETING_LEN;

@@ -267,6 +267,7 @@ pub(crate) fn serve_adopted(
     fd: OwnedFd,
     access: Access,
     addr: NodeAddr,
+    reg: crate::export::Registration,
 ) {
     let stream = UnixStream::from(fd);
     let peer = match getsockopt(&stream, sockopt::PeerCredentials) {
@@ -276,9 +277,6 @@ pub(crate) fn serve_adopted(
             gid: c.gid(),
         },
         Err(_) => return,
-    };
-    let Some(reg) = export.register(stream.as_fd()) else {
-        return;
     };
     let mut conn = ShmConn { stream };
     if let Some((export, access)) =

@@ -296,14 +296,12 @@ pub(crate) fn serve_adopted(
     fd: std::os::fd::OwnedFd,
     access: Access,
     addr: NodeAddr,
+    reg: crate::export::Registration,
 ) {
     let stream = TcpStream::from(fd);
     let peer = match stream.peer_addr() {
         Ok(sa) => PeerIdentity::Remote(sa),
         Err(_) => return,
-    };
-    let Some(reg) = export.register(stream.as_fd()) else {
-        return;
     };
     let mut conn = TcpConn { stream };
     if let Some((export, access)) =

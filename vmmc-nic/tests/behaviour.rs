@@ -63,7 +63,7 @@ fn an_export_handed_to_another_process_keeps_its_importers(b: Backend) {
     depositor.ok("write 0 6f6e65 n");
     assert_eq!(x.wait(WAIT).unwrap(), Wake::Notified);
     let (mut heir, sock) = spawn_adopter();
-    vmmc_nic::send_handover(&sock, vec![x.hand_over().unwrap()], vec![]).unwrap();
+    vmmc_nic::send_handover(&sock, b"", vec![x.hand_over().unwrap()], vec![]).unwrap();
     assert_eq!(heir.recv(), "ADOPTED");
     // The importer carries on as if nothing happened; the heir sees its deposits and what was
     // there before.
@@ -95,7 +95,7 @@ fn an_import_handed_to_another_process_keeps_depositing(b: Backend) {
     imp.write_at(0, b"mine", Notify::Yes).unwrap();
     assert_eq!(exporter.ok("wait 10000"), "notified");
     let (mut heir, sock) = spawn_adopter();
-    vmmc_nic::send_handover(&sock, vec![], vec![imp.hand_over().unwrap()]).unwrap();
+    vmmc_nic::send_handover(&sock, b"", vec![], vec![imp.hand_over().unwrap()]).unwrap();
     assert_eq!(heir.recv(), "ADOPTED");
     heir.ok("write 4 7468656972 n");
     assert_eq!(exporter.ok("wait 10000"), "notified");

@@ -41,6 +41,7 @@ mod layout;
 mod listener;
 mod options;
 pub mod ring;
+mod share;
 mod stream;
 pub mod table;
 pub mod winsock;

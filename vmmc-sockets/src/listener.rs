@@ -241,7 +241,7 @@ impl ListenShared {
                 tx_ring: req.ring,
                 peer: client,
                 local: self.endpoint.addr().clone(),
-                endpoint: self.endpoint.clone(),
+                endpoint: Some(self.endpoint.clone()),
             },
             &self.opts,
         )
@@ -422,7 +422,7 @@ pub(crate) fn connect(server: &NodeAddr, opts: &StreamOptions) -> io::Result<Vmm
             tx_ring,
             peer: server.clone(),
             local: endpoint.addr().clone(),
-            endpoint: endpoint.clone(),
+            endpoint: Some(endpoint.clone()),
         },
         opts,
     )

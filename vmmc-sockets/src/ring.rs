@@ -28,6 +28,18 @@ impl RxState {
         }
     }
 
+    /// A ring resumed in another process at receive index `read`; the rest is re-read from
+    /// the header the peer keeps writing.
+    pub fn resume(size: RingSize, read: u64) -> RxState {
+        RxState {
+            cap: size.get(),
+            read,
+            write: read,
+            fin: None,
+            urgent: 0,
+        }
+    }
+
     /// Takes in the peer's send index and FIN word. The index may only grow, never past what
     /// fits the ring, and never past a FIN once one is announced.
     pub fn observe(&mut self, write: u64, fin_word: u64) -> io::Result<()> {
@@ -137,6 +149,15 @@ impl TxState {
         }
     }
 
+    /// A send side resumed in another process; `None` if the numbers cannot be true.
+    pub fn resume(size: RingSize, sent: u64, credit: u64) -> Option<TxState> {
+        (credit <= sent && sent - credit <= size.get()).then_some(TxState {
+            cap: size.get(),
+            sent,
+            credit,
+        })
+    }
+
     /// Takes in the peer's receive index: it may only grow, and never past what I sent.
     pub fn observe_credit(&mut self, credit: u64) -> io::Result<()> {
         if credit < self.credit || credit > self.sent {
@@ -162,6 +183,11 @@ impl TxState {
     /// The total sent, published to the peer as my send index.
     pub fn sent(&self) -> u64 {
         self.sent
+    }
+
+    /// The peer's receive index as last seen.
+    pub fn credit(&self) -> u64 {
+        self.credit
     }
 
     /// Whether everything I sent has been consumed.

@@ -52,29 +52,29 @@ pub(crate) struct Parts {
     pub(crate) peer: NodeAddr,
     pub(crate) local: NodeAddr,
     /// Keeps the endpoint (and so the ring export) alive as long as the connection, even
-    /// after its listener is dropped.
-    pub(crate) endpoint: Arc<vmmc_nic::Endpoint>,
+    /// after its listener is dropped; none for a connection taken over from another process.
+    pub(crate) endpoint: Option<Arc<vmmc_nic::Endpoint>>,
 }
 
 /// Everything that changes, under one lock held only for short, non-blocking steps.
 pub(crate) struct Core {
-    rx_export: Export,
-    tx_import: Import,
-    rx: RxState,
-    tx: TxState,
-    shut_wr: bool,
-    shut_rd: bool,
-    peer_left: bool,
-    peer_rdshut: bool,
-    broken: Option<(io::ErrorKind, String)>,
-    waiting: bool,
-    shm: bool,
+    pub(crate) rx_export: Export,
+    pub(crate) tx_import: Import,
+    pub(crate) rx: RxState,
+    pub(crate) tx: TxState,
+    pub(crate) shut_wr: bool,
+    pub(crate) shut_rd: bool,
+    pub(crate) peer_left: bool,
+    pub(crate) peer_rdshut: bool,
+    pub(crate) broken: Option<(io::ErrorKind, String)>,
+    pub(crate) waiting: bool,
+    pub(crate) shm: bool,
     /// An outstanding `reserve_raw`: send index when taken, length.
-    raw_send: Option<(u64, usize)>,
+    pub(crate) raw_send: Option<(u64, usize)>,
     /// An outstanding `readable_raw`: receive index when taken, length.
-    raw_recv: Option<(u64, usize)>,
+    pub(crate) raw_recv: Option<(u64, usize)>,
     /// The tcp backend's send slot: the peer's ring is not mapped here.
-    staging: Vec<u8>,
+    pub(crate) staging: Vec<u8>,
 }
 
 impl Core {
@@ -295,20 +295,22 @@ pub struct Readiness {
 
 /// A connection, shared by every handle and slot on it.
 pub(crate) struct Inner {
-    core: Mutex<Core>,
-    notify_fd: OwnedFd,
-    polling: AtomicBool,
-    generation: Mutex<u64>,
-    woken: Condvar,
-    spin: Duration,
-    nonblocking: AtomicBool,
-    read_timeout: Mutex<Option<Duration>>,
-    write_timeout: Mutex<Option<Duration>>,
-    peer: NodeAddr,
-    local: NodeAddr,
-    rx_ring: RingSize,
-    tx_ring: RingSize,
-    _endpoint: Arc<vmmc_nic::Endpoint>,
+    pub(crate) core: Mutex<Core>,
+    pub(crate) notify_fd: OwnedFd,
+    pub(crate) polling: AtomicBool,
+    pub(crate) generation: Mutex<u64>,
+    pub(crate) woken: Condvar,
+    pub(crate) spin: Duration,
+    pub(crate) nonblocking: AtomicBool,
+    pub(crate) read_timeout: Mutex<Option<Duration>>,
+    pub(crate) write_timeout: Mutex<Option<Duration>>,
+    pub(crate) peer: NodeAddr,
+    pub(crate) local: NodeAddr,
+    pub(crate) rx_ring: RingSize,
+    pub(crate) tx_ring: RingSize,
+    /// Set when the connection moves to another process: nothing is shut down on drop.
+    pub(crate) handed: AtomicBool,
+    pub(crate) _endpoint: Option<Arc<vmmc_nic::Endpoint>>,
 }
 
 impl Inner {
@@ -396,15 +398,18 @@ impl Inner {
 /// after the data already sent).
 #[derive(Clone)]
 pub struct VmmcStream {
-    inner: Arc<Inner>,
-    _closer: Arc<Closer>,
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) _closer: Arc<Closer>,
 }
 
 /// Shuts the connection down when the last handle goes.
-struct Closer(Arc<Inner>);
+pub(crate) struct Closer(pub(crate) Arc<Inner>);
 
 impl Drop for Closer {
     fn drop(&mut self) {
+        if self.0.handed.load(Ordering::Acquire) {
+            return;
+        }
         let mut c = lock(&self.0.core);
         if !c.shut_wr && c.broken.is_none() {
             c.shut_wr = true;
@@ -429,6 +434,17 @@ impl std::fmt::Debug for VmmcStream {
 
 impl VmmcStream {
     pub(crate) fn from_parts(p: Parts, opts: &StreamOptions) -> io::Result<VmmcStream> {
+        let (rx, tx) = (RxState::new(p.rx_ring), TxState::new(p.tx_ring));
+        VmmcStream::resume(p, opts, rx, tx)
+    }
+
+    /// A stream from its parts and ring states (fresh, or carried over from another process).
+    pub(crate) fn resume(
+        p: Parts,
+        opts: &StreamOptions,
+        rx: RxState,
+        tx: TxState,
+    ) -> io::Result<VmmcStream> {
         let shm = matches!(p.peer, NodeAddr::Shm(_));
         let notify_fd = p.rx_export.notify_fd().try_clone_to_owned()?;
         let staging = if shm {
@@ -437,8 +453,8 @@ impl VmmcStream {
             vec![0u8; p.tx_ring.get() as usize]
         };
         let core = Core {
-            rx: RxState::new(p.rx_ring),
-            tx: TxState::new(p.tx_ring),
+            rx,
+            tx,
             rx_export: p.rx_export,
             tx_import: p.tx_import,
             shut_wr: false,
@@ -466,6 +482,7 @@ impl VmmcStream {
             local: p.local,
             rx_ring: p.rx_ring,
             tx_ring: p.tx_ring,
+            handed: AtomicBool::new(false),
             _endpoint: p.endpoint,
         });
         Ok(VmmcStream {

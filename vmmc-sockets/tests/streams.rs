@@ -29,7 +29,51 @@ both_backends!(
     peek_nonblocking_and_timeouts,
     urgent_byte_and_mark,
     connecting_to_nothing_is_refused,
+    a_connection_moves_to_another_process,
+    handing_over_needs_the_only_handle,
 );
+
+fn handing_over_needs_the_only_handle(b: Backend) {
+    let (mut server, addr) = spawn_server(b, 64 * 1024);
+    let c = VmmcStream::connect(&addr).unwrap();
+    server.ok("accept");
+    let (a, z) = std::os::unix::net::UnixStream::pair().unwrap();
+    let other = c.try_clone().unwrap();
+    let err = c.send_to(&a).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    // Garbage on the socket is refused by the receiver.
+    drop(other);
+    std::io::Write::write_all(&mut &a, &[0u8; 64]).unwrap();
+    assert!(VmmcStream::receive_from(&z).is_err());
+}
+
+fn a_connection_moves_to_another_process(b: Backend) {
+    let (mut server, addr) = spawn_server(b, 64 * 1024);
+    let (mut original, ready) = spawn_client(&addr, 64 * 1024);
+    assert_eq!(ready, "READY");
+    server.ok("accept");
+    server.cmd_nowait("echo").unwrap();
+    // The original sends; the echo lands in its ring, unread.
+    original.ok("send 1000 1");
+    std::thread::sleep(Duration::from_millis(100));
+    let name = format!("sock-heir-{}-{:?}", std::process::id(), b);
+    let (mut heir, ready) = Peer::spawn("common::child_process", &["adopt", &name]);
+    assert_eq!(ready, "READY");
+    original.ok(&format!("handto {name}"));
+    assert_eq!(heir.recv(), "ADOPTED");
+    // The original may now die: the connection is the heir's.
+    original.kill();
+    let first = pattern(1, 0, 1000);
+    assert_eq!(heir.ok("recv 1000"), fnv(&first, FNV_START).to_string());
+    heir.ok("send 500 2");
+    assert_eq!(
+        heir.ok("recv 500"),
+        fnv(&pattern(2, 0, 500), FNV_START).to_string()
+    );
+    heir.ok("shutdown wr");
+    assert_eq!(server.recv(), "OK 1500");
+    assert_eq!(heir.ok("drain"), format!("0 {FNV_START}"));
+}
 
 const WAIT: Duration = Duration::from_secs(20);
 

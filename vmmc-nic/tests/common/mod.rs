@@ -288,7 +288,7 @@ fn run_child(role: &[String]) {
             let l = std::os::unix::net::UnixListener::bind_addr(&sa).unwrap();
             say("READY");
             let (s, _) = l.accept().unwrap();
-            let (mut exports, mut imports) = vmmc_nic::recv_handover(&s).unwrap();
+            let (_, mut exports, mut imports) = vmmc_nic::recv_handover(&s).unwrap();
             let side = if let Some(x) = exports.pop() {
                 Side::Adopted(Export::adopt(x).unwrap())
             } else {

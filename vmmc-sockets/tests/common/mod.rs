@@ -79,6 +79,14 @@ fn run(
         *stream = None;
         return Ok(String::new());
     }
+    if words.first() == Some(&"handto") {
+        use std::os::linux::net::SocketAddrExt;
+        let s = stream.take().ok_or("no connection")?;
+        let sa = std::os::unix::net::SocketAddr::from_abstract_name(words[1]).map_err(e)?;
+        let via = std::os::unix::net::UnixStream::connect_addr(&sa).map_err(e)?;
+        s.send_to(&via).map_err(e)?;
+        return Ok(String::new());
+    }
     let s = stream.as_ref().ok_or("no connection")?;
     match words.first().copied().unwrap_or("") {
         "send" => {
@@ -170,6 +178,21 @@ fn run_child(role: &[String]) {
             }
             Err(err) => return say(format!("ERR {:?}: {err}", err.kind())),
         },
+        ["adopt", name] => {
+            use std::os::linux::net::SocketAddrExt;
+            let sa = std::os::unix::net::SocketAddr::from_abstract_name(name).unwrap();
+            let l = std::os::unix::net::UnixListener::bind_addr(&sa).unwrap();
+            say("READY");
+            let (via, _) = l.accept().unwrap();
+            match VmmcStream::receive_from(&via) {
+                Ok(s) => {
+                    stream = Some(s);
+                    say("ADOPTED");
+                }
+                Err(err) => return say(format!("ERR {err}")),
+            }
+            None
+        }
         _ => panic!("bad role {args:?}"),
     };
     for line in test_support::commands() {

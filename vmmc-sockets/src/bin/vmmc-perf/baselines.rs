@@ -5,7 +5,8 @@
 //! moment holds. These functions measure that "what it can do": a plain `memcpy` (the floor of
 //! any one-copy transport), two threads handing a word back and forth through a shared mapping
 //! (the floor of any shared-memory transport's latency), and the kernel's own TCP loopback and
-//! Unix-domain stream sockets (what an application gets without VMMC).
+//! Unix-domain stream sockets (what an application gets without VMMC). The stream helpers are
+//! generic over `Read + Write`, so the socket layer's copy API is timed by exactly the same code.
 //!
 //! Each function is one measurement; the caller interleaves targets over rounds and takes
 //! medians, so nothing here repeats itself.
@@ -18,9 +19,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// The memcpy destination, as large as the region vmmc-nic's own bandwidth baseline writes into,
-/// so that copies stream through memory rather than stay in cache.
-const MEMCPY_REGION: usize = 64 << 20;
+/// The memcpy destination of the streaming ceiling, as large as the region vmmc-nic's own
+/// bandwidth baseline writes into and twice this machine's 32 MiB L3, so that copies stream
+/// through memory rather than stay in cache.
+pub const MEMCPY_DRAM_REGION: usize = 64 << 20;
 
 /// How long a whole shared-memory ping-pong may spin: with 2 cores a starved partner must turn
 /// into an error rather than a benchmark that never ends.
@@ -41,7 +43,12 @@ const PONG_WORD: usize = 16;
 
 /// How long one socket read or write may block: a peer that stopped answering must turn into an
 /// error rather than a hang.
-const IO_TIMEOUT: Duration = Duration::from_secs(30);
+pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Bytes streamed, untimed and acknowledged, before a bandwidth measurement's clock starts: one
+/// default vmmc ring (4 MiB), so that a fresh ring's page faults and a fresh socket's buffer
+/// growth stay out of every figure alike.
+pub const BW_WARMUP: usize = 4 << 20;
 
 /// Round-trip latency statistics in nanoseconds.
 ///
@@ -81,20 +88,23 @@ pub fn latency_from_samples(samples: &mut [f64]) -> Latency {
 }
 
 /// Bandwidth of memcpy of `msg`-byte messages, copying `total` bytes in all into a buffer of
-/// 64 MiB (or `msg` if larger) round-robin; bytes per second.
+/// `region` bytes (or `msg` if larger) round-robin; bytes per second.
 ///
 /// This is the ceiling of any transport that makes exactly one software copy, as VMMC's shm
 /// deposit does, so the socket layer's bandwidth is read as a fraction of it. The destination
-/// is written before the clock starts so that page faults stay out of the figure. A last
-/// message shorter than `msg` makes up any remainder of `total`.
+/// size decides what is measured: one the size of a socket ring (4 MiB) stays in this
+/// machine's L3 as the ring does, and is the ceiling of a one-copy transport through that
+/// ring; one of [`MEMCPY_DRAM_REGION`] streams through memory. The destination is written
+/// before the clock starts so that page faults stay out of the figure. A last message shorter
+/// than `msg` makes up any remainder of `total`.
 ///
 /// # Errors
 ///
 /// `InvalidInput` when `msg` or `total` is 0; `OutOfMemory` when the buffers cannot be had.
-pub fn memcpy_bw(msg: usize, total: usize) -> io::Result<f64> {
+pub fn memcpy_bw(msg: usize, total: usize, region: usize) -> io::Result<f64> {
     check_sizes(msg, total)?;
     let src = filled(msg, 0xA5)?;
-    let mut dst = filled(msg.max(MEMCPY_REGION), 0x5A)?;
+    let mut dst = filled(msg.max(region), 0x5A)?;
     let start = Instant::now();
     let (mut at, mut left) = (0, total);
     while left > 0 {
@@ -181,9 +191,71 @@ pub fn tcp_rtt(iters: usize) -> io::Result<Latency> {
     stream_rtt(near, far, iters)
 }
 
+/// Kernel TCP over 127.0.0.1 as [`tcp_rtt`], but both sides busy-poll: the sockets are
+/// non-blocking and a read or write that would block is retried at once instead of sleeping.
+///
+/// Blocking kernel sockets pay for waking a sleeping thread on every message, and in this VM
+/// waking an idle vCPU is slow; the socket layer instead spins for a while before it sleeps. This
+/// baseline spends CPU the same way, so the comparison is honest in both directions: it shows
+/// what the kernel path itself costs once nobody sleeps.
+///
+/// # Errors
+///
+/// As for [`tcp_rtt`]; a read or write that cannot complete within 30 s fails with `TimedOut`.
+pub fn tcp_busy_rtt(iters: usize) -> io::Result<Latency> {
+    check_iters(iters)?;
+    let (near, far) = tcp_pair()?;
+    near.set_nonblocking(true)?;
+    far.set_nonblocking(true)?;
+    stream_rtt(BusyPoll(near), BusyPoll(far), iters)
+}
+
+/// A non-blocking stream whose reads and writes spin until they can make progress, so that
+/// [`stream_rtt`] can time a busy-polling peer with the same code as a blocking one.
+#[derive(Debug)]
+struct BusyPoll<S>(S);
+
+impl<S> BusyPoll<S> {
+    /// Retries `op` while it would block, for at most [`IO_TIMEOUT`].
+    fn spin<T>(&mut self, mut op: impl FnMut(&mut S) -> io::Result<T>) -> io::Result<T> {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        loop {
+            match op(&mut self.0) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if Instant::now() >= deadline {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!("a busy-polled socket made no progress in {IO_TIMEOUT:?}"),
+                        ));
+                    }
+                    std::hint::spin_loop();
+                }
+                r => return r,
+            }
+        }
+    }
+}
+
+impl<S: Read> Read for BusyPoll<S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.spin(|s| s.read(buf))
+    }
+}
+
+impl<S: Write> Write for BusyPoll<S> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.spin(|s| s.write(buf))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.spin(|s| s.flush())
+    }
+}
+
 /// Kernel TCP over 127.0.0.1 streaming `msg`-byte writes (`write_all`) to a reader thread that
 /// reads into a buffer of `msg` bytes, until `total` bytes arrived and it acknowledged with one
-/// byte; bytes per second, timed from the first write to the ack.
+/// byte; bytes per second, timed from the first write to the ack, after an untimed warm-up of
+/// [`BW_WARMUP`] bytes.
 ///
 /// The kernel's two copies (into and out of the socket buffer) are exactly what VMMC removes,
 /// so this is the bandwidth the socket layer must clearly exceed. Timing up to the ack means
@@ -198,7 +270,7 @@ pub fn tcp_rtt(iters: usize) -> io::Result<Latency> {
 pub fn tcp_bw(msg: usize, total: usize) -> io::Result<f64> {
     check_sizes(msg, total)?;
     let (near, far) = tcp_pair()?;
-    stream_bw(near, far, msg, total)
+    stream_bw(near, far, msg, total, BW_WARMUP)
 }
 
 /// Same round-trip measurement as [`tcp_rtt`] over a Unix-domain stream socket pair.
@@ -226,7 +298,7 @@ pub fn unix_rtt(iters: usize) -> io::Result<Latency> {
 pub fn unix_bw(msg: usize, total: usize) -> io::Result<f64> {
     check_sizes(msg, total)?;
     let (near, far) = unix_pair()?;
-    stream_bw(near, far, msg, total)
+    stream_bw(near, far, msg, total, BW_WARMUP)
 }
 
 /// A connected loopback TCP pair with Nagle off and bounded blocking, so that 1-byte messages
@@ -254,9 +326,15 @@ fn unix_pair() -> io::Result<(UnixStream, UnixStream)> {
     Ok((near, far))
 }
 
-/// The ping-pong shared by both socket kinds, so that TCP and Unix are timed identically.
-/// `near` is dropped before the echo thread is joined: its end-of-stream is what stops the echo.
-fn stream_rtt<S: Read + Write + Send>(near: S, far: S, iters: usize) -> io::Result<Latency> {
+/// The ping-pong shared by every stream kind (TCP, Unix, the socket layer's copy API), so that
+/// all are timed identically: `iters` timed 1-byte round trips after `iters / 10` untimed ones,
+/// the echo served by a thread. `near` is dropped before the echo thread is joined: its
+/// end-of-stream is what stops the echo.
+///
+/// # Errors
+///
+/// Any error of either side, a wrong echo, or a panic of the echo thread.
+pub fn stream_rtt<S: Read + Write + Send>(near: S, far: S, iters: usize) -> io::Result<Latency> {
     let warmup = iters / 10;
     let mut samples = thread::scope(|s| {
         let echo = s.spawn(move || echo_bytes(far));
@@ -300,25 +378,36 @@ fn echo_bytes<S: Read + Write>(mut far: S) -> io::Result<()> {
     }
 }
 
-/// The streaming measurement shared by both socket kinds, so that TCP and Unix are timed
-/// identically. `near` is dropped before the reader is joined, so a failed writer turns into
-/// the reader's end-of-stream rather than a reader blocked forever.
-fn stream_bw<S: Read + Write + Send>(near: S, far: S, msg: usize, total: usize) -> io::Result<f64> {
+/// The streaming measurement shared by every stream kind (TCP, Unix, the socket layer's copy
+/// API), so that all are timed identically: `warmup` bytes untimed and acknowledged, then `total`
+/// bytes in `msg`-byte `write_all`s, timed from the first write to the reader's ack; bytes per
+/// second. `near` is dropped before the reader is joined, so a failed writer turns into the
+/// reader's end-of-stream rather than a reader blocked forever.
+///
+/// # Errors
+///
+/// `InvalidInput` when `msg` or `total` is 0; `OutOfMemory` when the buffers cannot be had; any
+/// error of either side, or a panic of the reader thread.
+pub fn stream_bw<S: Read + Write + Send>(
+    near: S,
+    far: S,
+    msg: usize,
+    total: usize,
+    warmup: usize,
+) -> io::Result<f64> {
+    check_sizes(msg, total)?;
     let payload = filled(msg, 0xA5)?;
     // Allocated and written before the clock starts, so that page faults stay out of the figure.
     let buf = filled(msg, 0x5A)?;
     let elapsed = thread::scope(|s| {
-        let reader = s.spawn(move || drain(far, buf, total));
+        let reader = s.spawn(move || drain(far, buf, &[warmup, total]));
         let sent = (move || {
             let mut near = near;
-            let start = Instant::now();
-            let mut left = total;
-            while left > 0 {
-                let n = left.min(msg);
-                near.write_all(&payload[..n])?;
-                left -= n;
-            }
             let mut ack = [0u8; 1];
+            write_in_messages(&mut near, &payload, warmup)?;
+            near.read_exact(&mut ack)?;
+            let start = Instant::now();
+            write_in_messages(&mut near, &payload, total)?;
             near.read_exact(&mut ack)?;
             Ok(start.elapsed())
         })();
@@ -327,24 +416,40 @@ fn stream_bw<S: Read + Write + Send>(near: S, far: S, msg: usize, total: usize) 
     Ok(per_second(total, elapsed))
 }
 
-/// Reads `total` bytes into `buf` over and over, then acknowledges with one byte: the passive
-/// half of [`stream_bw`], whose ack is what stops the sender's clock.
-fn drain<S: Read + Write>(mut far: S, mut buf: Vec<u8>, total: usize) -> io::Result<()> {
-    let mut got = 0;
-    while got < total {
-        match far.read(&mut buf) {
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
+/// Writes `total` bytes as `write_all`s of `payload.len()` bytes (the last one shorter when
+/// `total` is not a multiple): the sending half of [`stream_bw`].
+fn write_in_messages<S: Write>(near: &mut S, payload: &[u8], total: usize) -> io::Result<()> {
+    let mut left = total;
+    while left > 0 {
+        let n = left.min(payload.len());
+        near.write_all(&payload[..n])?;
+        left -= n;
     }
-    far.write_all(b"k")
+    Ok(())
+}
+
+/// For each phase, reads that many bytes into `buf` over and over, then acknowledges with one
+/// byte: the passive half of [`stream_bw`], whose acks are what stop the sender's clock.
+fn drain<S: Read + Write>(mut far: S, mut buf: PageBuf, phases: &[usize]) -> io::Result<()> {
+    for &want in phases {
+        let mut got = 0;
+        while got < want {
+            let room = buf.len().min(want - got);
+            match far.read(&mut buf[..room]) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        far.write_all(b"k")?;
+    }
+    Ok(())
 }
 
 /// Merges the timed side's outcome with its helper thread's, so that the helper's failure
 /// (often the cause of the timed side's) is never lost, and a panic becomes an error.
-fn joined<T>(
+pub fn joined<T>(
     main: io::Result<T>,
     helper: thread::Result<io::Result<()>>,
     what: &str,
@@ -451,18 +556,58 @@ impl Drop for SharedPage {
     }
 }
 
-/// A buffer of `len` copies of `byte`, written now so that its pages are faulted in before any
-/// clock starts, and whose allocation failure is an error rather than an abort.
-fn filled(len: usize, byte: u8) -> io::Result<Vec<u8>> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(len)
-        .map_err(|e| io::Error::new(io::ErrorKind::OutOfMemory, e))?;
-    v.resize(len, byte);
-    Ok(v)
+/// The page size buffers are aligned to.
+const PAGE: usize = 4096;
+
+/// A heap buffer that starts on a page boundary.
+///
+/// Where a buffer starts matters here: with this machine's glibc (2.36) on AMD EPYC, `memcpy`
+/// of 4 KiB to 64 KiB (the `rep movsb` path) runs at about 2.5 GB/s instead of 30-40 GB/s when
+/// the destination lies just above the source modulo 4096 (4K aliasing), so a figure would
+/// depend on where malloc happened to put a buffer. Every buffer of the benchmark starts on a
+/// page, as the socket layer's ring slots and a file server's page-cache pages do, which makes
+/// every copy page-to-page, measured alike.
+#[derive(Debug)]
+pub struct PageBuf {
+    /// The allocation, one page longer than needed.
+    storage: Vec<u8>,
+    /// Offset of the first page boundary in `storage`.
+    start: usize,
+    /// Usable length.
+    len: usize,
+}
+
+impl std::ops::Deref for PageBuf {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.storage[self.start..self.start + self.len]
+    }
+}
+
+impl std::ops::DerefMut for PageBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.storage[self.start..self.start + self.len]
+    }
+}
+
+/// A page-aligned buffer of `len` copies of `byte`, written now so that its pages are faulted
+/// in before any clock starts, and whose allocation failure is an error rather than an abort.
+pub fn filled(len: usize, byte: u8) -> io::Result<PageBuf> {
+    let oom = |e| io::Error::new(io::ErrorKind::OutOfMemory, e);
+    let mut storage = Vec::new();
+    storage.try_reserve_exact(len + PAGE).map_err(oom)?;
+    storage.resize(len + PAGE, byte);
+    let start = (PAGE - storage.as_ptr() as usize % PAGE) % PAGE;
+    Ok(PageBuf {
+        storage,
+        start,
+        len,
+    })
 }
 
 /// Rejects empty bandwidth measurements, whose rate would be 0/0.
-fn check_sizes(msg: usize, total: usize) -> io::Result<()> {
+pub fn check_sizes(msg: usize, total: usize) -> io::Result<()> {
     if msg == 0 || total == 0 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -484,18 +629,19 @@ fn check_iters(iters: usize) -> io::Result<()> {
 }
 
 /// Bytes per second, never infinite even for an interval too short for the clock.
-fn per_second(bytes: usize, elapsed: Duration) -> f64 {
+pub fn per_second(bytes: usize, elapsed: Duration) -> f64 {
     bytes as f64 / elapsed.as_secs_f64().max(1e-9)
 }
+
+/// The machine has 2 cores: measurements running side by side would starve each other's
+/// threads, so the tests of this binary (here and in `main.rs`) take turns on this lock.
+#[cfg(test)]
+pub static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Mutex, PoisonError};
-
-    /// The machine has 2 cores: measurements running side by side would starve each other's
-    /// threads, so the tests take turns.
-    static SERIAL: Mutex<()> = Mutex::new(());
+    use std::sync::PoisonError;
 
     fn check_latency(l: Latency) {
         assert!(l.median_ns.is_finite() && l.median_ns > 0.0, "{l:?}");
@@ -530,12 +676,25 @@ mod tests {
     }
 
     #[test]
+    fn buffers_start_on_a_page() -> io::Result<()> {
+        for len in [0, 1, 4096, 65_537] {
+            let mut b = filled(len, 7)?;
+            assert_eq!((b.len(), b.as_ptr() as usize % PAGE), (len, 0));
+            assert!(b.iter().all(|&x| x == 7));
+            b.fill(1);
+        }
+        Ok(())
+    }
+
+    #[test]
     fn memcpy_bandwidth() -> io::Result<()> {
         let _turn = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
-        check_rate(memcpy_bw(4096, 1 << 20)?);
+        check_rate(memcpy_bw(4096, 1 << 20, 4 << 20)?);
         // A remainder shorter than a message, and messages that do not divide the region.
-        check_rate(memcpy_bw(1000, 10_007)?);
-        check_rate(memcpy_bw(3 << 20, 200 << 20)?);
+        check_rate(memcpy_bw(1000, 10_007, MEMCPY_DRAM_REGION)?);
+        check_rate(memcpy_bw(3 << 20, 200 << 20, MEMCPY_DRAM_REGION)?);
+        // A region smaller than a message.
+        check_rate(memcpy_bw(8192, 100_000, 4096)?);
         Ok(())
     }
 
@@ -551,6 +710,7 @@ mod tests {
     fn socket_latency() -> io::Result<()> {
         let _turn = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
         check_latency(tcp_rtt(300)?);
+        check_latency(tcp_busy_rtt(300)?);
         check_latency(unix_rtt(300)?);
         Ok(())
     }
@@ -600,11 +760,11 @@ mod tests {
     fn empty_measurements_are_refused() {
         let refused =
             |r: io::Result<f64>| matches!(r, Err(e) if e.kind() == io::ErrorKind::InvalidInput);
-        assert!(refused(memcpy_bw(0, 10)));
-        assert!(refused(memcpy_bw(10, 0)));
+        assert!(refused(memcpy_bw(0, 10, 4096)));
+        assert!(refused(memcpy_bw(10, 0, 4096)));
         assert!(refused(tcp_bw(0, 10)));
         assert!(refused(unix_bw(10, 0)));
-        for rtt in [shm_pingpong_rtt, tcp_rtt, unix_rtt] {
+        for rtt in [shm_pingpong_rtt, tcp_rtt, tcp_busy_rtt, unix_rtt] {
             assert!(matches!(rtt(0), Err(e) if e.kind() == io::ErrorKind::InvalidInput));
         }
     }

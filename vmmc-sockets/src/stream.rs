@@ -247,6 +247,19 @@ impl Core {
 
     /// Deposits as much of `bufs` as fits into the peer's ring and publishes it.
     fn copy_in(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        if let [one] = bufs {
+            // The common case, without gathering into a list first.
+            let n = one.len().min(self.tx.space() as usize);
+            let at = Core::ring_at(self.tx.write_offset());
+            let r = self.tx_import.write_at(at, &one[..n], Notify::No);
+            r.map_err(|e| {
+                let e = nic_error(e);
+                self.fail(e)
+            })?;
+            self.tx.commit(n as u64);
+            self.publish(PEER_WRITE, self.tx.sent())?;
+            return Ok(n);
+        }
         let mut room = self.tx.space() as usize;
         let mut parts: Vec<IoSlice<'_>> = Vec::with_capacity(bufs.len());
         for b in bufs {
@@ -330,8 +343,10 @@ impl Inner {
         let deadline = timeout.map(|t| start + t);
         loop {
             {
+                // No eventfd read here: it costs a system call, and the control words in
+                // shared memory already say whether the call can proceed. Notifications are
+                // taken only before sleeping, below.
                 let mut c = lock(&self.core);
-                c.pump();
                 if ready(&mut c)? {
                     c.set_waiting(false);
                     return Ok(c);

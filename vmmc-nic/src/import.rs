@@ -349,11 +349,57 @@ impl Import {
                     offset,
                     len: total,
                     notify: notify == Notify::Yes,
+                    word: false,
                 };
                 t.send(&frame, bufs).map_err(|e| self.failed(e))?;
             }
         }
         counters::add_deposited(span.len());
+        if notify == Notify::Yes {
+            counters::add_notification();
+        }
+        Ok(())
+    }
+
+    /// Deposits `data` at `offset`, then stores the control word `value` at `word_offset` with
+    /// release ordering: the usual "data, then the index that publishes it" in one call, and on
+    /// tcp in one frame.
+    pub fn write_then_store(
+        &self,
+        offset: u64,
+        data: &[u8],
+        word_offset: u64,
+        value: u64,
+        notify: Notify,
+    ) -> Result<()> {
+        self.ready(Access::DEPOSIT)?;
+        let span = self.span(offset, data.len() as u64)?;
+        let word = Span::word(self.len + self.mirror, word_offset)?;
+        match &self.backend {
+            Backend::Shm(s) => {
+                s.region.copy_in(span, data);
+                s.region.store_u64(word, value);
+                counters::add_copied(data.len());
+                if notify == Notify::Yes {
+                    s.notifier.signal();
+                }
+            }
+            Backend::Tcp(t) => {
+                let frame = Frame::Deposit {
+                    offset,
+                    len: data.len() as u64,
+                    notify: notify == Notify::Yes,
+                    word: true,
+                };
+                let mut trailer = [0u8; crate::wire::WORD_TRAILER];
+                trailer[..8].copy_from_slice(&word_offset.to_le_bytes());
+                trailer[8..].copy_from_slice(&value.to_le_bytes());
+                t.send(&frame, &[IoSlice::new(data), IoSlice::new(&trailer)])
+                    .map_err(|e| self.failed(e))?;
+            }
+        }
+        counters::add_deposited(data.len());
+        counters::add_word();
         if notify == Notify::Yes {
             counters::add_notification();
         }

@@ -15,7 +15,16 @@ use crate::addr::ExportId;
 use crate::export::ExportShared;
 use crate::span::Span;
 use crate::sys::Region;
-use crate::wire::{Frame, Refusal, FRAME_LEN};
+use crate::wire::{Frame, Refusal, FRAME_LEN, WORD_TRAILER};
+
+/// The word offset and value of a deposit's trailer.
+pub(crate) fn split_trailer(t: &[u8; WORD_TRAILER]) -> (u64, u64) {
+    let mut a = [0u8; 8];
+    let mut b = [0u8; 8];
+    a.copy_from_slice(&t[..8]);
+    b.copy_from_slice(&t[8..]);
+    (u64::from_le_bytes(a), u64::from_le_bytes(b))
+}
 
 /// One connection's byte stream, as the exporter needs it.
 pub(crate) trait Wire {
@@ -137,10 +146,19 @@ fn serve_inner<W: Wire>(w: &mut W, export: &ExportShared, access: Access) -> Res
                 offset,
                 len,
                 notify,
+                word,
             } => {
                 need(Access::DEPOSIT)?;
                 let s = span(offset, len)?;
                 w.recv_into(region, s)?;
+                if word {
+                    let mut t = [0u8; WORD_TRAILER];
+                    w.recv_exact(&mut t)?;
+                    let (at, value) = split_trailer(&t);
+                    let ws =
+                        Span::word(region.len(), at).map_err(|e| End::Violation(e.to_string()))?;
+                    region.store_u64(ws, value);
+                }
                 if notify {
                     export.notifier().signal();
                 }

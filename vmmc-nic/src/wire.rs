@@ -26,6 +26,12 @@ const MAGIC: u32 = u32::from_le_bytes(*b"VMNC");
 pub const MAX_GREETING_LEN: usize = 1024;
 /// Flag bit: raise a notification after applying this deposit.
 const FLAG_NOTIFY: u8 = 1;
+/// Flag bit on a deposit: a 16-byte trailer (word offset, value) follows the payload, and the
+/// word is stored with release ordering once the payload has landed; one frame instead of two
+/// for the common "data, then its index" pair.
+const FLAG_WORD: u8 = 2;
+/// Size of the trailer a [`FLAG_WORD`] deposit carries.
+pub(crate) const WORD_TRAILER: usize = 16;
 
 const KIND_IMPORT_REQ: u8 = 1;
 const KIND_IMPORT_OK: u8 = 2;
@@ -59,8 +65,14 @@ pub(crate) enum Frame {
     ImportOk { len: u64, mirror: u64 },
     /// Exporter → importer: refused; the connection closes.
     Refused { reason: Refusal },
-    /// Importer → exporter, tcp only: `len` payload bytes to land at `offset`.
-    Deposit { offset: u64, len: u64, notify: bool },
+    /// Importer → exporter, tcp only: `len` payload bytes to land at `offset`, then, with
+    /// `word`, a trailer naming a control word to store after them.
+    Deposit {
+        offset: u64,
+        len: u64,
+        notify: bool,
+        word: bool,
+    },
     /// Importer → exporter, tcp only: store an 8-byte control word with release ordering.
     StoreWord {
         offset: u64,
@@ -130,7 +142,8 @@ impl Frame {
         }
         let (a, b) = (u64_at(8), u64_at(16));
         let allowed_flags = match kind {
-            KIND_DEPOSIT | KIND_STORE_WORD => FLAG_NOTIFY,
+            KIND_DEPOSIT => FLAG_NOTIFY | FLAG_WORD,
+            KIND_STORE_WORD => FLAG_NOTIFY,
             _ => 0,
         };
         if flags & !allowed_flags != 0 {
@@ -186,6 +199,7 @@ impl Frame {
                 offset: bounded(a)?,
                 len: bounded(b)?,
                 notify,
+                word: flags & FLAG_WORD != 0,
             },
             KIND_STORE_WORD => {
                 if a % 8 != 0 {
@@ -229,7 +243,13 @@ impl Frame {
                 offset,
                 len,
                 notify,
-            } => (KIND_DEPOSIT, notify_bit(notify), offset, len),
+                word,
+            } => (
+                KIND_DEPOSIT,
+                notify_bit(notify) | if word { FLAG_WORD } else { 0 },
+                offset,
+                len,
+            ),
             Frame::StoreWord {
                 offset,
                 value,
@@ -287,6 +307,13 @@ mod tests {
                 offset: 8,
                 len: 100,
                 notify: true,
+                word: false,
+            },
+            Frame::Deposit {
+                offset: 8,
+                len: 100,
+                notify: false,
+                word: true,
             },
             Frame::StoreWord {
                 offset: 16,
@@ -311,6 +338,7 @@ mod tests {
             offset: 0,
             len: 1,
             notify: false,
+            word: false,
         }
         .emit();
         let with = |i: usize, v: u8| {
@@ -321,7 +349,7 @@ mod tests {
         assert!(matches!(with(0, 0), Err(WireError::BadMagic(_))));
         assert!(matches!(with(4, 0), Err(WireError::UnknownKind(0))));
         assert!(matches!(with(4, 200), Err(WireError::UnknownKind(200))));
-        assert!(matches!(with(5, 2), Err(WireError::BadFlags { .. })));
+        assert!(matches!(with(5, 4), Err(WireError::BadFlags { .. })));
         assert!(matches!(with(6, 1), Err(WireError::NonzeroReserved(1))));
         assert!(matches!(with(23, 0xff), Err(WireError::TooLong(_))));
         let mut req = Frame::ImportReq {

@@ -263,9 +263,20 @@ fn child_exports_parent_imports(b: Backend) {
         std::io::IoSlice::new(b""),
         std::io::IoSlice::new(b"cde"),
     ];
-    imp.write_vectored_at(10, &io, Notify::No).unwrap();
+    imp.write_vectored_at(10, &io, Notify::Yes).unwrap();
+    assert_eq!(child.ok("wait 10000"), "notified");
     assert_eq!(child.ok("read 10 5"), hex_encode(b"abcde"));
     assert_eq!(child.ok("importers"), "1");
+    // Data and the word that publishes it, in one call (one frame on tcp).
+    imp.write_then_store(300, b"xyz", 4096, 77, Notify::Yes)
+        .unwrap();
+    assert_eq!(child.ok("wait 10000"), "notified");
+    assert_eq!(child.ok("load 4096"), "77");
+    assert_eq!(child.ok("read 300 3"), hex_encode(b"xyz"));
+    assert!(matches!(
+        imp.write_then_store(0, b"x", 3, 1, Notify::No).unwrap_err(),
+        Error::Misaligned(3)
+    ));
 }
 
 fn permission_and_existence_are_checked(b: Backend) {

@@ -304,6 +304,28 @@ fn data_frames_out_of_range_or_out_of_rights_are_dropped(b: Backend) {
         (2, [frame(DEPOSIT, 0, 0, 8), vec![0xAA; 8]].concat()), // fetch-only import
         (1, frame(FETCH_REQ, 0, 0, 8)), // deposit-only import
         (3, frame(FETCH_RESP, 0, 0, 8)), // the exporter's line
+        // A word trailer naming a misaligned or out-of-range word (a zero payload: the payload
+        // of a valid range may land, the word must not).
+        (
+            3,
+            [
+                frame(DEPOSIT, 2, 0, 4),
+                vec![0; 4],
+                3u64.to_le_bytes().to_vec(),
+                vec![0xAA; 8],
+            ]
+            .concat(),
+        ),
+        (
+            3,
+            [
+                frame(DEPOSIT, 2, 0, 4),
+                vec![0; 4],
+                REGION.to_le_bytes().to_vec(),
+                vec![0xAA; 8],
+            ]
+            .concat(),
+        ),
     ];
     for (access, attack) in attacks {
         let mut raw = Raw::connect(&ep);

@@ -221,6 +221,21 @@ impl Core {
         let _ = self.publish(PEER_CREDIT, read);
     }
 
+    /// The tcp send path: one frame carrying the bytes and the new send index, with a
+    /// notification (deposits over tcp land late, so the sleep flag cannot be trusted).
+    fn tcp_deposit_and_publish(&mut self, at: u64, data: &[u8]) -> io::Result<()> {
+        let sent = self.tx.sent() + data.len() as u64;
+        let r = self
+            .tx_import
+            .write_then_store(at, data, PEER_WRITE, sent, Notify::Yes);
+        r.map_err(|e| {
+            let e = nic_error(e);
+            self.fail(e)
+        })?;
+        self.tx.commit(data.len() as u64);
+        Ok(())
+    }
+
     /// Copies ready bytes into `bufs`; consumes them unless peeking.
     fn copy_out(&mut self, bufs: &mut [IoSliceMut<'_>], peek: bool) -> io::Result<usize> {
         let mut at = self.rx.read_offset();
@@ -251,6 +266,11 @@ impl Core {
             // The common case, without gathering into a list first.
             let n = one.len().min(self.tx.space() as usize);
             let at = Core::ring_at(self.tx.write_offset());
+            if !self.shm {
+                // On tcp, the data and the index that publishes it travel as one frame.
+                self.tcp_deposit_and_publish(at, &one[..n])?;
+                return Ok(n);
+            }
             let r = self.tx_import.write_at(at, &one[..n], Notify::No);
             r.map_err(|e| {
                 let e = nic_error(e);
@@ -845,16 +865,14 @@ impl SendSlot<'_> {
             ));
         }
         let c = &mut *self.core;
-        if c.shm {
-            c.tx_import.count_in_place(n);
-        } else {
+        if !c.shm {
             let at = Core::ring_at(c.tx.write_offset());
-            let r = c.tx_import.write_at(at, &c.staging[..n], Notify::No);
-            r.map_err(|e| {
-                let e = nic_error(e);
-                c.fail(e)
-            })?;
+            let staging = std::mem::take(&mut c.staging);
+            let r = c.tcp_deposit_and_publish(at, &staging[..n]);
+            c.staging = staging;
+            return r;
         }
+        c.tx_import.count_in_place(n);
         c.tx.commit(n as u64);
         let sent = c.tx.sent();
         c.publish(PEER_WRITE, sent)

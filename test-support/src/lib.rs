@@ -12,6 +12,47 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// The two backends every behavioural test runs against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// `shm:NAME`, one host.
+    Shm,
+    /// `tcp:127.0.0.1:PORT`, across hosts (here: loopback).
+    Tcp,
+}
+
+impl Backend {
+    /// A fresh address to bind: a unique shm name, or an ephemeral loopback port (the bound
+    /// address tells which).
+    pub fn fresh_addr(self) -> String {
+        static N: AtomicU32 = AtomicU32::new(0);
+        match self {
+            Backend::Shm => format!(
+                "shm:t-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ),
+            Backend::Tcp => "tcp:127.0.0.1:0".into(),
+        }
+    }
+}
+
+/// Runs each named `fn(Backend)` twice, as the tests `shm::NAME` and `tcp::NAME`: one
+/// behavioural suite for both backends.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod shm {
+            $(#[test] fn $name() { super::$name($crate::Backend::Shm) })*
+        }
+        mod tcp {
+            $(#[test] fn $name() { super::$name($crate::Backend::Tcp) })*
+        }
+    };
+}
+
 /// The environment variable that carries a child's role.
 pub const ROLE_VAR: &str = "VMMC_TEST_CHILD";
 

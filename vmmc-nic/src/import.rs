@@ -198,7 +198,6 @@ impl Import {
     ) -> Result<Import> {
         let mut opts = opts.clone();
         opts.timeout = opts.timeout.max(Duration::from_millis(1));
-        let alive = Arc::new(AtomicBool::new(true));
         let (backend, granted) = match addr {
             NodeAddr::Shm(name) => {
                 let (s, g) = shm::open(name, id, access, &opts)?;
@@ -209,24 +208,18 @@ impl Import {
                 (Backend::Tcp(t), g)
             }
         };
-        let fd = match &backend {
-            Backend::Shm(s) => s.conn.as_fd(),
-            Backend::Tcp(t) => t.fd(),
-        };
-        let watcher = Watcher::spawn(fd, alive.clone())
-            .map_err(Error::io("starting the liveness watcher"))?;
-        Ok(Import {
-            _watcher: watcher,
+        Import::from_parts(
             backend,
-            alive,
-            peer: addr.clone(),
-            id,
-            access,
-            len: granted.len,
-            mirror: granted.mirror,
-            exporter: granted.exporter,
-            timeout: opts.timeout,
-        })
+            Parts {
+                peer: addr.clone(),
+                id,
+                access,
+                len: granted.len,
+                mirror: granted.mirror,
+                exporter: granted.exporter,
+                timeout: opts.timeout,
+            },
+        )
     }
 
     /// Bytes of the region's tail that are mapped twice; offsets up to `len() + mirror()` are

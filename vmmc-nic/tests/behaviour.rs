@@ -10,18 +10,7 @@ use vmmc_nic::{Access, Endpoint, Error, ExportId, Import, Notify, PeerMatch, Per
 
 const WAIT: Duration = Duration::from_secs(10);
 
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod shm {
-            $(#[test] fn $name() { super::$name(super::Backend::Shm) })*
-        }
-        mod tcp {
-            $(#[test] fn $name() { super::$name(super::Backend::Tcp) })*
-        }
-    };
-}
-
-both_backends!(
+test_support::both_backends!(
     deposit_fetch_and_notify_round_trip,
     child_exports_parent_imports,
     permission_and_existence_are_checked,
@@ -56,7 +45,7 @@ fn spawn_adopter() -> (Peer, std::os::unix::net::UnixStream) {
 }
 
 fn an_export_handed_to_another_process_keeps_its_importers(b: Backend) {
-    let ep = Endpoint::bind(&b.fresh_addr()).unwrap();
+    let ep = Endpoint::bind(&fresh(b)).unwrap();
     let x = ep.export(64 * 1024, Permissions::open()).unwrap();
     let (mut depositor, ready) = spawn_importer(ep.addr(), x.id(), "all");
     assert_eq!(ready, "READY 65536");
@@ -146,7 +135,7 @@ fn mirrored_tails_read_and_write_across_the_wrap(b: Backend) {
         )),
     }
     // Mirrors must be whole pages inside the region.
-    let ep = Endpoint::bind(&b.fresh_addr()).unwrap();
+    let ep = Endpoint::bind(&fresh(b)).unwrap();
     for (len, mirror) in [(4096, 8192), (4096, 100), (5000, 4096)] {
         assert!(matches!(
             ep.export_mirrored(len, mirror, Permissions::open())
@@ -157,7 +146,7 @@ fn mirrored_tails_read_and_write_across_the_wrap(b: Backend) {
 }
 
 fn greetings_reach_the_exporter_with_the_kernel_identity(b: Backend) {
-    let ep = Endpoint::bind(&b.fresh_addr()).unwrap();
+    let ep = Endpoint::bind(&fresh(b)).unwrap();
     let x = ep.export(4096, Permissions::open()).unwrap();
     let (mut child, ready) =
         spawn_greeting_importer(ep.addr(), x.id(), "deposit", b"hello, listener");
@@ -210,7 +199,7 @@ fn greetings_reach_the_exporter_with_the_kernel_identity(b: Backend) {
 
 /// Parent exports; a child imports and deposits, fetches and stores words.
 fn deposit_fetch_and_notify_round_trip(b: Backend) {
-    let ep = Endpoint::bind(&b.fresh_addr()).unwrap();
+    let ep = Endpoint::bind(&fresh(b)).unwrap();
     let x = ep.export(64 * 1024, Permissions::open()).unwrap();
     let (mut child, ready) = spawn_importer(ep.addr(), x.id(), "all");
     assert_eq!(ready, "READY 65536");
@@ -312,7 +301,7 @@ fn permission_and_existence_are_checked(b: Backend) {
     ));
 
     // Rules that name someone else refuse us.
-    let ep = Endpoint::bind(&b.fresh_addr()).unwrap();
+    let ep = Endpoint::bind(&fresh(b)).unwrap();
     let stranger = Permissions::none()
         .allow(Access::ALL, PeerMatch::Uid(54321))
         .allow(Access::ALL, PeerMatch::Host("192.0.2.1".parse().unwrap()));
@@ -334,7 +323,7 @@ fn permission_and_existence_are_checked(b: Backend) {
 
     // Nobody listening.
     let nowhere = match b {
-        Backend::Shm => b.fresh_addr(),
+        Backend::Shm => fresh(b),
         Backend::Tcp => {
             let port = std::net::TcpListener::bind("127.0.0.1:0")
                 .unwrap()
@@ -392,7 +381,7 @@ fn writeln_cmd(p: &mut Peer, line: &str) {
 }
 
 fn importer_death_wakes_the_exporter(b: Backend) {
-    let ep = Endpoint::bind(&b.fresh_addr()).unwrap();
+    let ep = Endpoint::bind(&fresh(b)).unwrap();
     let x = ep.export(4096, Permissions::open()).unwrap();
     let (mut child, ready) = spawn_importer(ep.addr(), x.id(), "all");
     assert_eq!(ready, "READY 4096");
@@ -407,7 +396,7 @@ fn importer_death_wakes_the_exporter(b: Backend) {
 }
 
 fn revoking_an_export_cuts_importers_off(b: Backend) {
-    let ep = Endpoint::bind(&b.fresh_addr()).unwrap();
+    let ep = Endpoint::bind(&fresh(b)).unwrap();
     let x = ep.export(4096, Permissions::open()).unwrap();
     let id = x.id();
     let (mut child, _) = spawn_importer(ep.addr(), id, "all");
@@ -452,7 +441,7 @@ fn concurrent_depositors_into_disjoint_ranges(b: Backend) {
     const SLICE: u64 = 2 << 20;
     const CHILDREN: u64 = 3;
     const THREADS: u64 = 3;
-    let ep = Endpoint::bind(&b.fresh_addr()).unwrap();
+    let ep = Endpoint::bind(&fresh(b)).unwrap();
     let x = ep
         .export(SLICE * (CHILDREN + THREADS), Permissions::open())
         .unwrap();
@@ -523,7 +512,7 @@ fn local_range_errors_leave_the_import_usable(b: Backend) {
 }
 
 fn notifications_can_be_polled_and_time_out(b: Backend) {
-    let ep = Endpoint::bind(&b.fresh_addr()).unwrap();
+    let ep = Endpoint::bind(&fresh(b)).unwrap();
     let x = ep.export(4096, Permissions::open()).unwrap();
     let t0 = Instant::now();
     assert!(matches!(

@@ -49,11 +49,7 @@ fn assert_no_panics() {
     );
 }
 
-#[derive(Clone, Copy, Debug)]
-enum Backend {
-    Shm,
-    Tcp,
-}
+use test_support::Backend;
 
 fn unique_name() -> String {
     static N: AtomicU32 = AtomicU32::new(0);
@@ -200,18 +196,7 @@ fn region_is_zero(x: &Export, from: u64, len: usize) -> bool {
     buf.iter().all(|b| *b == 0)
 }
 
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod shm {
-            $(#[test] fn $name() { super::$name(super::Backend::Shm) })*
-        }
-        mod tcp {
-            $(#[test] fn $name() { super::$name(super::Backend::Tcp) })*
-        }
-    };
-}
-
-both_backends!(
+test_support::both_backends!(
     garbage_header_costs_only_that_connection,
     truncated_header_costs_only_that_connection,
     malformed_import_requests_are_dropped,

@@ -122,18 +122,7 @@ fn read_fails(s: &VmmcStream) {
     assert!((&*s).read(&mut buf).is_err());
 }
 
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod shm {
-            $(#[test] fn $name() { super::$name(super::Backend::Shm) })*
-        }
-        mod tcp {
-            $(#[test] fn $name() { super::$name(super::Backend::Tcp) })*
-        }
-    };
-}
-
-both_backends!(
+test_support::both_backends!(
     send_index_beyond_the_ring,
     send_index_going_backwards,
     final_index_moved_or_exceeded,

@@ -9,18 +9,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use vmmc_sockets::{StreamOptions, VmmcListener, VmmcStream};
 
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod shm {
-            $(#[test] fn $name() { super::$name(super::Backend::Shm) })*
-        }
-        mod tcp {
-            $(#[test] fn $name() { super::$name(super::Backend::Tcp) })*
-        }
-    };
-}
-
-both_backends!(
+test_support::both_backends!(
     echo_through_a_small_ring_with_eof,
     pointer_api_both_ways_across_the_wrap,
     many_clients_at_once,

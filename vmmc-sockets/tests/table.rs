@@ -10,18 +10,7 @@ use common::*;
 use vmmc_sockets::table::*;
 use vmmc_sockets::winsock::{wsa_error, SocketHandle, WSAENOTSOCK, WSAEWOULDBLOCK};
 
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod shm {
-            $(#[test] fn $name() { super::$name(super::Backend::Shm) })*
-        }
-        mod tcp {
-            $(#[test] fn $name() { super::$name(super::Backend::Tcp) })*
-        }
-    };
-}
-
-both_backends!(
+test_support::both_backends!(
     calls_against_a_server_in_another_process,
     listen_accept_and_flags_in_one_table,
     pointer_ioctls,

@@ -7,7 +7,6 @@
 
 #![allow(dead_code)]
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use test_support::say;
@@ -21,28 +20,11 @@ pub use test_support::Peer;
 /// This module's child entry, as the test harness names it.
 const ENTRY: &str = "common::child_process";
 
-/// The two backends every behavioural test runs against.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
-    Shm,
-    Tcp,
-}
+pub use test_support::Backend;
 
-impl Backend {
-    /// A fresh address to bind: a unique shm name, or an ephemeral loopback port.
-    pub fn fresh_addr(self) -> NodeAddr {
-        static N: AtomicU32 = AtomicU32::new(0);
-        match self {
-            Backend::Shm => format!(
-                "shm:test-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            )
-            .parse()
-            .unwrap(),
-            Backend::Tcp => "tcp:127.0.0.1:0".parse().unwrap(),
-        }
-    }
+/// A fresh address for `b`, parsed.
+pub fn fresh(b: Backend) -> NodeAddr {
+    b.fresh_addr().parse().unwrap()
 }
 
 /// Spawns an exporting child; returns it with its address and export id.
@@ -61,7 +43,7 @@ pub fn spawn_mirrored_exporter(
     mirror: u64,
     perms: &str,
 ) -> (Peer, NodeAddr, vmmc_nic::ExportId) {
-    let addr = backend.fresh_addr().to_string();
+    let addr = backend.fresh_addr();
     let (peer, ready) = Peer::spawn(
         ENTRY,
         &[

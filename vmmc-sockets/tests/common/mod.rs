@@ -4,7 +4,6 @@
 
 use std::io::{Read, Write};
 use std::net::Shutdown;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use test_support::say;
 pub use test_support::Peer;
@@ -12,25 +11,7 @@ use vmmc_sockets::{RingSize, StreamOptions, VmmcListener, VmmcStream};
 
 const ENTRY: &str = "common::child_process";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
-    Shm,
-    Tcp,
-}
-
-impl Backend {
-    pub fn fresh_addr(self) -> String {
-        static N: AtomicU32 = AtomicU32::new(0);
-        match self {
-            Backend::Shm => format!(
-                "shm:sock-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ),
-            Backend::Tcp => "tcp:127.0.0.1:0".into(),
-        }
-    }
-}
+pub use test_support::Backend;
 
 pub use test_support::{fnv, pattern, FNV_START};
 

@@ -24,6 +24,20 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// An address where nothing listens: a fresh shm name, or a loopback port just released.
+    pub fn nowhere(self) -> String {
+        match self {
+            Backend::Shm => self.fresh_addr(),
+            Backend::Tcp => {
+                let port = std::net::TcpListener::bind("127.0.0.1:0")
+                    .and_then(|l| l.local_addr())
+                    .map(|a| a.port())
+                    .unwrap_or(9);
+                format!("tcp:127.0.0.1:{port}")
+            }
+        }
+    }
+
     /// A fresh address to bind: a unique shm name, or an ephemeral loopback port (the bound
     /// address tells which).
     pub fn fresh_addr(self) -> String {
@@ -49,6 +63,23 @@ macro_rules! both_backends {
         }
         mod tcp {
             $(#[test] fn $name() { super::$name($crate::Backend::Tcp) })*
+        }
+    };
+}
+
+/// Defines the child entry of a test binary: an ignored test that, when this binary is started
+/// by [`Peer::spawn`], runs `$run` with the child's role and exits.
+#[macro_export]
+macro_rules! child_entry {
+    ($run:path) => {
+        /// Not a test: the entry point of the child processes the other tests spawn.
+        #[test]
+        #[ignore = "entry point of child processes spawned by the other tests"]
+        fn child_process() {
+            if let Some(role) = $crate::child_role() {
+                $run(&role);
+                std::process::exit(0);
+            }
         }
     };
 }

@@ -20,7 +20,7 @@ use crate::access::{Access, PeerIdentity, Permissions};
 use crate::addr::{ExportId, NodeAddr};
 use crate::error::{Error, Result};
 use crate::export::{lock, Export, ExportShared, HandedConn};
-use crate::import::{Backend, Import};
+use crate::import::{Backend, Import, Parts};
 use crate::notify::{Notifier, RemoteNotifier};
 use crate::shm::ShmImport;
 use crate::sys::{recv_with_fds, Region, MAX_FDS};
@@ -54,13 +54,7 @@ pub struct ExportHandover {
 /// Everything another process needs to carry on an import.
 #[derive(Debug)]
 pub struct ImportHandover {
-    peer: NodeAddr,
-    id: ExportId,
-    access: Access,
-    len: u64,
-    mirror: u64,
-    exporter: PeerIdentity,
-    timeout: Duration,
+    parts: Parts,
     conn: OwnedFd,
     /// The region and eventfd, on shm.
     shared: Option<(OwnedFd, OwnedFd)>,
@@ -176,13 +170,7 @@ impl Import {
             }
         };
         Ok(ImportHandover {
-            peer: parts.peer,
-            id: parts.id,
-            access: parts.access,
-            len: parts.len,
-            mirror: parts.mirror,
-            exporter: parts.exporter,
-            timeout,
+            parts: Parts { timeout, ..parts },
             conn,
             shared,
         })
@@ -190,27 +178,17 @@ impl Import {
 
     /// Carries on an import handed over by another process.
     pub fn adopt(h: ImportHandover) -> Result<Import> {
+        let p = h.parts;
         let backend = match h.shared {
             Some((memfd, eventfd)) => Backend::Shm(ShmImport {
-                region: Region::adopt(memfd, h.len, h.mirror, h.access.contains(Access::DEPOSIT))
+                region: Region::adopt(memfd, p.len, p.mirror, p.access.contains(Access::DEPOSIT))
                     .map_err(bad)?,
                 notifier: RemoteNotifier::adopt(eventfd).map_err(bad)?,
                 conn: UnixStream::from(h.conn),
             }),
-            None => Backend::Tcp(TcpImport::from_fd(h.conn, h.peer.to_string(), h.timeout)),
+            None => Backend::Tcp(TcpImport::from_fd(h.conn, p.peer.to_string(), p.timeout)),
         };
-        Import::from_parts(
-            backend,
-            crate::import::Parts {
-                peer: h.peer,
-                id: h.id,
-                access: h.access,
-                len: h.len,
-                mirror: h.mirror,
-                exporter: h.exporter,
-                timeout: h.timeout,
-            },
-        )
+        Import::from_parts(backend, p)
     }
 }
 
@@ -250,13 +228,14 @@ pub fn send_handover(
     }
     w.u32(imports.len() as u32);
     for i in imports {
-        w.str(&i.peer.to_string());
-        w.u32(i.id.get());
-        w.u8(i.access.bits());
-        w.u64(i.len);
-        w.u64(i.mirror);
-        w.u64(i.timeout.as_millis() as u64);
-        match &i.exporter {
+        let p = &i.parts;
+        w.str(&p.peer.to_string());
+        w.u32(p.id.get());
+        w.u8(p.access.bits());
+        w.u64(p.len);
+        w.u64(p.mirror);
+        w.u64(p.timeout.as_millis() as u64);
+        match &p.exporter {
             PeerIdentity::Local { pid, uid, gid } => {
                 w.u8(0);
                 w.u32(*pid as u32);
@@ -383,13 +362,15 @@ pub fn recv_handover(sock: &UnixStream) -> Result<Received> {
             None
         };
         imports.push(ImportHandover {
-            peer,
-            id,
-            access,
-            len,
-            mirror,
-            exporter,
-            timeout,
+            parts: Parts {
+                peer,
+                id,
+                access,
+                len,
+                mirror,
+                exporter,
+                timeout,
+            },
             conn,
             shared,
         });

@@ -290,12 +290,4 @@ fn run_child(role: &[String]) {
     }
 }
 
-/// Not a test: the entry point of the child processes the other tests spawn.
-#[test]
-#[ignore = "entry point of child processes spawned by the other tests"]
-fn child_process() {
-    if let Some(role) = test_support::child_role() {
-        run_child(&role);
-        std::process::exit(0);
-    }
-}
+test_support::child_entry!(run_child);

@@ -303,7 +303,16 @@ fn connecting_to_nothing_is_refused(b: Backend) {
     let gone = l.local_addr().to_string();
     drop(l);
     let err = VmmcStream::connect(&gone).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
+    // Refused, or reset: while another test thread forks a child, the child briefly holds a
+    // copy of the closed listener's socket (until its exec), so a connect may still queue on
+    // it and then be reset.
+    assert!(
+        matches!(
+            err.kind(),
+            ErrorKind::ConnectionRefused | ErrorKind::ConnectionReset
+        ),
+        "{err}"
+    );
     let mute = vmmc_nic::Endpoint::bind(&b.fresh_addr().parse().unwrap()).unwrap();
     let _region = mute.export(4096, vmmc_nic::Permissions::open()).unwrap();
     let opts = StreamOptions {

@@ -85,6 +85,12 @@ impl Core {
         e
     }
 
+    /// A NIC failure during a transfer: it leaves the connection unusable.
+    fn fail_nic(&mut self, e: vmmc_nic::Error) -> io::Error {
+        let e = nic_error(e);
+        self.fail(e)
+    }
+
     fn check_broken(&self) -> io::Result<()> {
         match &self.broken {
             Some((kind, why)) => Err(io::Error::new(*kind, why.clone())),
@@ -152,11 +158,40 @@ impl Core {
             // A departed peer is noticed by `peer_gone`; it does not poison the connection, so
             // data that arrived before the departure can still be read.
             vmmc_nic::Error::PeerGone(_) => nic_error(e),
-            e => {
-                let e = nic_error(e);
-                self.fail(e)
-            }
+            e => self.fail_nic(e),
         })
+    }
+
+    /// Shuts down sending and/or receiving: tells the peer the final send index (it reads EOF
+    /// after it) or that its sends are refused. Each is said once.
+    fn shut(&mut self, write: bool, read: bool) -> io::Result<()> {
+        if write && !self.shut_wr {
+            self.shut_wr = true;
+            let fin = self.tx.sent() + 1;
+            self.publish(PEER_FIN, fin)?;
+        }
+        if read && !self.shut_rd {
+            self.shut_rd = true;
+            self.publish(PEER_RDSHUT, 1)?;
+        }
+        Ok(())
+    }
+
+    /// Where the next `len` bytes to send go: the peer's ring itself (shm) or the staging
+    /// buffer that a commit deposits from (tcp).
+    fn send_span(&mut self, len: usize) -> io::Result<&mut [u8]> {
+        if self.shm {
+            let at = Core::ring_at(self.tx.write_offset());
+            self.tx_import.slice_mut(at, len as u64).map_err(nic_error)
+        } else {
+            Ok(&mut self.staging[..len])
+        }
+    }
+
+    /// The next `len` received bytes, in place in my ring.
+    fn recv_span(&mut self, len: usize) -> io::Result<&[u8]> {
+        let at = Core::ring_at(self.rx.read_offset());
+        self.rx_export.slice(at, len as u64).map_err(nic_error)
     }
 
     fn set_waiting(&mut self, on: bool) {
@@ -228,10 +263,7 @@ impl Core {
         let r = self
             .tx_import
             .write_then_store(at, data, PEER_WRITE, sent, Notify::Yes);
-        r.map_err(|e| {
-            let e = nic_error(e);
-            self.fail(e)
-        })?;
+        r.map_err(|e| self.fail_nic(e))?;
         self.tx.commit(data.len() as u64);
         Ok(())
     }
@@ -272,10 +304,7 @@ impl Core {
                 return Ok(n);
             }
             let r = self.tx_import.write_at(at, &one[..n], Notify::No);
-            r.map_err(|e| {
-                let e = nic_error(e);
-                self.fail(e)
-            })?;
+            r.map_err(|e| self.fail_nic(e))?;
             self.tx.commit(n as u64);
             self.publish(PEER_WRITE, self.tx.sent())?;
             return Ok(n);
@@ -297,10 +326,7 @@ impl Core {
         let at = Core::ring_at(self.tx.write_offset());
         self.tx_import
             .write_vectored_at(at, &parts, Notify::No)
-            .map_err(|e| {
-                let e = nic_error(e);
-                self.fail(e)
-            })?;
+            .map_err(|e| self.fail_nic(e))?;
         self.tx.commit(n as u64);
         self.publish(PEER_WRITE, self.tx.sent())?;
         Ok(n)
@@ -459,14 +485,10 @@ impl Drop for Closer {
             return;
         }
         let mut c = lock(&self.0.core);
-        if !c.shut_wr && c.broken.is_none() {
-            c.shut_wr = true;
-            let fin = c.tx.sent() + 1;
-            let _ = c.publish(PEER_FIN, fin);
-        }
-        if !c.shut_rd && c.broken.is_none() {
-            c.shut_rd = true;
-            let _ = c.publish(PEER_RDSHUT, 1);
+        if c.broken.is_none() {
+            // Say both even if the first fails: a departed peer no longer cares.
+            let _ = c.shut(true, false);
+            let _ = c.shut(false, true);
         }
     }
 }
@@ -689,15 +711,7 @@ impl VmmcStream {
         let mut c = self.inner.wait(Dir::Write, true, Core::tx_ready)?;
         let len = (c.tx.space() as usize).min(max);
         let at = c.tx.sent();
-        let ptr = if c.shm {
-            let off = Core::ring_at(c.tx.write_offset());
-            c.tx_import
-                .slice_mut(off, len as u64)
-                .map_err(nic_error)?
-                .as_mut_ptr()
-        } else {
-            c.staging[..len].as_mut_ptr()
-        };
+        let ptr = c.send_span(len)?.as_mut_ptr();
         c.raw_send = Some((at, len));
         Ok((ptr, len))
     }
@@ -724,12 +738,7 @@ impl VmmcStream {
         let mut c = self.inner.wait(Dir::Read, true, Core::rx_ready)?;
         let len = c.rx.available() as usize;
         let at = c.rx.read_index();
-        let off = Core::ring_at(c.rx.read_offset());
-        let ptr = c
-            .rx_export
-            .slice(off, len as u64)
-            .map_err(nic_error)?
-            .as_ptr();
+        let ptr = c.recv_span(len)?.as_ptr();
         c.raw_recv = Some((at, len));
         Ok((ptr, len))
     }
@@ -753,17 +762,10 @@ impl VmmcStream {
     /// Shuts down sending, receiving or both. After `Write` the peer reads EOF once it has
     /// consumed what was sent; after `Read` the peer's sends fail with `BrokenPipe`.
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        let mut c = lock(&self.inner.core);
-        if matches!(how, Shutdown::Write | Shutdown::Both) && !c.shut_wr {
-            c.shut_wr = true;
-            let fin = c.tx.sent() + 1;
-            c.publish(PEER_FIN, fin)?;
-        }
-        if matches!(how, Shutdown::Read | Shutdown::Both) && !c.shut_rd {
-            c.shut_rd = true;
-            c.publish(PEER_RDSHUT, 1)?;
-        }
-        Ok(())
+        lock(&self.inner.core).shut(
+            matches!(how, Shutdown::Write | Shutdown::Both),
+            matches!(how, Shutdown::Read | Shutdown::Both),
+        )
     }
 
     /// Sends one byte of urgent (out-of-band) data. The byte travels in the stream like any
@@ -834,16 +836,8 @@ impl SendSlot<'_> {
     /// The writable bytes: one contiguous span, even across the ring's wrap.
     pub fn buf(&mut self) -> &mut [u8] {
         let len = self.len;
-        let c = &mut *self.core;
-        if c.shm {
-            let at = Core::ring_at(c.tx.write_offset());
-            match c.tx_import.slice_mut(at, len as u64) {
-                Ok(s) => s,
-                Err(_) => &mut [],
-            }
-        } else {
-            &mut c.staging[..len]
-        }
+        // Empty only if the peer went away since the slot was made; the commit reports it.
+        self.core.send_span(len).unwrap_or(&mut [])
     }
 
     /// Bytes available in this slot.
@@ -894,10 +888,9 @@ impl std::fmt::Debug for RecvSlot<'_> {
 impl RecvSlot<'_> {
     /// The received bytes: one contiguous span, even across the ring's wrap.
     pub fn data(&mut self) -> &[u8] {
-        let len = self.len as u64;
-        let c = &mut *self.core;
-        let at = Core::ring_at(c.rx.read_offset());
-        c.rx_export.slice(at, len).unwrap_or(&[])
+        let len = self.len;
+        // The slot's length came from the ring's own bookkeeping, so the span always fits.
+        self.core.recv_span(len).unwrap_or(&[])
     }
 
     /// Bytes in this slot; 0 at end of stream.

@@ -117,9 +117,12 @@ impl Core {
 
     fn refresh_rx(&mut self) -> io::Result<()> {
         self.check_broken()?;
+        // The peer publishes its send index before the urgent mark that points into it, so
+        // the mark is read first: the index read after it is at least as new, and an honest
+        // mark never looks like one beyond the data.
+        let urgent = self.word(PEER_URGENT)?;
         let write = self.word(PEER_WRITE)?;
         let fin = self.word(PEER_FIN)?;
-        let urgent = self.word(PEER_URGENT)?;
         let r = self
             .rx
             .observe(write, fin)

@@ -365,32 +365,26 @@ impl Import {
         value: u64,
         notify: Notify,
     ) -> Result<()> {
+        // Both ranges are checked before anything lands.
         self.ready(Access::DEPOSIT)?;
-        let span = self.span(offset, data.len() as u64)?;
-        let word = Span::word(self.len + self.mirror, word_offset)?;
-        match &self.backend {
-            Backend::Shm(s) => {
-                s.region.copy_in(span, data);
-                s.region.store_u64(word, value);
-                counters::add_copied(data.len());
-                if notify == Notify::Yes {
-                    s.notifier.signal();
-                }
-            }
-            Backend::Tcp(t) => {
-                let frame = Frame::Deposit {
-                    offset,
-                    len: data.len() as u64,
-                    notify: notify == Notify::Yes,
-                    word: true,
-                };
-                let mut trailer = [0u8; crate::wire::WORD_TRAILER];
-                trailer[..8].copy_from_slice(&word_offset.to_le_bytes());
-                trailer[8..].copy_from_slice(&value.to_le_bytes());
-                t.send(&frame, &[IoSlice::new(data), IoSlice::new(&trailer)])
-                    .map_err(|e| self.failed(e))?;
-            }
-        }
+        self.span(offset, data.len() as u64)?;
+        Span::word(self.len + self.mirror, word_offset)?;
+        let Backend::Tcp(t) = &self.backend else {
+            // On shm the two steps are already one copy and one store.
+            self.write_at(offset, data, Notify::No)?;
+            return self.store_u64(word_offset, value, notify);
+        };
+        let frame = Frame::Deposit {
+            offset,
+            len: data.len() as u64,
+            notify: notify == Notify::Yes,
+            word: true,
+        };
+        let mut trailer = [0u8; crate::wire::WORD_TRAILER];
+        trailer[..8].copy_from_slice(&word_offset.to_le_bytes());
+        trailer[8..].copy_from_slice(&value.to_le_bytes());
+        t.send(&frame, &[IoSlice::new(data), IoSlice::new(&trailer)])
+            .map_err(|e| self.failed(e))?;
         counters::add_deposited(data.len());
         counters::add_word();
         if notify == Notify::Yes {

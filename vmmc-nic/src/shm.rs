@@ -42,13 +42,19 @@ pub(crate) fn listen(name: &ShmName) -> Result<(Listener, NodeAddr)> {
     Ok((Listener::Unix(l), addr))
 }
 
+/// Who is at the other end of a control connection, as the kernel reports it.
+fn peer_identity(stream: &UnixStream) -> nix::Result<PeerIdentity> {
+    let c = getsockopt(stream, sockopt::PeerCredentials)?;
+    Ok(PeerIdentity::Local {
+        pid: c.pid(),
+        uid: c.uid(),
+        gid: c.gid(),
+    })
+}
+
 pub(crate) fn handle(inner: Arc<EndpointInner>, stream: UnixStream) {
-    let peer = match getsockopt(&stream, sockopt::PeerCredentials) {
-        Ok(c) => PeerIdentity::Local {
-            pid: c.pid(),
-            uid: c.uid(),
-            gid: c.gid(),
-        },
+    let peer = match peer_identity(&stream) {
+        Ok(p) => p,
         Err(e) => {
             tracing::warn!("vmmc endpoint {}: no peer credentials: {e}", inner.addr());
             return;
@@ -198,14 +204,7 @@ pub(crate) fn open(
     };
     stream.set_read_timeout(Some(timeout)).map_err(io_err)?;
     stream.set_write_timeout(Some(timeout)).map_err(io_err)?;
-    let exporter = match getsockopt(&stream, sockopt::PeerCredentials) {
-        Ok(c) => PeerIdentity::Local {
-            pid: c.pid(),
-            uid: c.uid(),
-            gid: c.gid(),
-        },
-        Err(e) => return Err(io_err(e.into())),
-    };
+    let exporter = peer_identity(&stream).map_err(|e| io_err(e.into()))?;
     let mut request = opts.request(id, access)?;
     stream.write_all(&request).map_err(io_err)?;
     request.clear();
@@ -270,13 +269,8 @@ pub(crate) fn serve_adopted(
     reg: crate::export::Registration,
 ) {
     let stream = UnixStream::from(fd);
-    let peer = match getsockopt(&stream, sockopt::PeerCredentials) {
-        Ok(c) => PeerIdentity::Local {
-            pid: c.pid(),
-            uid: c.uid(),
-            gid: c.gid(),
-        },
-        Err(_) => return,
+    let Ok(peer) = peer_identity(&stream) else {
+        return;
     };
     let mut conn = ShmConn { stream };
     if let Some((export, access)) =

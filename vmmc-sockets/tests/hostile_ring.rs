@@ -28,10 +28,6 @@ const WAIT: Duration = Duration::from_secs(10);
 
 use common::Backend;
 
-fn fresh(b: Backend) -> String {
-    b.fresh_addr()
-}
-
 fn request(endpoint: &NodeAddr, ring_export: ExportId, ring: u64) -> Vec<u8> {
     let (port, name) = match endpoint {
         NodeAddr::Shm(n) => (0u16, n.as_str().as_bytes().to_vec()),
@@ -57,7 +53,7 @@ struct Attacker {
 
 impl Attacker {
     fn connect(b: Backend, listener: &NodeAddr) -> Attacker {
-        let ep = Endpoint::bind(&fresh(b).parse().unwrap()).unwrap();
+        let ep = Endpoint::bind(&b.fresh_addr().parse().unwrap()).unwrap();
         let ring = ep
             .export_mirrored(HEADER + RING, RING, Permissions::open())
             .unwrap();
@@ -91,7 +87,7 @@ impl Attacker {
 }
 
 fn victim(b: Backend) -> (VmmcListener, NodeAddr) {
-    let l = VmmcListener::bind(&fresh(b)).unwrap();
+    let l = VmmcListener::bind(&b.fresh_addr()).unwrap();
     let a = l.local_addr().clone();
     (l, a)
 }
@@ -215,7 +211,7 @@ fn a_peer_that_never_gives_credit_times_out(b: Backend) {
 
 fn forged_connect_requests_are_dropped(b: Backend) {
     let (l, addr) = victim(b);
-    let ep = Endpoint::bind(&fresh(b).parse().unwrap()).unwrap();
+    let ep = Endpoint::bind(&b.fresh_addr().parse().unwrap()).unwrap();
     let ring = ep
         .export_mirrored(HEADER + RING, RING, Permissions::open())
         .unwrap();

@@ -208,8 +208,13 @@ impl Core {
     }
 
     fn rx_ready(&mut self) -> io::Result<bool> {
+        self.rx_ready_for(1)
+    }
+
+    /// Whether `min` bytes can be read, or the stream has ended (with fewer).
+    fn rx_ready_for(&mut self, min: u64) -> io::Result<bool> {
         self.refresh_rx()?;
-        if self.rx.available() > 0 || self.rx.at_eof() || self.shut_rd {
+        if self.rx.available() >= min || self.rx.at_eof() || self.shut_rd {
             return Ok(true);
         }
         // Only the peer's departure from *my* ring counts here: it is ordered after every
@@ -225,6 +230,11 @@ impl Core {
     }
 
     fn tx_ready(&mut self) -> io::Result<bool> {
+        self.tx_ready_for(1)
+    }
+
+    /// Whether `min` bytes of room are free in the peer's ring.
+    fn tx_ready_for(&mut self, min: u64) -> io::Result<bool> {
         if self.shut_wr {
             return Err(io::Error::new(
                 io::ErrorKind::BrokenPipe,
@@ -244,7 +254,7 @@ impl Core {
                 "the peer went away",
             ));
         }
-        Ok(self.tx.space() > 0)
+        Ok(self.tx.space() >= min)
     }
 
     fn ring_at(offset: u64) -> u64 {
@@ -810,6 +820,47 @@ impl VmmcStream {
         let c = self.inner.wait(Dir::Write, false, Core::tx_ready)?;
         let len = (c.tx.space() as usize).min(max);
         Ok(SendSlot { core: c, len })
+    }
+
+    /// Like [`reserve`](Self::reserve), but waits until at least `min` bytes are free, so that
+    /// a message of known size (a reply header plus a file block) goes in one piece and the
+    /// block can be `pread` straight into place. `min` beyond the peer's ring never fits and
+    /// is refused.
+    pub fn reserve_at_least(&self, min: usize, max: usize) -> io::Result<SendSlot<'_>> {
+        if min as u64 > self.send_buffer_size() || min > max {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "cannot reserve {min}..{max} bytes in a {}-byte ring",
+                    self.send_buffer_size()
+                ),
+            ));
+        }
+        let c = self
+            .inner
+            .wait(Dir::Write, false, |c| c.tx_ready_for(min as u64))?;
+        let len = (c.tx.space() as usize).min(max);
+        Ok(SendSlot { core: c, len })
+    }
+
+    /// Like [`readable`](Self::readable), but waits until at least `min` bytes have arrived
+    /// (or the stream ended with fewer), so a whole message can be parsed and used in place.
+    /// `min` beyond this side's ring never arrives and is refused.
+    pub fn readable_at_least(&self, min: usize) -> io::Result<RecvSlot<'_>> {
+        if min as u64 > self.recv_buffer_size() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "cannot wait for {min} bytes in a {}-byte ring",
+                    self.recv_buffer_size()
+                ),
+            ));
+        }
+        let c = self
+            .inner
+            .wait(Dir::Read, false, |c| c.rx_ready_for(min.max(1) as u64))?;
+        let len = c.rx.available() as usize;
+        Ok(RecvSlot { core: c, len })
     }
 
     /// Waits for received bytes and returns them in place, in the ring; an empty slot means

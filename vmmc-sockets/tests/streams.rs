@@ -20,6 +20,7 @@ test_support::both_backends!(
     connecting_to_nothing_is_refused,
     a_connection_moves_to_another_process,
     handing_over_needs_the_only_handle,
+    whole_messages_with_at_least,
 );
 
 fn handing_over_needs_the_only_handle(b: Backend) {
@@ -322,4 +323,51 @@ fn connecting_to_nothing_is_refused(b: Backend) {
     let err = VmmcStream::connect_with(&mute.addr().to_string(), &opts).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::TimedOut, "{err}");
     assert!(VmmcStream::connect("udp:nowhere").is_err());
+}
+
+/// `readable_at_least` and `reserve_at_least` wait for a whole message, not for any byte.
+fn whole_messages_with_at_least(b: Backend) {
+    let listener = VmmcListener::bind_with(&b.fresh_addr(), small_ring()).unwrap();
+    let addr = listener.local_addr().to_string();
+    let c = VmmcStream::connect_with(&addr, &small_ring()).unwrap();
+    let (s, _) = listener.accept().unwrap();
+    let cap = c.send_buffer_size() as usize;
+    let writer = std::thread::spawn(move || {
+        (&s).write_all(b"abc").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        (&s).write_all(b"defgh").unwrap();
+        s
+    });
+    let mut slot = c.readable_at_least(8).unwrap();
+    assert_eq!(slot.data(), b"abcdefgh");
+    slot.consume(8).unwrap();
+    let s = writer.join().unwrap();
+    // Fill the peer's ring, then ask for all of it: the slot comes only once the reader
+    // has given every byte back.
+    let mut slot = c.reserve_at_least(cap, cap).unwrap();
+    slot.buf().fill(7);
+    slot.commit(cap).unwrap();
+    let reader = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        let mut buf = vec![0u8; cap];
+        (&s).read_exact(&mut buf).unwrap();
+        assert!(buf.iter().all(|&x| x == 7));
+        s
+    });
+    let start = Instant::now();
+    let slot = c.reserve_at_least(cap, cap).unwrap();
+    assert_eq!(slot.len(), cap);
+    assert!(start.elapsed() >= Duration::from_millis(40));
+    drop(slot);
+    let _s = reader.join().unwrap();
+    assert_eq!(
+        c.reserve_at_least(cap + 1, cap + 1).unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    assert_eq!(
+        c.readable_at_least(c.recv_buffer_size() as usize + 1)
+            .unwrap_err()
+            .kind(),
+        ErrorKind::InvalidInput
+    );
 }

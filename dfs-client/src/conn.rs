@@ -1,0 +1,359 @@
+//! One connection to a server.
+
+use std::io::{self, ErrorKind};
+use std::time::Duration;
+
+use dfs_proto::auth::{proofs_match, Secret};
+use dfs_proto::codec;
+use dfs_proto::frame::{self, Frame, FrameHeader, HEADER};
+use dfs_proto::handle::{FileHandle, OpenId};
+use dfs_proto::msg::{
+    AuthMode, ClientHello, ClientProof, Creds, Op, Reply, Request, ServerChallenge, ServerVerdict,
+    MAGIC, MAX_GROUPS, PROTOCOL_VERSION,
+};
+use dfs_proto::Errno;
+use serde::Serialize;
+use vmmc_sockets::{RecvSlot, RingSize, StreamOptions, VmmcStream};
+
+/// How to connect.
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    /// The shared secret, if the server wants one.
+    pub secret: Option<Secret>,
+    /// This client's session: connections with the same session share opens.
+    pub session: [u8; 16],
+    /// Receive ring (at least [`dfs_proto::frame::MAX_FRAME`]).
+    pub ring: RingSize,
+    /// How long any one reply may take before the call fails with `TimedOut`.
+    pub timeout: Duration,
+}
+
+impl ConnectOptions {
+    /// No secret, a fresh random session, 4 MiB ring, 30 s timeout.
+    pub fn new() -> io::Result<ConnectOptions> {
+        let mut session = [0u8; 16];
+        getrandom::fill(&mut session).map_err(io::Error::other)?;
+        Ok(ConnectOptions {
+            secret: None,
+            session,
+            ring: RingSize::default(),
+            timeout: Duration::from_secs(30),
+        })
+    }
+}
+
+/// Why a connection could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The transport failed (nothing listening, …).
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// The server refused us.
+    #[error("the server refused the connection: {reason}")]
+    Refused {
+        /// Its errno (`EACCES` for a wrong secret).
+        errno: Errno,
+        /// Its words.
+        reason: String,
+    },
+    /// The server wants a secret and we have none.
+    #[error("the server requires a secret (--secret FILE)")]
+    NeedSecret,
+    /// The server could not prove that it knows the secret: an impostor.
+    #[error("the server did not prove that it knows the secret")]
+    NotAuthentic,
+    /// The server broke the protocol.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+/// Why a call failed (an errno from the server is not a failure of the call).
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The connection failed or timed out; it cannot be used any more.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// The server sent something malformed; the connection cannot be used any more.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+impl CallError {
+    /// The errno a file-system caller should see.
+    pub fn errno(&self) -> Errno {
+        match self {
+            CallError::Io(e) if e.kind() == ErrorKind::TimedOut => Errno(libc_etimedout()),
+            CallError::Io(_) => Errno::ENOTCONN,
+            CallError::Protocol(_) => Errno::EIO,
+        }
+    }
+}
+
+fn libc_etimedout() -> i32 {
+    110
+}
+
+/// The caller's credentials, as the protocol carries them.
+pub fn current_creds() -> Creds {
+    let mut groups: Vec<u32> = nix::unistd::getgroups()
+        .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
+        .unwrap_or_default();
+    groups.truncate(MAX_GROUPS);
+    Creds {
+        uid: nix::unistd::geteuid().as_raw(),
+        gid: nix::unistd::getegid().as_raw(),
+        groups,
+    }
+}
+
+/// A connection to a server, after the handshake.
+#[derive(Debug)]
+pub struct Connection {
+    stream: VmmcStream,
+    next_id: u64,
+    root: FileHandle,
+    read_only: bool,
+    broken: bool,
+}
+
+fn proto(e: impl std::fmt::Display) -> ConnectError {
+    ConnectError::Protocol(e.to_string())
+}
+
+impl Connection {
+    /// Connects to `addr` and completes the handshake.
+    pub fn connect(addr: &str, opts: &ConnectOptions) -> Result<Connection, ConnectError> {
+        let sopts = StreamOptions {
+            ring: opts.ring,
+            connect_timeout: opts.timeout,
+            ..StreamOptions::default()
+        };
+        let stream = VmmcStream::connect_with(addr, &sopts)?;
+        stream.set_read_timeout(Some(opts.timeout))?;
+        stream.set_write_timeout(Some(opts.timeout))?;
+        let mut client_nonce = [0u8; 32];
+        getrandom::fill(&mut client_nonce).map_err(io::Error::other)?;
+        send(
+            &stream,
+            &ClientHello {
+                magic: MAGIC,
+                min_version: PROTOCOL_VERSION,
+                max_version: PROTOCOL_VERSION,
+                client_nonce,
+                session: opts.session,
+            },
+            &[],
+        )
+        .map_err(proto)?;
+        let challenge: ServerChallenge = recv(&stream).map_err(proto)?;
+        let (server_nonce, auth) = match challenge {
+            ServerChallenge::Challenge {
+                server_nonce, auth, ..
+            } => (server_nonce, auth),
+            ServerChallenge::Refused { errno, reason } => {
+                return Err(ConnectError::Refused { errno, reason })
+            }
+        };
+        let proof = match (auth, &opts.secret) {
+            // A client that holds a secret expects the server to prove it knows it too; a
+            // server that asks for nothing cannot.
+            (AuthMode::None, Some(_)) => return Err(ConnectError::NotAuthentic),
+            (AuthMode::None, None) => [0u8; 32],
+            (AuthMode::Secret, Some(s)) => {
+                s.client_proof(&client_nonce, &server_nonce, &opts.session)
+            }
+            (AuthMode::Secret, None) => return Err(ConnectError::NeedSecret),
+        };
+        send(&stream, &ClientProof { proof }, &[]).map_err(proto)?;
+        match recv::<ServerVerdict>(&stream).map_err(proto)? {
+            ServerVerdict::Welcome {
+                root,
+                server_proof,
+                read_only,
+            } => {
+                if let (AuthMode::Secret, Some(s)) = (auth, &opts.secret) {
+                    let want = s.server_proof(&client_nonce, &server_nonce, &opts.session);
+                    if !proofs_match(&want, &server_proof) {
+                        return Err(ConnectError::NotAuthentic);
+                    }
+                }
+                Ok(Connection {
+                    stream,
+                    next_id: 1,
+                    root,
+                    read_only,
+                    broken: false,
+                })
+            }
+            ServerVerdict::Refused { errno, reason } => {
+                Err(ConnectError::Refused { errno, reason })
+            }
+        }
+    }
+
+    /// The export's root directory.
+    pub fn root(&self) -> &FileHandle {
+        &self.root
+    }
+
+    /// Whether the server refuses every change.
+    pub fn read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// The stream underneath (for tests that misbehave on purpose).
+    pub fn stream(&self) -> &VmmcStream {
+        &self.stream
+    }
+
+    fn check(&self) -> Result<(), CallError> {
+        if self.broken {
+            return Err(CallError::Io(io::Error::new(
+                ErrorKind::NotConnected,
+                "the connection failed earlier",
+            )));
+        }
+        Ok(())
+    }
+
+    fn fail<T>(&mut self, e: CallError) -> Result<T, CallError> {
+        self.broken = true;
+        Err(e)
+    }
+
+    /// Sends `op` (with `data` as a write's data part) and waits for its reply.
+    pub fn call(&mut self, creds: &Creds, op: Op, data: &[u8]) -> Result<Reply, CallError> {
+        self.check()?;
+        let id = self.next_id;
+        self.next_id += 1;
+        let req = Request {
+            id,
+            creds: creds.clone(),
+            op,
+        };
+        if let Err(e) = send(&self.stream, &req, data) {
+            return self.fail(e);
+        }
+        match recv_reply(&self.stream, id, |reply, _data| reply) {
+            Ok(r) => Ok(r),
+            Err(e) => self.fail(e),
+        }
+    }
+
+    /// Reads and hands the bytes to `f` where they arrived, in the receive ring: no copy on
+    /// this side unless `f` makes one. `f` gets the reply (an errno, or `eof`) and the bytes.
+    pub fn read_in_place<R>(
+        &mut self,
+        creds: &Creds,
+        handle: FileHandle,
+        open: Option<OpenId>,
+        offset: u64,
+        len: u32,
+        f: impl FnOnce(Reply, &[u8]) -> R,
+    ) -> Result<R, CallError> {
+        self.check()?;
+        let id = self.next_id;
+        self.next_id += 1;
+        let req = Request {
+            id,
+            creds: creds.clone(),
+            op: Op::Read {
+                handle,
+                open,
+                offset,
+                len,
+            },
+        };
+        if let Err(e) = send(&self.stream, &req, &[]) {
+            return self.fail(e);
+        }
+        match recv_reply(&self.stream, id, f) {
+            Ok(r) => Ok(r),
+            Err(e) => self.fail(e),
+        }
+    }
+}
+
+/// Sends a frame: header, meta, then `data` copied into place (a write from a caller's buffer
+/// is this one copy).
+fn send<T: Serialize>(stream: &VmmcStream, msg: &T, data: &[u8]) -> Result<(), CallError> {
+    let meta = codec::encode_to_vec(msg).map_err(|e| CallError::Protocol(e.to_string()))?;
+    let total = HEADER + meta.len() + data.len();
+    let mut slot = stream.reserve_at_least(total, total)?;
+    let buf = slot.buf();
+    FrameHeader {
+        meta_len: meta.len() as u32,
+        data_len: data.len() as u32,
+    }
+    .emit(buf);
+    buf[HEADER..HEADER + meta.len()].copy_from_slice(&meta);
+    buf[HEADER + meta.len()..total].copy_from_slice(data);
+    slot.commit(total)?;
+    Ok(())
+}
+
+/// Waits for a whole frame and returns it in place.
+fn next_frame(stream: &VmmcStream) -> Result<RecvSlot<'_>, CallError> {
+    let mut need = HEADER;
+    loop {
+        let mut slot = stream.readable_at_least(need)?;
+        if slot.is_empty() {
+            return Err(CallError::Io(io::Error::new(
+                ErrorKind::UnexpectedEof,
+                "the server closed the connection",
+            )));
+        }
+        let want = frame::needed(slot.data()).map_err(|e| CallError::Protocol(e.to_string()))?;
+        if slot.len() >= want {
+            return Ok(slot);
+        }
+        if slot.len() < need {
+            return Err(CallError::Io(io::Error::new(
+                ErrorKind::UnexpectedEof,
+                "the server closed the connection mid-message",
+            )));
+        }
+        need = want;
+    }
+}
+
+fn recv<T: serde::de::DeserializeOwned>(stream: &VmmcStream) -> Result<T, CallError> {
+    let mut slot = next_frame(stream)?;
+    let (v, len) = {
+        let f = Frame::parse(slot.data())
+            .ok()
+            .flatten()
+            .ok_or_else(|| CallError::Protocol("frame vanished".into()))?;
+        (
+            codec::decode::<T>(f.meta).map_err(|e| CallError::Protocol(e.to_string()))?,
+            f.len(),
+        )
+    };
+    slot.consume(len)?;
+    Ok(v)
+}
+
+fn recv_reply<R>(
+    stream: &VmmcStream,
+    id: u64,
+    f: impl FnOnce(Reply, &[u8]) -> R,
+) -> Result<R, CallError> {
+    let mut slot = next_frame(stream)?;
+    let (r, len) = {
+        let fr = Frame::parse(slot.data())
+            .ok()
+            .flatten()
+            .ok_or_else(|| CallError::Protocol("frame vanished".into()))?;
+        let reply: Reply =
+            codec::decode(fr.meta).map_err(|e| CallError::Protocol(e.to_string()))?;
+        if reply.id != id {
+            return Err(CallError::Protocol(format!(
+                "reply {} to request {id}",
+                reply.id
+            )));
+        }
+        (f(reply, fr.data), fr.len())
+    };
+    slot.consume(len)?;
+    Ok(r)
+}

@@ -1,0 +1,108 @@
+//! The one place where messages become bytes and back: bincode 2 over serde, with a size limit
+//! on decoding so that a length prefix from a peer cannot make us allocate without bound.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::frame::{FrameHeader, HEADER, MAX_DATA, MAX_META};
+
+/// Why bytes were not a valid message.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    /// A length beyond the protocol's limit.
+    #[error("{what} of {len} bytes exceeds the limit of {max}")]
+    TooLarge {
+        /// What was too large.
+        what: &'static str,
+        /// Its claimed length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Bytes left over after the message: the peer and we disagree on the format.
+    #[error("{0} unexpected bytes after the message")]
+    Trailing(usize),
+    /// Not a valid encoding of the expected message.
+    #[error("malformed message: {0}")]
+    Malformed(String),
+}
+
+/// Why a message could not be encoded.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    /// The output buffer is too small (or the message beyond [`MAX_META`]).
+    #[error("message does not fit: {0}")]
+    NoRoom(String),
+}
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<MAX_META>()
+}
+
+/// Encodes `value` into the start of `out`, returning its length.
+pub fn encode_into<T: Serialize>(value: &T, out: &mut [u8]) -> Result<usize, EncodeError> {
+    let room = out.len().min(MAX_META);
+    bincode::serde::encode_into_slice(value, &mut out[..room], config())
+        .map_err(|e| EncodeError::NoRoom(e.to_string()))
+}
+
+/// Encodes `value` into a new vector.
+pub fn encode_to_vec<T: Serialize>(value: &T) -> Result<Vec<u8>, EncodeError> {
+    let v = bincode::serde::encode_to_vec(value, config())
+        .map_err(|e| EncodeError::NoRoom(e.to_string()))?;
+    if v.len() > MAX_META {
+        return Err(EncodeError::NoRoom(format!(
+            "{} bytes exceed the meta limit of {MAX_META}",
+            v.len()
+        )));
+    }
+    Ok(v)
+}
+
+/// Decodes exactly one `T` from all of `bytes`.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    if bytes.len() > MAX_META {
+        return Err(DecodeError::TooLarge {
+            what: "meta part",
+            len: bytes.len(),
+            max: MAX_META,
+        });
+    }
+    let (value, used) = bincode::serde::decode_from_slice(bytes, config())
+        .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    if used != bytes.len() {
+        return Err(DecodeError::Trailing(bytes.len() - used));
+    }
+    Ok(value)
+}
+
+/// Writes a frame header and `meta` into `out` and returns where the data part starts; the
+/// caller fills `data_len` bytes there (a `pread` into place, say) and then calls
+/// [`set_data_len`] if fewer arrived.
+pub fn emit_head<T: Serialize>(
+    out: &mut [u8],
+    meta: &T,
+    data_len: usize,
+) -> Result<usize, EncodeError> {
+    if out.len() < HEADER {
+        return Err(EncodeError::NoRoom("no room for a frame header".into()));
+    }
+    if data_len > MAX_DATA {
+        return Err(EncodeError::NoRoom(format!(
+            "{data_len} data bytes exceed the limit of {MAX_DATA}"
+        )));
+    }
+    let meta_len = encode_into(meta, &mut out[HEADER..])?;
+    let header = FrameHeader {
+        meta_len: meta_len as u32,
+        data_len: data_len as u32,
+    };
+    header.emit(out);
+    Ok(HEADER + meta_len)
+}
+
+/// Rewrites the data length of a frame whose head [`emit_head`] wrote at the start of `out`.
+pub fn set_data_len(out: &mut [u8], data_len: usize) {
+    let len = data_len.min(MAX_DATA) as u32;
+    out[4..HEADER].copy_from_slice(&len.to_le_bytes());
+}

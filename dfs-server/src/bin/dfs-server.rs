@@ -1,0 +1,138 @@
+//! `dfs-server`: serve a directory to DFS clients.
+
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use dfs_proto::auth::Secret;
+use dfs_server::{load_or_create_key, Config, Server, Squash};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use vmmc_sockets::RingSize;
+
+/// Serve a directory to vmmc-dfs clients.
+///
+/// Everything a client does stays beneath the export directory. Without --secret anyone who
+/// can reach the address may connect (the server warns). Logs go to stderr; RUST_LOG
+/// (e.g. RUST_LOG=dfs_server=debug) or -v sets how much.
+#[derive(Parser, Debug)]
+#[command(name = "dfs-server", version)]
+struct Args {
+    /// The directory to serve.
+    #[arg(long, value_name = "DIR")]
+    export: PathBuf,
+    /// Where to listen: shm:NAME (clients on this host, zero-copy) or tcp:HOST:PORT.
+    #[arg(long, value_name = "ADDR", default_value = "shm:dfs")]
+    listen: String,
+    /// A file holding the shared secret (at least 16 bytes); clients must prove they know
+    /// it, by challenge and response. It never crosses the wire.
+    #[arg(long, value_name = "FILE")]
+    secret: Option<PathBuf>,
+    /// Refuse every change with EROFS.
+    #[arg(long)]
+    read_only: bool,
+    /// Map callers: root (uid 0 becomes nobody, the default), none (everyone as they
+    /// are: each request runs with the caller's fsuid/fsgid), all (everyone is nobody).
+    #[arg(long, value_name = "root|none|all", default_value = "root")]
+    squash: Squash,
+    /// Where the key that makes file handles unforgeable is kept (created if missing).
+    /// Keep it to keep clients' handles valid across restarts.
+    #[arg(long, value_name = "FILE")]
+    handle_key: Option<PathBuf>,
+    /// Receive ring per connection, in bytes (a power of two, at least 2 MiB).
+    #[arg(long, value_name = "BYTES", default_value_t = vmmc_sockets::DEFAULT_RING)]
+    ring: u64,
+    /// More logging (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+fn default_key_path() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/var/lib/dfs-server/handle.key");
+    }
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("dfs-server/handle.key")
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let secret = match &args.secret {
+        None => None,
+        Some(p) => {
+            let bytes = std::fs::read(p)
+                .map_err(|e| format!("cannot read the secret {}: {e}", p.display()))?;
+            Some(Secret::from_file_bytes(&bytes).map_err(|e| format!("{}: {e}", p.display()))?)
+        }
+    };
+    let key_path = args.handle_key.clone().unwrap_or_else(default_key_path);
+    let handle_key = load_or_create_key(&key_path)
+        .map_err(|e| format!("cannot keep the handle key at {}: {e}", key_path.display()))?;
+    let ring = RingSize::new(args.ring).ok_or_else(|| {
+        format!(
+            "--ring {}: not a power of two in the allowed range",
+            args.ring
+        )
+    })?;
+    // Signals arrive on a descriptor; every thread started later inherits the block.
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGINT);
+    mask.add(Signal::SIGTERM);
+    mask.thread_block()
+        .map_err(|e| format!("cannot block signals: {e}"))?;
+    let signals =
+        SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC).map_err(|e| format!("signalfd: {e}"))?;
+    let config = Config {
+        secret,
+        read_only: args.read_only,
+        squash: args.squash,
+        ring,
+        ..Config::new(&args.export, &args.listen, handle_key)
+    };
+    let server = Server::bind(config).map_err(|e| e.to_string())?;
+    tracing::info!(
+        "serving {} on {}{}{}",
+        args.export.display(),
+        server.local_addr(),
+        if args.read_only { " (read-only)" } else { "" },
+        if server.stable_handles() {
+            ""
+        } else {
+            " (handles do not survive a restart)"
+        }
+    );
+    eprintln!(
+        "dfs-server: serving {} on {}",
+        args.export.display(),
+        server.local_addr()
+    );
+    server.run(signals.as_fd()).map_err(|e| e.to_string())?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let level = match args.verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dfs-server: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

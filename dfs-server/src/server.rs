@@ -1,0 +1,355 @@
+//! The daemon: binds the listener, accepts clients, runs a thread per connection, stops on
+//! request.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use dfs_proto::auth::Secret;
+use dfs_proto::handle::FileHandle;
+use nix::fcntl::OFlag;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::eventfd::EventFd;
+use vmmc_sockets::{PeerIdentity, RingSize, StreamOptions, VmmcListener};
+
+use crate::creds::Squash;
+use crate::fs::Fs;
+use crate::handles::Handles;
+use crate::opens::Opens;
+use crate::session;
+
+/// How a server is set up.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The directory to serve; nothing outside it is ever reached.
+    pub export: PathBuf,
+    /// Where to listen (`shm:NAME` or `tcp:HOST:PORT`).
+    pub listen: String,
+    /// Clients must prove that they know this secret; `None` lets anyone in.
+    pub secret: Option<Secret>,
+    /// Refuse every change with `EROFS`.
+    pub read_only: bool,
+    /// Whose identity requests run with.
+    pub squash: Squash,
+    /// Key for the tags that make handles unforgeable; keep it across restarts for handles
+    /// to survive them ([`load_or_create_key`]).
+    pub handle_key: [u8; 32],
+    /// Receive ring per connection (at least [`dfs_proto::frame::MAX_FRAME`]).
+    pub ring: RingSize,
+}
+
+impl Config {
+    /// A configuration with the defaults: no secret, read-write, root squashed, 4 MiB rings.
+    pub fn new(
+        export: impl Into<PathBuf>,
+        listen: impl Into<String>,
+        handle_key: [u8; 32],
+    ) -> Config {
+        Config {
+            export: export.into(),
+            listen: listen.into(),
+            secret: None,
+            read_only: false,
+            squash: Squash::Root,
+            handle_key,
+            ring: RingSize::default(),
+        }
+    }
+}
+
+/// Why a server did not start. Each says what to fix in one line.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The export directory cannot be opened.
+    #[error("cannot serve {path}: {source}")]
+    Export {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The listen address is taken or invalid.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// The ring is too small for the largest message.
+    #[error("a ring of {0} bytes cannot hold a whole message ({1} bytes)")]
+    Ring(u64, usize),
+    /// Something else at start-up.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// What every connection thread shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// The file system.
+    pub fs: Fs,
+    /// The shared secret, if any.
+    pub secret: Option<Secret>,
+    /// The root's handle, sent in the welcome.
+    pub root: FileHandle,
+    /// Set when the server stops; connections notice within a quarter second.
+    pub stop: AtomicBool,
+}
+
+/// A bound server, ready to run.
+#[derive(Debug)]
+pub struct Server {
+    listener: VmmcListener,
+    shared: Arc<Shared>,
+}
+
+/// Opens the export root for reading, not `O_PATH`: `open_by_handle_at` wants a real
+/// descriptor on the file system to resolve handles against.
+fn open_export(path: &Path) -> Result<OwnedFd, StartError> {
+    let err = |source| StartError::Export {
+        path: path.to_path_buf(),
+        source,
+    };
+    let fd = nix::fcntl::open(
+        path,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| match e {
+        nix::Error::ENOTDIR => err(io::Error::other("not a directory")),
+        nix::Error::ENOENT => err(io::Error::other("no such directory")),
+        e => err(e.into()),
+    })?;
+    Ok(fd)
+}
+
+impl Server {
+    /// Opens the export and binds the listener. Sets the process umask to 0: clients apply
+    /// their own umask, and the server must create files with exactly the mode asked for.
+    pub fn bind(config: Config) -> Result<Server, StartError> {
+        if (config.ring.get() as usize) < dfs_proto::frame::MAX_FRAME {
+            return Err(StartError::Ring(
+                config.ring.get(),
+                dfs_proto::frame::MAX_FRAME,
+            ));
+        }
+        let root_fd = open_export(&config.export)?;
+        let handles = Handles::new(root_fd, config.handle_key).map_err(|e| StartError::Export {
+            path: config.export.clone(),
+            source: e,
+        })?;
+        let can_switch = nix::unistd::geteuid().is_root();
+        if !can_switch && config.squash != Squash::All {
+            tracing::warn!("not running as root: every request runs as this server's user, whatever --squash says");
+        }
+        let root_dup = handles
+            .root()
+            .try_clone_to_owned()
+            .map_err(|e| StartError::Other(e.to_string()))?;
+        let root = handles.mint(&root_dup).map_err(|e| StartError::Export {
+            path: config.export.clone(),
+            source: e.into(),
+        })?;
+        nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+        let opts = StreamOptions {
+            ring: config.ring,
+            ..StreamOptions::default()
+        };
+        let listener =
+            VmmcListener::bind_with(&config.listen, opts).map_err(|source| StartError::Listen {
+                addr: config.listen.clone(),
+                source,
+            })?;
+        if config.secret.is_none() {
+            tracing::warn!(
+                "no --secret: anyone who can reach {} may connect",
+                listener.local_addr()
+            );
+        }
+        let shared = Arc::new(Shared {
+            fs: Fs {
+                handles,
+                opens: Opens::default(),
+                read_only: config.read_only,
+                squash: config.squash,
+                can_switch,
+            },
+            secret: config.secret,
+            root,
+            stop: AtomicBool::new(false),
+        });
+        Ok(Server { listener, shared })
+    }
+
+    /// The address clients connect to (with the real port for `tcp:…:0`).
+    pub fn local_addr(&self) -> String {
+        self.listener.local_addr().to_string()
+    }
+
+    /// Whether file handles survive a restart of the server.
+    pub fn stable_handles(&self) -> bool {
+        self.shared.fs.handles.is_stable()
+    }
+
+    /// Open files, across all clients.
+    pub fn open_files(&self) -> usize {
+        self.shared.fs.opens.len()
+    }
+
+    /// Serves until `stop` becomes readable (a signalfd, an eventfd), then closes every
+    /// connection and returns.
+    pub fn run(&self, stop: BorrowedFd<'_>) -> io::Result<()> {
+        self.listener.set_nonblocking(true)?;
+        let mut conns: Vec<JoinHandle<()>> = Vec::new();
+        let result = loop {
+            let mut fds = [
+                PollFd::new(self.listener.notify_fd(), PollFlags::POLLIN),
+                PollFd::new(stop, PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, PollTimeout::from(1000u16)) {
+                Ok(_) | Err(nix::Error::EINTR) => {}
+                Err(e) => break Err(e.into()),
+            }
+            if fds[1].revents().is_some_and(|r| !r.is_empty()) {
+                break Ok(());
+            }
+            conns.retain(|t| !t.is_finished());
+            loop {
+                match self.listener.accept() {
+                    Ok((stream, peer)) => {
+                        let shared = self.shared.clone();
+                        let who = describe(&peer);
+                        tracing::info!("client {who} connected");
+                        let spawned =
+                            std::thread::Builder::new()
+                                .name("dfs-conn".into())
+                                .spawn(move || {
+                                    let end = session::serve(stream, shared);
+                                    match end {
+                                        session::End::Closed | session::End::Stopping => {
+                                            tracing::info!("client {who}: {end}")
+                                        }
+                                        _ => tracing::warn!("client {who}: {end}"),
+                                    }
+                                });
+                        match spawned {
+                            Ok(t) => conns.push(t),
+                            Err(e) => tracing::error!(
+                                "cannot start a thread for client {}: {e}",
+                                describe(&peer)
+                            ),
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        tracing::error!("accept failed: {e}");
+                        break;
+                    }
+                }
+            }
+        };
+        self.shared.stop.store(true, Ordering::Relaxed);
+        for t in conns {
+            let _ = t.join();
+        }
+        result
+    }
+
+    /// Runs the server on a thread of its own, for tests and embedding.
+    pub fn spawn(self) -> io::Result<Running> {
+        let stop = Arc::new(EventFd::new()?);
+        let addr = self.local_addr();
+        let stop2 = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("dfs-server".into())
+            .spawn(move || {
+                let r = self.run(stop2.as_fd());
+                drop(self);
+                r
+            })?;
+        Ok(Running {
+            addr,
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+fn describe(peer: &PeerIdentity) -> String {
+    format!("{peer:?}")
+}
+
+/// A server running on its own thread; dropping it stops it.
+#[derive(Debug)]
+pub struct Running {
+    addr: String,
+    stop: Arc<EventFd>,
+    thread: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl Running {
+    /// The address clients connect to.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Stops the server and waits until every connection is closed and the address is free.
+    pub fn stop(mut self) -> io::Result<()> {
+        self.stop_and_join()
+    }
+
+    fn stop_and_join(&mut self) -> io::Result<()> {
+        let _ = self.stop.write(1);
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("the server thread panicked"))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.stop_and_join();
+    }
+}
+
+/// Reads the handle key from `path`, or makes a new random one there (mode 0600, directories
+/// created as needed). Keeping the file keeps handles valid across restarts.
+pub fn load_or_create_key(path: &Path) -> io::Result<[u8; 32]> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::read(path) {
+        Ok(bytes) => bytes.try_into().map_err(|b: Vec<u8>| {
+            io::Error::other(format!(
+                "{}: a handle key is 32 bytes, this file has {}",
+                path.display(),
+                b.len()
+            ))
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let mut key = [0u8; 32];
+            getrandom::fill(&mut key).map_err(io::Error::other)?;
+            let tmp = path.with_extension("tmp");
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(&key)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, path)?;
+            Ok(key)
+        }
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,287 @@
+//! One client connection: the handshake, then requests answered in order. Whatever the
+//! client sends is decoded once by `dfs-proto`; a malformed message ends this connection and
+//! nothing else.
+
+use std::io::{self, ErrorKind};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dfs_proto::auth::proofs_match;
+use dfs_proto::codec;
+use dfs_proto::frame::{self, Frame, FrameHeader, HEADER, MAX_DATA};
+use dfs_proto::msg::{
+    AuthMode, Body, ClientHello, ClientProof, Op, Reply, Request, ServerChallenge, ServerVerdict,
+    MAGIC, PROTOCOL_VERSION,
+};
+use dfs_proto::Errno;
+use serde::Serialize;
+use vmmc_sockets::{RecvSlot, VmmcStream};
+
+use crate::opens::Session;
+use crate::server::Shared;
+
+/// How long a client has to complete the handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a waiting connection looks at the server's stop flag.
+const POLL: Duration = Duration::from_millis(250);
+/// Room for a read reply's meta part: `Reply { id, Ok(Body::Read { eof }) }` is far smaller.
+const READ_META_ROOM: usize = 64;
+
+/// Why a connection ended.
+#[derive(Debug, thiserror::Error)]
+pub enum End {
+    /// The client closed it.
+    #[error("client closed the connection")]
+    Closed,
+    /// The server is stopping.
+    #[error("server stopping")]
+    Stopping,
+    /// The client sent something the protocol does not allow.
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    /// Authentication failed.
+    #[error("authentication failed")]
+    Refused,
+    /// The connection failed.
+    #[error("connection failed: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Waits for the next whole frame and returns it in place. `deadline` bounds the wait (the
+/// handshake); the stop flag is looked at every [`POLL`].
+fn next_frame<'s>(
+    stream: &'s VmmcStream,
+    shared: &Shared,
+    deadline: Option<Instant>,
+) -> Result<RecvSlot<'s>, End> {
+    let mut need = HEADER;
+    loop {
+        match stream.readable_at_least(need) {
+            Ok(mut slot) => {
+                if slot.is_empty() {
+                    return Err(End::Closed);
+                }
+                let want = frame::needed(slot.data()).map_err(|e| End::Protocol(e.to_string()))?;
+                if slot.len() >= want {
+                    return Ok(slot);
+                }
+                if slot.len() < need {
+                    return Err(End::Protocol(format!(
+                        "connection closed in the middle of a {need}-byte message"
+                    )));
+                }
+                need = want;
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
+                if shared.stop.load(Ordering::Relaxed) {
+                    return Err(End::Stopping);
+                }
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Err(End::Protocol("handshake timed out".into()));
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::InvalidInput => {
+                return Err(End::Protocol(format!(
+                    "a message of {need} bytes does not fit the ring"
+                )))
+            }
+            Err(e) => return Err(End::Io(e)),
+        }
+    }
+}
+
+/// Decodes the meta part of the frame at the head of `slot` and consumes the frame.
+fn take<T: serde::de::DeserializeOwned>(mut slot: RecvSlot<'_>) -> Result<T, End> {
+    let (value, len) = {
+        let Ok(Some(f)) = Frame::parse(slot.data()) else {
+            return Err(End::Protocol("frame vanished".into()));
+        };
+        if f.header.data_len != 0 {
+            return Err(End::Protocol("unexpected data part".into()));
+        }
+        (
+            codec::decode::<T>(f.meta).map_err(|e| End::Protocol(e.to_string()))?,
+            f.len(),
+        )
+    };
+    slot.consume(len)?;
+    Ok(value)
+}
+
+/// Sends a frame with no data part.
+fn send<T: Serialize>(stream: &VmmcStream, msg: &T) -> Result<(), End> {
+    let meta = codec::encode_to_vec(msg).map_err(|e| End::Protocol(e.to_string()))?;
+    let total = HEADER + meta.len();
+    let mut slot = stream.reserve_at_least(total, total)?;
+    let buf = slot.buf();
+    FrameHeader {
+        meta_len: meta.len() as u32,
+        data_len: 0,
+    }
+    .emit(buf);
+    buf[HEADER..total].copy_from_slice(&meta);
+    slot.commit(total)?;
+    Ok(())
+}
+
+fn random<const N: usize>() -> io::Result<[u8; N]> {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b).map_err(io::Error::other)?;
+    Ok(b)
+}
+
+/// The handshake: version, then proof of the secret (if the server has one) both ways.
+fn handshake(stream: &VmmcStream, shared: &Shared) -> Result<Session, End> {
+    let deadline = Some(Instant::now() + HANDSHAKE_TIMEOUT);
+    let hello: ClientHello = take(next_frame(stream, shared, deadline)?)?;
+    if hello.magic != MAGIC {
+        return Err(End::Protocol("not a DFS client".into()));
+    }
+    if !(hello.min_version..=hello.max_version).contains(&PROTOCOL_VERSION) {
+        send(
+            stream,
+            &ServerChallenge::Refused {
+                errno: Errno(libc::EPROTONOSUPPORT),
+                reason: format!(
+                    "the server speaks protocol version {PROTOCOL_VERSION}, the client {}..={}",
+                    hello.min_version, hello.max_version
+                ),
+            },
+        )?;
+        return Err(End::Protocol("no common protocol version".into()));
+    }
+    let server_nonce = random::<32>()?;
+    let auth = if shared.secret.is_some() {
+        AuthMode::Secret
+    } else {
+        AuthMode::None
+    };
+    send(
+        stream,
+        &ServerChallenge::Challenge {
+            version: PROTOCOL_VERSION,
+            server_nonce,
+            auth,
+        },
+    )?;
+    let proof: ClientProof = take(next_frame(stream, shared, deadline)?)?;
+    let server_proof = match &shared.secret {
+        None => [0u8; 32],
+        Some(secret) => {
+            let want = secret.client_proof(&hello.client_nonce, &server_nonce, &hello.session);
+            if !proofs_match(&want, &proof.proof) {
+                send(
+                    stream,
+                    &ServerVerdict::Refused {
+                        errno: Errno::EACCES,
+                        reason:
+                            "authentication failed: the client does not know the server's secret"
+                                .into(),
+                    },
+                )?;
+                return Err(End::Refused);
+            }
+            secret.server_proof(&hello.client_nonce, &server_nonce, &hello.session)
+        }
+    };
+    send(
+        stream,
+        &ServerVerdict::Welcome {
+            root: shared.root.clone(),
+            server_proof,
+            read_only: shared.fs.read_only,
+        },
+    )?;
+    Ok(hello.session)
+}
+
+/// Serves one connection until it ends; the reason is logged by the caller.
+pub fn serve(stream: VmmcStream, shared: Arc<Shared>) -> End {
+    if let Err(e) = stream.set_read_timeout(Some(POLL)) {
+        return End::Io(e);
+    }
+    let session = match handshake(&stream, &shared) {
+        Ok(s) => s,
+        Err(e) => return e,
+    };
+    shared.fs.opens.attach(session);
+    let end = loop {
+        if let Err(e) = serve_one(&stream, &shared, &session) {
+            break e;
+        }
+    };
+    shared.fs.opens.detach(session);
+    end
+}
+
+/// Reads one request and answers it.
+fn serve_one(stream: &VmmcStream, shared: &Shared, session: &Session) -> Result<(), End> {
+    let mut slot = next_frame(stream, shared, None)?;
+    let (req, len, reply) = {
+        let Ok(Some(f)) = Frame::parse(slot.data()) else {
+            return Err(End::Protocol("frame vanished".into()));
+        };
+        let req: Request = codec::decode(f.meta).map_err(|e| End::Protocol(e.to_string()))?;
+        // A write's bytes are used where they lie, in this side's ring: `pwrite` from the slot.
+        let reply = match &req.op {
+            Op::Read { .. } if f.data.is_empty() => None,
+            op => Some(
+                shared
+                    .fs
+                    .caller(session, &req.creds)
+                    .and_then(|c| shared.fs.execute(&c, op, f.data)),
+            ),
+        };
+        (req, f.len(), reply)
+    };
+    slot.consume(len)?;
+    match reply {
+        Some(result) => send(stream, &Reply { id: req.id, result }),
+        None => send_read(stream, shared, session, &req),
+    }
+}
+
+/// Answers a read: the reply header, then `pread` straight into the client's ring behind it.
+fn send_read(
+    stream: &VmmcStream,
+    shared: &Shared,
+    session: &Session,
+    req: &Request,
+) -> Result<(), End> {
+    let Op::Read {
+        handle,
+        open,
+        offset,
+        len,
+    } = &req.op
+    else {
+        return Err(End::Protocol("not a read".into()));
+    };
+    let room = (stream.send_buffer_size() as usize).saturating_sub(HEADER + READ_META_ROOM);
+    let len = (*len as usize).min(MAX_DATA).min(room);
+    let total = HEADER + READ_META_ROOM + len;
+    let mut slot = stream.reserve_at_least(total, total)?;
+    let buf = slot.buf();
+    let head = |buf: &mut [u8], result: Result<Body, Errno>, n: usize| {
+        codec::emit_head(buf, &Reply { id: req.id, result }, n)
+            .map_err(|e| End::Protocol(e.to_string()))
+    };
+    let start = head(buf, Ok(Body::Read { eof: false }), len)?;
+    let outcome = shared.fs.caller(session, &req.creds).and_then(|c| {
+        shared
+            .fs
+            .read(&c, handle, *open, *offset, &mut buf[start..start + len])
+    });
+    let used = match outcome {
+        Ok((n, eof)) => {
+            // `eof` is one byte either way, so the data part stays where it was read to.
+            let again = head(buf, Ok(Body::Read { eof }), n)?;
+            debug_assert_eq!(again, start);
+            start + n
+        }
+        Err(errno) => head(buf, Err(errno), 0)?,
+    };
+    slot.commit(used)?;
+    Ok(())
+}

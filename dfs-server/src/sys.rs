@@ -1,0 +1,152 @@
+//! Every `unsafe` block of the server: the system calls that nix does not wrap (kernel file
+//! handles, raw directory reads, extended attributes, per-thread supplementary groups).
+//! Everything a call returns is checked here or by the safe code that parses it.
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+/// The kernel's largest file handle (`MAX_HANDLE_SZ`).
+pub const MAX_KERNEL_HANDLE: usize = 128;
+
+/// `struct file_handle` with room for the largest handle, aligned as the kernel wants.
+#[repr(C)]
+struct RawHandle {
+    handle_bytes: u32,
+    handle_type: i32,
+    f_handle: [u8; MAX_KERNEL_HANDLE],
+}
+
+fn cvt(r: libc::c_long) -> io::Result<usize> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+/// The kernel's handle for `name` in `dir` (or for `dir` itself when `name` is empty),
+/// never following a symlink: its type and bytes.
+pub fn name_to_handle(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<(i32, Vec<u8>)> {
+    let mut h = RawHandle {
+        handle_bytes: MAX_KERNEL_HANDLE as u32,
+        handle_type: 0,
+        f_handle: [0; MAX_KERNEL_HANDLE],
+    };
+    let mut mount_id: libc::c_int = 0;
+    let flags = if name.is_empty() {
+        libc::AT_EMPTY_PATH
+    } else {
+        0
+    };
+    // SAFETY: `h` is a `struct file_handle` whose `handle_bytes` says how much room follows,
+    // `name` is NUL-terminated and `mount_id` is a valid out-pointer; all live for the call.
+    let r = unsafe {
+        libc::name_to_handle_at(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            (&mut h as *mut RawHandle).cast(),
+            &mut mount_id,
+            flags,
+        )
+    };
+    cvt(r as libc::c_long)?;
+    let n = (h.handle_bytes as usize).min(MAX_KERNEL_HANDLE);
+    Ok((h.handle_type, h.f_handle[..n].to_vec()))
+}
+
+/// Opens the file a kernel handle names, on the file system of `mount`, with `O_PATH`.
+/// Needs `CAP_DAC_READ_SEARCH`.
+pub fn open_by_handle(mount: BorrowedFd<'_>, kind: i32, bytes: &[u8]) -> io::Result<OwnedFd> {
+    if bytes.len() > MAX_KERNEL_HANDLE {
+        return Err(io::Error::from_raw_os_error(libc::ESTALE));
+    }
+    let mut h = RawHandle {
+        handle_bytes: bytes.len() as u32,
+        handle_type: kind,
+        f_handle: [0; MAX_KERNEL_HANDLE],
+    };
+    h.f_handle[..bytes.len()].copy_from_slice(bytes);
+    // SAFETY: `h` is a valid `struct file_handle` holding `handle_bytes` bytes, alive for the
+    // call; the kernel only reads it.
+    let fd = unsafe {
+        libc::open_by_handle_at(
+            mount.as_raw_fd(),
+            (&mut h as *mut RawHandle).cast(),
+            libc::O_PATH | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+        )
+    };
+    cvt(fd as libc::c_long)?;
+    // SAFETY: the call succeeded, so `fd` is a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Reads raw `linux_dirent64` records into `buf`; 0 at the end of the directory.
+/// [`crate::dirents`] parses them.
+pub fn getdents(dir: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`, which is live and
+    // exclusively borrowed for the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_getdents64,
+            dir.as_raw_fd(),
+            buf.as_mut_ptr(),
+            buf.len(),
+        )
+    };
+    cvt(r).map(|n| n.min(buf.len()))
+}
+
+/// `getxattr` on `path`, following the `/proc/self/fd` magic link it names. An empty `buf`
+/// asks for the size.
+pub fn getxattr(path: &CStr, name: &CStr, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: both strings are NUL-terminated; the kernel writes at most `buf.len()` bytes
+    // into `buf` (none for a null pointer with size 0).
+    let r = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    cvt(r as libc::c_long)
+}
+
+/// `setxattr` on `path`.
+pub fn setxattr(path: &CStr, name: &CStr, value: &[u8], flags: i32) -> io::Result<()> {
+    // SAFETY: both strings are NUL-terminated and `value` is readable for its length.
+    let r = unsafe {
+        libc::setxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            flags,
+        )
+    };
+    cvt(r as libc::c_long).map(drop)
+}
+
+/// `listxattr` on `path`. An empty `buf` asks for the size.
+pub fn listxattr(path: &CStr, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `path` is NUL-terminated; the kernel writes at most `buf.len()` bytes.
+    let r = unsafe { libc::listxattr(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    cvt(r as libc::c_long)
+}
+
+/// `removexattr` on `path`.
+pub fn removexattr(path: &CStr, name: &CStr) -> io::Result<()> {
+    // SAFETY: both strings are NUL-terminated.
+    let r = unsafe { libc::removexattr(path.as_ptr(), name.as_ptr()) };
+    cvt(r as libc::c_long).map(drop)
+}
+
+/// Sets the supplementary groups of the *calling thread only*. glibc's `setgroups` changes
+/// every thread of the process (it signals them all), which would hand one client's groups
+/// to every other client's request; the raw system call does not.
+pub fn set_thread_groups(groups: &[u32]) -> io::Result<()> {
+    // SAFETY: `groups` is readable for `groups.len()` gid_t values (u32 on Linux).
+    let r = unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) };
+    cvt(r).map(drop)
+}

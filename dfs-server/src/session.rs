@@ -3,7 +3,7 @@
 //! nothing else.
 
 use std::io::{self, ErrorKind};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,7 @@ use dfs_proto::msg::{
 };
 use dfs_proto::Errno;
 use serde::Serialize;
-use vmmc_sockets::{RecvSlot, VmmcStream};
+use vmmc_sockets::{RecvSlot, SendSlot, VmmcStream};
 
 use crate::opens::Session;
 use crate::server::Shared;
@@ -110,10 +110,30 @@ fn take<T: serde::de::DeserializeOwned>(mut slot: RecvSlot<'_>) -> Result<T, End
 }
 
 /// Sends a frame with no data part.
-fn send<T: Serialize>(stream: &VmmcStream, msg: &T) -> Result<(), End> {
+/// Waits for `total` bytes of room in the client's ring. A client that stops reading its
+/// replies stalls only this connection, and not past the server's stop.
+fn reserve<'s>(
+    stream: &'s VmmcStream,
+    stop: &AtomicBool,
+    total: usize,
+) -> Result<SendSlot<'s>, End> {
+    loop {
+        match stream.reserve_at_least(total, total) {
+            Ok(slot) => return Ok(slot),
+            Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
+                if stop.load(Ordering::Relaxed) {
+                    return Err(End::Stopping);
+                }
+            }
+            Err(e) => return Err(End::Io(e)),
+        }
+    }
+}
+
+fn send<T: Serialize>(stream: &VmmcStream, stop: &AtomicBool, msg: &T) -> Result<(), End> {
     let meta = codec::encode_to_vec(msg).map_err(|e| End::Protocol(e.to_string()))?;
     let total = HEADER + meta.len();
-    let mut slot = stream.reserve_at_least(total, total)?;
+    let mut slot = reserve(stream, stop, total)?;
     let buf = slot.buf();
     FrameHeader {
         meta_len: meta.len() as u32,
@@ -141,6 +161,7 @@ fn handshake(stream: &VmmcStream, shared: &Shared) -> Result<Session, End> {
     if !(hello.min_version..=hello.max_version).contains(&PROTOCOL_VERSION) {
         send(
             stream,
+            &shared.stop,
             &ServerChallenge::Refused {
                 errno: Errno(libc::EPROTONOSUPPORT),
                 reason: format!(
@@ -159,6 +180,7 @@ fn handshake(stream: &VmmcStream, shared: &Shared) -> Result<Session, End> {
     };
     send(
         stream,
+        &shared.stop,
         &ServerChallenge::Challenge {
             version: PROTOCOL_VERSION,
             server_nonce,
@@ -166,13 +188,13 @@ fn handshake(stream: &VmmcStream, shared: &Shared) -> Result<Session, End> {
         },
     )?;
     let proof: ClientProof = take(next_frame(stream, shared, deadline)?)?;
-    let server_proof = match &shared.secret {
-        None => [0u8; 32],
-        Some(secret) => {
-            let want = secret.client_proof(&hello.client_nonce, &server_nonce, &hello.session);
-            if !proofs_match(&want, &proof.proof) {
-                send(
-                    stream,
+    let server_proof =
+        match &shared.secret {
+            None => [0u8; 32],
+            Some(secret) => {
+                let want = secret.client_proof(&hello.client_nonce, &server_nonce, &hello.session);
+                if !proofs_match(&want, &proof.proof) {
+                    send(stream, &shared.stop,
                     &ServerVerdict::Refused {
                         errno: Errno::EACCES,
                         reason:
@@ -180,13 +202,14 @@ fn handshake(stream: &VmmcStream, shared: &Shared) -> Result<Session, End> {
                                 .into(),
                     },
                 )?;
-                return Err(End::Refused);
+                    return Err(End::Refused);
+                }
+                secret.server_proof(&hello.client_nonce, &server_nonce, &hello.session)
             }
-            secret.server_proof(&hello.client_nonce, &server_nonce, &hello.session)
-        }
-    };
+        };
     send(
         stream,
+        &shared.stop,
         &ServerVerdict::Welcome {
             root: shared.root.clone(),
             server_proof,
@@ -198,7 +221,10 @@ fn handshake(stream: &VmmcStream, shared: &Shared) -> Result<Session, End> {
 
 /// Serves one connection until it ends; the reason is logged by the caller.
 pub fn serve(stream: VmmcStream, shared: Arc<Shared>) -> End {
-    if let Err(e) = stream.set_read_timeout(Some(POLL)) {
+    if let Err(e) = stream
+        .set_read_timeout(Some(POLL))
+        .and_then(|()| stream.set_write_timeout(Some(POLL)))
+    {
         return End::Io(e);
     }
     let session = match handshake(&stream, &shared) {
@@ -237,7 +263,7 @@ fn serve_one(stream: &VmmcStream, shared: &Shared, session: &Session) -> Result<
     };
     slot.consume(len)?;
     match reply {
-        Some(result) => send(stream, &Reply { id: req.id, result }),
+        Some(result) => send(stream, &shared.stop, &Reply { id: req.id, result }),
         None => send_read(stream, shared, session, &req),
     }
 }
@@ -261,7 +287,7 @@ fn send_read(
     let room = (stream.send_buffer_size() as usize).saturating_sub(HEADER + READ_META_ROOM);
     let len = (*len as usize).min(MAX_DATA).min(room);
     let total = HEADER + READ_META_ROOM + len;
-    let mut slot = stream.reserve_at_least(total, total)?;
+    let mut slot = reserve(stream, &shared.stop, total)?;
     let buf = slot.buf();
     let head = |buf: &mut [u8], result: Result<Body, Errno>, n: usize| {
         codec::emit_head(buf, &Reply { id: req.id, result }, n)

@@ -3,11 +3,8 @@
 
 mod common;
 
-use std::io::Write;
-
 use common::*;
 use dfs_proto::codec;
-use dfs_proto::frame::FrameHeader;
 use dfs_proto::handle::FileHandle;
 use dfs_proto::msg::{Body, Op, RenameMode, Request};
 use dfs_proto::name::{LinkTarget, XattrName};
@@ -28,17 +25,9 @@ fn send_patched(c: &mut Client, op: Op, from: &[u8], to: &[u8]) -> bool {
         .position(|w| w == from)
         .expect("name in the encoding");
     meta.splice(at..at + from.len(), to.iter().copied());
-    let mut frame = vec![0u8; 8];
-    FrameHeader {
-        meta_len: meta.len() as u32,
-        data_len: 0,
-    }
-    .emit(&mut frame);
-    frame.extend_from_slice(&meta);
-    let s = c.conn.stream();
-    (&*s).write_all(&frame).unwrap();
+    send_raw(c, &raw_frame(&meta));
     // The server drops a connection that sends an undecodable request: end of stream.
-    let mut slot = s.readable().unwrap();
+    let mut slot = c.conn.stream().readable().unwrap();
     !slot.data().is_empty()
 }
 

@@ -323,7 +323,7 @@ fn a_misbehaving_client_costs_only_its_connection() {
     frames.push(cut);
     for bytes in &frames {
         let bad = h.client();
-        (&*bad.conn.stream()).write_all(bytes).unwrap();
+        send_raw(&bad, bytes);
         drop(bad);
         good.write(&f.handle, Some(open), 0, b"still served")
             .unwrap();
@@ -336,30 +336,11 @@ fn a_misbehaving_client_costs_only_its_connection() {
     good.write(&f.handle, Some(open), 1 << 20, &[7u8; 1 << 20])
         .unwrap();
     let stalled = h.client();
-    for _ in 0..8 {
-        let op = Op::Read {
-            handle: f.handle.clone(),
-            open: None,
-            offset: 0,
-            len: 1 << 20,
-        };
-        let req = dfs_proto::msg::Request {
-            id: 1,
-            creds: ROOT,
-            op,
-        };
-        let meta = dfs_proto::codec::encode_to_vec(&req).unwrap();
-        let mut fr = vec![0u8; 8];
-        FrameHeader {
-            meta_len: meta.len() as u32,
-            data_len: 0,
-        }
-        .emit(&mut fr);
-        fr.extend_from_slice(&meta);
-        (&*stalled.conn.stream()).write_all(&fr).unwrap();
+    for id in 0..8 {
+        send_raw(&stalled, &read_request(id, &f.handle, 1 << 20));
     }
     assert_eq!(
-        good.read(&f.handle, Some(open), 0, 100).unwrap().0,
+        good.read(&f.handle, Some(open), 0, 12).unwrap().0,
         b"still served"
     );
     drop(stalled);
@@ -435,4 +416,27 @@ fn many_clients_at_once() {
             });
         }
     });
+}
+
+#[test]
+fn a_stalled_client_does_not_hold_up_a_stop() {
+    let mut h = Harness::new();
+    let mut c = h.client();
+    let top = c.root();
+    let (f, open) = c.create(&top, "f", 0o644, RW).unwrap();
+    c.write(&f.handle, Some(open), 0, &vec![1u8; 1 << 20])
+        .unwrap();
+    let stalled = h.client();
+    for id in 0..8 {
+        send_raw(&stalled, &read_request(id, &f.handle, 1 << 20));
+    }
+    let server = h.server.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(server.stop().is_ok()));
+    assert_eq!(
+        rx.recv_timeout(std::time::Duration::from_secs(20)),
+        Ok(true),
+        "the stop hung on a stalled client"
+    );
+    drop(stalled);
 }

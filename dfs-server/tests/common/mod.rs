@@ -290,3 +290,40 @@ impl Client {
         Ok(names)
     }
 }
+
+/// The bytes of a request frame, as a client that skips our `Connection` would send them.
+pub fn raw_frame(meta: &[u8]) -> Vec<u8> {
+    let mut fr = vec![0u8; dfs_proto::frame::HEADER];
+    dfs_proto::frame::FrameHeader {
+        meta_len: meta.len() as u32,
+        data_len: 0,
+    }
+    .emit(&mut fr);
+    fr.extend_from_slice(meta);
+    fr
+}
+
+/// Sends `frame` on a client's stream without waiting for an answer.
+pub fn send_raw(c: &Client, frame: &[u8]) {
+    use std::io::Write;
+    let mut s: &vmmc_sockets::VmmcStream = c.conn.stream();
+    s.write_all(frame).unwrap();
+}
+
+/// A read request of `len` bytes, encoded.
+pub fn read_request(id: u64, handle: &FileHandle, len: u32) -> Vec<u8> {
+    let op = Op::Read {
+        handle: handle.clone(),
+        open: None,
+        offset: 0,
+        len,
+    };
+    raw_frame(
+        &dfs_proto::codec::encode_to_vec(&dfs_proto::msg::Request {
+            id,
+            creds: ROOT,
+            op,
+        })
+        .unwrap(),
+    )
+}

@@ -123,8 +123,7 @@ pub struct SetAttr {
 }
 
 impl SetAttr {
-    /// Whether the request changes anything the file's content depends on, so that a
-    /// read-only export refuses it.
+    /// Whether the request changes nothing (a `setattr` that only asks for fresh attributes).
     pub fn is_empty(&self) -> bool {
         *self == SetAttr::default()
     }

@@ -106,3 +106,61 @@ pub fn set_data_len(out: &mut [u8], data_len: usize) {
     let len = data_len.min(MAX_DATA) as u32;
     out[4..HEADER].copy_from_slice(&len.to_le_bytes());
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::{Frame, FrameHeader, MAX_FRAME};
+
+    #[test]
+    fn lengths_beyond_the_limits_are_refused_before_anything_is_allocated() {
+        let mut h = [0u8; HEADER];
+        FrameHeader {
+            meta_len: MAX_META as u32 + 1,
+            data_len: 0,
+        }
+        .emit(&mut h);
+        assert!(matches!(
+            Frame::parse(&h),
+            Err(DecodeError::TooLarge { .. })
+        ));
+        FrameHeader {
+            meta_len: 1,
+            data_len: MAX_DATA as u32 + 1,
+        }
+        .emit(&mut h);
+        assert!(matches!(
+            Frame::parse(&h),
+            Err(DecodeError::TooLarge { .. })
+        ));
+        FrameHeader {
+            meta_len: MAX_META as u32,
+            data_len: MAX_DATA as u32,
+        }
+        .emit(&mut h);
+        assert_eq!(crate::frame::needed(&h), Ok(MAX_FRAME));
+        assert_eq!(crate::frame::needed(&h[..3]), Ok(HEADER));
+        // A vector that claims 2^40 elements in a few bytes.
+        let mut lie = Vec::new();
+        lie.push(253u8);
+        lie.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        assert!(decode::<Vec<u8>>(&lie).is_err());
+        // Trailing bytes are a disagreement, not padding.
+        let mut two = encode_to_vec(&7u32).unwrap();
+        two.push(0);
+        assert_eq!(decode::<u32>(&two), Err(DecodeError::Trailing(1)));
+    }
+
+    #[test]
+    fn a_head_leaves_room_for_the_data_behind_it() {
+        let mut buf = vec![0u8; 64];
+        let start = emit_head(&mut buf, &(1u8, 2u16), 10).unwrap();
+        buf[start..start + 3].copy_from_slice(b"abc");
+        set_data_len(&mut buf, 3);
+        let f = Frame::parse(&buf).unwrap().unwrap();
+        assert_eq!(f.data, b"abc");
+        assert_eq!(decode::<(u8, u16)>(f.meta).unwrap(), (1, 2));
+        assert!(emit_head(&mut buf[..4], &1u8, 0).is_err());
+        assert!(emit_head(&mut buf, &1u8, MAX_DATA + 1).is_err());
+    }
+}

@@ -440,3 +440,73 @@ fn a_stalled_client_does_not_hold_up_a_stop() {
     );
     drop(stalled);
 }
+
+#[test]
+fn the_hello_negotiates_the_version() {
+    let h = Harness::new();
+    let talk = |hello: &dfs_proto::msg::ClientHello| -> Option<dfs_proto::msg::ServerChallenge> {
+        let s = vmmc_sockets::VmmcStream::connect(&h.addr).unwrap();
+        let mut w: &vmmc_sockets::VmmcStream = &s;
+        w.write_all(&raw_frame(&dfs_proto::codec::encode_to_vec(hello).unwrap()))
+            .unwrap();
+        let mut slot = s.readable_at_least(dfs_proto::frame::HEADER).unwrap();
+        if slot.is_empty() {
+            return None;
+        }
+        let need = dfs_proto::frame::needed(slot.data()).unwrap();
+        drop(slot);
+        let mut slot = s.readable_at_least(need).unwrap();
+        let f = dfs_proto::frame::Frame::parse(slot.data())
+            .unwrap()
+            .unwrap();
+        Some(dfs_proto::codec::decode(f.meta).unwrap())
+    };
+    let mut hello = dfs_proto::msg::ClientHello {
+        magic: dfs_proto::msg::MAGIC,
+        min_version: 1,
+        max_version: 9,
+        client_nonce: [1; 32],
+        session: [2; 16],
+    };
+    match talk(&hello) {
+        Some(dfs_proto::msg::ServerChallenge::Challenge { version, auth, .. }) => {
+            assert_eq!(version, dfs_proto::msg::PROTOCOL_VERSION);
+            assert_eq!(auth, dfs_proto::msg::AuthMode::None);
+        }
+        other => panic!("{other:?}"),
+    }
+    hello.min_version = 2;
+    match talk(&hello) {
+        Some(dfs_proto::msg::ServerChallenge::Refused { errno, reason }) => {
+            assert_eq!(errno, Errno(libc::EPROTONOSUPPORT));
+            assert!(reason.contains("version"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    hello.min_version = 1;
+    hello.magic = *b"HTTP";
+    assert_eq!(
+        talk(&hello),
+        None,
+        "not a DFS client: closed without a word"
+    );
+}
+
+#[test]
+fn the_same_protocol_over_tcp() {
+    let h = Harness::with(|c| c.listen = "tcp:127.0.0.1:0".into());
+    assert!(h.addr.starts_with("tcp:127.0.0.1:"));
+    let mut c = h.client();
+    let top = c.root();
+    let d = c.mkdir(&top, "d", 0o755).unwrap();
+    let (f, open) = c.create(&d.handle, "f", 0o644, RW).unwrap();
+    let block: Vec<u8> = (0..1usize << 20).map(|i| (i % 251) as u8).collect();
+    for i in 0..3u64 {
+        c.write(&f.handle, Some(open), i << 20, &block).unwrap();
+    }
+    for i in 0..3u64 {
+        assert!(c.read(&f.handle, Some(open), i << 20, 1 << 20).unwrap().0 == block);
+    }
+    assert_eq!(c.list(&d.handle, 10).unwrap(), vec!["f".to_string()]);
+    assert_eq!(c.lookup(&top, "nothing").unwrap_err(), Errno::ENOENT);
+}

@@ -185,6 +185,66 @@ fn symlinks_are_never_followed() {
             .unwrap();
         }
     }
+    // Nothing reached through a link to the outside file: not its times, not its xattrs.
+    let secret = h.outside.join("secret.txt");
+    let before = std::fs::metadata(&secret).unwrap().modified().unwrap();
+    let (parent, mut p) = h.parent_server();
+    let proot = p.root();
+    let od = p.lookup(&proot, "outside").unwrap().handle;
+    let sh = p.lookup(&od, "secret.txt").unwrap().handle;
+    let leak = Op::SetXattr {
+        handle: sh,
+        name: XattrName::new(b"user.leak").unwrap(),
+        value: b"outside".to_vec(),
+        flags: 0,
+    };
+    p.op(leak).unwrap();
+    drop(p);
+    parent.stop().unwrap();
+    let file_link = c.lookup(&root, "out-file").unwrap().handle;
+    let touch = Op::SetAttr {
+        handle: file_link.clone(),
+        open: None,
+        set: dfs_proto::attr::SetAttr {
+            atime: Some(dfs_proto::attr::SetTime::At(dfs_proto::attr::Timestamp {
+                secs: 1,
+                nanos: 0,
+            })),
+            mtime: Some(dfs_proto::attr::SetTime::At(dfs_proto::attr::Timestamp {
+                secs: 1,
+                nanos: 0,
+            })),
+            ..Default::default()
+        },
+    };
+    let _ = c.op(touch);
+    let got = c.op(Op::GetXattr {
+        handle: file_link.clone(),
+        name: XattrName::new(b"user.leak").unwrap(),
+        size: 100,
+    });
+    assert!(got.is_err(), "{got:?}");
+    assert_eq!(
+        std::fs::metadata(&secret).unwrap().modified().unwrap(),
+        before,
+        "a time set through a symlink reached outside"
+    );
+    let get = Op::GetXattr {
+        handle: file_link.clone(),
+        name: XattrName::new(b"user.leak").unwrap(),
+        size: 100,
+    };
+    assert!(c.op(get).is_err());
+    let listed = c.op(Op::ListXattr {
+        handle: file_link.clone(),
+        size: 1000,
+    });
+    if let Ok(Body::XattrData(list)) = listed {
+        assert!(
+            !list.windows(9).any(|w| w == b"user.leak"),
+            "the outside file's xattr names leaked"
+        );
+    }
     // A symlink to the outside directory as a path component of a name is impossible (names
     // have no '/'), and the outside is as it was; /etc/passwd's bytes never came back.
     h.outside_untouched();
@@ -226,18 +286,7 @@ fn forged_handles_are_stale() {
     }
     // A genuine handle from another export on the same file system, with the same key: a
     // server exporting the parent directory can name the outside file; ours must refuse it.
-    let mut parent_config = h.config.clone();
-    parent_config.export = h.tmp.path().to_path_buf();
-    parent_config.listen = fresh_shm();
-    let parent = Server::bind(parent_config).unwrap().spawn().unwrap();
-    let mut p = Client {
-        conn: dfs_client::Connection::connect(
-            parent.addr(),
-            &dfs_client::ConnectOptions::new().unwrap(),
-        )
-        .unwrap(),
-        creds: ROOT,
-    };
+    let (parent, mut p) = h.parent_server();
     let proot = p.root();
     let outside_dir = p.lookup(&proot, "outside").unwrap();
     let secret = p.lookup(&outside_dir.handle, "secret.txt").unwrap();

@@ -123,6 +123,17 @@ impl Harness {
         self.server = Some(Server::bind(config).unwrap().spawn().unwrap());
     }
 
+    /// A second server, with the same key, that exports the directory holding both the export
+    /// and the outside: it can name (and change) what ours must never reach.
+    pub fn parent_server(&self) -> (Running, Client) {
+        let mut config = self.config.clone();
+        config.export = self.tmp.path().to_path_buf();
+        config.listen = fresh_shm();
+        let parent = Server::bind(config).unwrap().spawn().unwrap();
+        let conn = Connection::connect(parent.addr(), &ConnectOptions::new().unwrap()).unwrap();
+        (parent, Client { conn, creds: ROOT })
+    }
+
     /// The outside file's content is what the test put there: nothing wrote it.
     pub fn outside_untouched(&self) {
         assert_eq!(

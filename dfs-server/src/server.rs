@@ -21,6 +21,9 @@ use crate::handles::Handles;
 use crate::opens::Opens;
 use crate::session;
 
+/// Most connections served at once (each has a thread); more are closed as they arrive.
+pub const MAX_CONNECTIONS: usize = 1024;
+
 /// How a server is set up.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -221,6 +224,13 @@ impl Server {
             loop {
                 match self.listener.accept() {
                     Ok((stream, peer)) => {
+                        if conns.len() >= MAX_CONNECTIONS {
+                            tracing::warn!(
+                                "client {} refused: {MAX_CONNECTIONS} connections already",
+                                describe(&peer)
+                            );
+                            continue;
+                        }
                         let shared = self.shared.clone();
                         let who = describe(&peer);
                         tracing::info!("client {who} connected");

@@ -9,7 +9,6 @@ use dfs_proto::handle::FileHandle;
 use dfs_proto::msg::{Body, Op, RenameMode, Request};
 use dfs_proto::name::{LinkTarget, XattrName};
 use dfs_proto::Errno;
-use dfs_server::Server;
 
 /// Sends a request whose name bytes were swapped after encoding, as a hostile client that
 /// does not use our encoder would. Returns whether the server answered at all.

@@ -73,17 +73,26 @@ pub enum CallError {
     /// The connection failed or timed out; it cannot be used any more.
     #[error("{0}")]
     Io(#[from] io::Error),
+    /// The connection failed before the request left: the server never saw it, so it may
+    /// be sent again on another connection whatever it was.
+    #[error("{0}")]
+    NotSent(io::Error),
     /// The server sent something malformed; the connection cannot be used any more.
     #[error("protocol error: {0}")]
     Protocol(String),
 }
 
 impl CallError {
+    /// Whether the request surely never reached the server.
+    pub fn unsent(&self) -> bool {
+        matches!(self, CallError::NotSent(_))
+    }
+
     /// The errno a file-system caller should see.
     pub fn errno(&self) -> Errno {
         match self {
             CallError::Io(e) if e.kind() == ErrorKind::TimedOut => Errno(libc_etimedout()),
-            CallError::Io(_) => Errno::ENOTCONN,
+            CallError::Io(_) | CallError::NotSent(_) => Errno::ENOTCONN,
             CallError::Protocol(_) => Errno::EIO,
         }
     }
@@ -201,6 +210,11 @@ impl Connection {
         self.read_only
     }
 
+    /// Whether a call on this connection failed: it cannot be used any more.
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
+
     /// The stream underneath (for tests that misbehave on purpose).
     pub fn stream(&self) -> &VmmcStream {
         &self.stream
@@ -232,7 +246,7 @@ impl Connection {
             op,
         };
         if let Err(e) = send(&self.stream, &req, data) {
-            return self.fail(e);
+            return self.fail(not_sent(e));
         }
         match recv_reply(&self.stream, id, |reply, _data| reply) {
             Ok(r) => Ok(r),
@@ -265,12 +279,21 @@ impl Connection {
             },
         };
         if let Err(e) = send(&self.stream, &req, &[]) {
-            return self.fail(e);
+            return self.fail(not_sent(e));
         }
         match recv_reply(&self.stream, id, f) {
             Ok(r) => Ok(r),
             Err(e) => self.fail(e),
         }
+    }
+}
+
+/// A send that failed on a dead connection left nothing behind: the ring never took the
+/// frame, or it died with the connection.
+fn not_sent(e: CallError) -> CallError {
+    match e {
+        CallError::Io(e) => CallError::NotSent(e),
+        e => e,
     }
 }
 

@@ -1,5 +1,10 @@
 //! The vmmc-dfs client library.
 //!
+//! [`Client`] is what every front end uses: the FUSE mount ([`fuse`], [`mount`]) now, an
+//! interception library later. It keeps a pool of connections, retries idempotent calls on a
+//! new connection after a server restart (the handles stay valid), and fails with `ENOTCONN`
+//! when the server stays away longer than its timeout.
+//!
 //! [`Connection`] speaks the protocol on one vmmc-sockets stream: the handshake, then one
 //! request at a time. A read's bytes can be used in place, in the connection's receive ring
 //! ([`Connection::read_in_place`]), so a consumer that hands them on (to the kernel, to an
@@ -8,6 +13,12 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod client;
 mod conn;
+#[cfg(target_os = "linux")]
+pub mod fuse;
+#[cfg(target_os = "linux")]
+pub mod mount;
 
+pub use client::Client;
 pub use conn::{current_creds, CallError, ConnectError, ConnectOptions, Connection};

@@ -219,7 +219,8 @@ pub enum Op {
         /// Permission bits.
         mode: u32,
     },
-    /// Make a regular file, a FIFO or a socket node (device nodes are refused).
+    /// Make a regular file, a FIFO, a socket node, or (for a caller who is root after the
+    /// server's squashing) a device node.
     Mknod {
         /// The parent.
         dir: FileHandle,
@@ -227,7 +228,7 @@ pub enum Op {
         name: Name,
         /// Type and permission bits.
         mode: u32,
-        /// Device number (must be 0).
+        /// Device number (0 but for device nodes).
         rdev: u64,
     },
     /// Remove a non-directory.

@@ -331,13 +331,12 @@ impl Fs {
                 rdev,
             } => {
                 let kind = SFlag::from_bits_truncate(mode & libc::S_IFMT);
-                if !matches!(
-                    FileKind::from_mode(*mode),
-                    FileKind::Regular | FileKind::Fifo | FileKind::Socket
-                ) || *rdev != 0
-                {
-                    // Device nodes would hand the client the server's devices.
-                    return Err(Errno::EPERM);
+                match FileKind::from_mode(*mode) {
+                    FileKind::Regular | FileKind::Fifo | FileKind::Socket if *rdev == 0 => {}
+                    // Device nodes only for a caller who is root after squashing, as locally
+                    // (the server itself never opens them).
+                    FileKind::CharDevice | FileKind::BlockDevice if c.id.uid == 0 => {}
+                    _ => return Err(Errno::EPERM),
                 }
                 let d = self.h(dir)?;
                 let _as = self.act(c)?;
@@ -346,7 +345,7 @@ impl Fs {
                     OsStr::from_bytes(name.as_bytes()),
                     kind,
                     Mode::from_bits_truncate(mode & 0o7777),
-                    0,
+                    *rdev as libc::dev_t,
                 )
                 .map_err(ex)?;
                 self.entry_at(d.as_fd(), name).map(Body::Entry)
@@ -560,8 +559,13 @@ impl Fs {
         open: Option<OpenId>,
         set: &SetAttr,
     ) -> Result<Body, Errno> {
-        let fd = self.h(handle)?;
+        // An open of the file serves for everything, also once the file is unlinked (its
+        // handle is stale then).
         let held = open.and_then(|o| self.opens.get(c.session, o));
+        let fd = match &held {
+            Some(f) => f.clone(),
+            None => self.h(handle)?,
+        };
         let _as = self.act(c)?;
         let path = proc_path(fd.as_fd());
         if let Some(mode) = set.mode {

@@ -1,0 +1,622 @@
+//! The client every front end uses: a pool of connections to one server, every protocol
+//! operation as a typed call, reads in place, and transparent reconnection after a server
+//! restart (the handles stay valid).
+
+use std::io;
+use std::sync::Mutex;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use dfs_proto::attr::{Attr, Entry, SetAttr, StatFs};
+use dfs_proto::handle::{FileHandle, OpenId};
+use dfs_proto::msg::{Body, Creds, DirPage, Op, OpenFlags, RenameMode};
+use dfs_proto::name::{LinkTarget, Name, XattrName};
+use dfs_proto::Errno;
+
+use crate::conn::{CallError, ConnectError, ConnectOptions, Connection};
+
+/// Most idle connections kept for reuse; a burst beyond it connects and closes.
+const MAX_IDLE: usize = 16;
+
+/// A client of one server.
+#[derive(Debug)]
+pub struct Client {
+    addr: String,
+    opts: ConnectOptions,
+    root: FileHandle,
+    read_only: bool,
+    idle: Mutex<Vec<Connection>>,
+    reconnect_for: Duration,
+}
+
+/// A value from a typed call whose reply had an unexpected shape: the server broke the
+/// protocol.
+fn unexpected(b: Body) -> Errno {
+    let _ = b;
+    Errno::EIO
+}
+
+impl Client {
+    /// Connects (and authenticates) once, to fail early with a clear error.
+    pub fn connect(addr: &str, opts: ConnectOptions) -> Result<Client, ConnectError> {
+        let c = Connection::connect(addr, &opts)?;
+        Ok(Client {
+            addr: addr.to_string(),
+            root: c.root().clone(),
+            read_only: c.read_only(),
+            reconnect_for: opts.timeout,
+            opts,
+            idle: Mutex::new(vec![c]),
+        })
+    }
+
+    /// The export's root directory.
+    pub fn root(&self) -> &FileHandle {
+        &self.root
+    }
+
+    /// Whether the server refuses every change.
+    pub fn read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// The server's address.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// How long a call keeps trying to reach a server that is gone before it fails with
+    /// `ENOTCONN` (the connect timeout by default).
+    pub fn set_reconnect_for(&mut self, d: Duration) {
+        self.reconnect_for = d;
+    }
+
+    fn take(&self) -> Result<Connection, ConnectError> {
+        let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        match pooled {
+            Some(c) => Ok(c),
+            None => Connection::connect(&self.addr, &self.opts),
+        }
+    }
+
+    fn put(&self, c: Connection) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE && !c.is_broken() {
+            idle.push(c);
+        }
+    }
+
+    /// Runs `f` on a connection. A connection that fails is dropped; the call is repeated on
+    /// a new one (the server may have restarted) when it is safe: when the request never left,
+    /// or the operation is idempotent. It gives up after `reconnect_for` with `ENOTCONN`.
+    pub fn with_connection<R>(
+        &self,
+        idempotent: bool,
+        mut f: impl FnMut(&mut Connection) -> Result<R, CallError>,
+    ) -> Result<R, Errno> {
+        let deadline = Instant::now() + self.reconnect_for;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let err = match self.take() {
+                Ok(mut c) => match f(&mut c) {
+                    Ok(r) => {
+                        self.put(c);
+                        return Ok(r);
+                    }
+                    Err(e) => {
+                        if !(e.unsent() || idempotent) {
+                            return Err(e.errno());
+                        }
+                        e.errno()
+                    }
+                },
+                Err(ConnectError::Io(e)) if is_transient(&e) => Errno::ENOTCONN,
+                // Refused, not authentic, protocol: retrying does not help.
+                Err(_) => return Err(Errno::EACCES),
+            };
+            if Instant::now() >= deadline {
+                return Err(if err == Errno(libc_etimedout()) {
+                    err
+                } else {
+                    Errno::ENOTCONN
+                });
+            }
+            sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    /// Sends `op` with `data` (a write's bytes) and returns the server's answer.
+    pub fn call(&self, creds: &Creds, op: Op, data: &[u8]) -> Result<Body, Errno> {
+        let idempotent = op.is_idempotent();
+        self.with_connection(idempotent, |c| c.call(creds, op.clone(), data))?
+            .result
+    }
+
+    fn entry(&self, creds: &Creds, op: Op) -> Result<Entry, Errno> {
+        match self.call(creds, op, &[])? {
+            Body::Entry(e) => Ok(e),
+            b => Err(unexpected(b)),
+        }
+    }
+
+    fn done(&self, creds: &Creds, op: Op) -> Result<(), Errno> {
+        match self.call(creds, op, &[])? {
+            Body::Done => Ok(()),
+            b => Err(unexpected(b)),
+        }
+    }
+
+    fn attr(&self, creds: &Creds, op: Op) -> Result<Attr, Errno> {
+        match self.call(creds, op, &[])? {
+            Body::Attr(a) => Ok(a),
+            b => Err(unexpected(b)),
+        }
+    }
+
+    /// Finds `name` in `dir`.
+    pub fn lookup(&self, creds: &Creds, dir: &FileHandle, name: &Name) -> Result<Entry, Errno> {
+        self.entry(
+            creds,
+            Op::Lookup {
+                dir: dir.clone(),
+                name: name.clone(),
+            },
+        )
+    }
+
+    /// A file's attributes (through `open` if given, which works after an unlink).
+    pub fn getattr(
+        &self,
+        creds: &Creds,
+        handle: &FileHandle,
+        open: Option<OpenId>,
+    ) -> Result<Attr, Errno> {
+        self.attr(
+            creds,
+            Op::GetAttr {
+                handle: handle.clone(),
+                open,
+            },
+        )
+    }
+
+    /// Changes attributes and returns the new ones.
+    pub fn setattr(
+        &self,
+        creds: &Creds,
+        handle: &FileHandle,
+        open: Option<OpenId>,
+        set: SetAttr,
+    ) -> Result<Attr, Errno> {
+        self.attr(
+            creds,
+            Op::SetAttr {
+                handle: handle.clone(),
+                open,
+                set,
+            },
+        )
+    }
+
+    /// A page of `dir` from `cookie` (0 at the start).
+    pub fn readdir(
+        &self,
+        creds: &Creds,
+        dir: &FileHandle,
+        cookie: u64,
+        max_entries: u32,
+    ) -> Result<DirPage, Errno> {
+        match self.call(
+            creds,
+            Op::ReadDir {
+                dir: dir.clone(),
+                cookie,
+                max_entries,
+            },
+            &[],
+        )? {
+            Body::Dir(p) => Ok(p),
+            b => Err(unexpected(b)),
+        }
+    }
+
+    /// Opens an existing file.
+    pub fn open(
+        &self,
+        creds: &Creds,
+        handle: &FileHandle,
+        flags: OpenFlags,
+    ) -> Result<OpenId, Errno> {
+        match self.call(
+            creds,
+            Op::Open {
+                handle: handle.clone(),
+                flags,
+            },
+            &[],
+        )? {
+            Body::Opened { open, .. } => Ok(open),
+            b => Err(unexpected(b)),
+        }
+    }
+
+    /// Creates and opens a regular file.
+    pub fn create(
+        &self,
+        creds: &Creds,
+        dir: &FileHandle,
+        name: &Name,
+        mode: u32,
+        flags: OpenFlags,
+    ) -> Result<(Entry, OpenId), Errno> {
+        match self.call(
+            creds,
+            Op::Create {
+                dir: dir.clone(),
+                name: name.clone(),
+                mode,
+                flags,
+            },
+            &[],
+        )? {
+            Body::Opened {
+                open,
+                entry: Some(e),
+            } => Ok((e, open)),
+            b => Err(unexpected(b)),
+        }
+    }
+
+    /// Reads up to `len` bytes at `offset` and hands them to `f` in place, in the connection's
+    /// receive ring (no copy on this side unless `f` makes one); `eof` says whether the file
+    /// ended first.
+    pub fn read_with<R>(
+        &self,
+        creds: &Creds,
+        handle: &FileHandle,
+        open: Option<OpenId>,
+        offset: u64,
+        len: u32,
+        mut f: impl FnMut(&[u8], bool) -> R,
+    ) -> Result<R, Errno> {
+        self.with_connection(true, |c| {
+            c.read_in_place(
+                creds,
+                handle.clone(),
+                open,
+                offset,
+                len,
+                |reply, data| match reply.result {
+                    Ok(Body::Read { eof }) => Ok(f(data, eof)),
+                    Ok(b) => Err(unexpected(b)),
+                    Err(e) => Err(e),
+                },
+            )
+        })?
+    }
+
+    /// Reads into a new vector (a copy; [`Client::read_with`] avoids it).
+    pub fn read(
+        &self,
+        creds: &Creds,
+        handle: &FileHandle,
+        open: Option<OpenId>,
+        offset: u64,
+        len: u32,
+    ) -> Result<Vec<u8>, Errno> {
+        self.read_with(creds, handle, open, offset, len, |d, _| d.to_vec())
+    }
+
+    /// Writes `data` at `offset` (at the end for an append open); returns the bytes written.
+    pub fn write(
+        &self,
+        creds: &Creds,
+        handle: &FileHandle,
+        open: Option<OpenId>,
+        offset: u64,
+        append: bool,
+        data: &[u8],
+    ) -> Result<u32, Errno> {
+        match self.call(
+            creds,
+            Op::Write {
+                handle: handle.clone(),
+                open,
+                offset,
+                append,
+            },
+            data,
+        )? {
+            Body::Written { len } => Ok(len),
+            b => Err(unexpected(b)),
+        }
+    }
+
+    /// Makes a directory.
+    pub fn mkdir(
+        &self,
+        creds: &Creds,
+        dir: &FileHandle,
+        name: &Name,
+        mode: u32,
+    ) -> Result<Entry, Errno> {
+        self.entry(
+            creds,
+            Op::Mkdir {
+                dir: dir.clone(),
+                name: name.clone(),
+                mode,
+            },
+        )
+    }
+
+    /// Makes a regular file, FIFO or socket node.
+    pub fn mknod(
+        &self,
+        creds: &Creds,
+        dir: &FileHandle,
+        name: &Name,
+        mode: u32,
+        rdev: u64,
+    ) -> Result<Entry, Errno> {
+        self.entry(
+            creds,
+            Op::Mknod {
+                dir: dir.clone(),
+                name: name.clone(),
+                mode,
+                rdev,
+            },
+        )
+    }
+
+    /// Removes a non-directory.
+    pub fn unlink(&self, creds: &Creds, dir: &FileHandle, name: &Name) -> Result<(), Errno> {
+        self.done(
+            creds,
+            Op::Unlink {
+                dir: dir.clone(),
+                name: name.clone(),
+            },
+        )
+    }
+
+    /// Removes an empty directory.
+    pub fn rmdir(&self, creds: &Creds, dir: &FileHandle, name: &Name) -> Result<(), Errno> {
+        self.done(
+            creds,
+            Op::Rmdir {
+                dir: dir.clone(),
+                name: name.clone(),
+            },
+        )
+    }
+
+    /// Renames (or exchanges) an entry.
+    pub fn rename(
+        &self,
+        creds: &Creds,
+        from_dir: &FileHandle,
+        from: &Name,
+        to_dir: &FileHandle,
+        to: &Name,
+        mode: RenameMode,
+    ) -> Result<(), Errno> {
+        self.done(
+            creds,
+            Op::Rename {
+                from_dir: from_dir.clone(),
+                from: from.clone(),
+                to_dir: to_dir.clone(),
+                to: to.clone(),
+                mode,
+            },
+        )
+    }
+
+    /// A new hard link to `handle` as `name` in `dir`.
+    pub fn link(
+        &self,
+        creds: &Creds,
+        handle: &FileHandle,
+        dir: &FileHandle,
+        name: &Name,
+    ) -> Result<Entry, Errno> {
+        self.entry(
+            creds,
+            Op::Link {
+                handle: handle.clone(),
+                dir: dir.clone(),
+                name: name.clone(),
+            },
+        )
+    }
+
+    /// A symbolic link.
+    pub fn symlink(
+        &self,
+        creds: &Creds,
+        dir: &FileHandle,
+        name: &Name,
+        target: &LinkTarget,
+    ) -> Result<Entry, Errno> {
+        self.entry(
+            creds,
+            Op::Symlink {
+                dir: dir.clone(),
+                name: name.clone(),
+                target: target.clone(),
+            },
+        )
+    }
+
+    /// A symbolic link's target.
+    pub fn readlink(&self, creds: &Creds, handle: &FileHandle) -> Result<LinkTarget, Errno> {
+        match self.call(
+            creds,
+            Op::ReadLink {
+                handle: handle.clone(),
+            },
+            &[],
+        )? {
+            Body::Target(t) => Ok(t),
+            b => Err(unexpected(b)),
+        }
+    }
+
+    /// File system statistics.
+    pub fn statfs(&self, creds: &Creds, handle: &FileHandle) -> Result<StatFs, Errno> {
+        match self.call(
+            creds,
+            Op::StatFs {
+                handle: handle.clone(),
+            },
+            &[],
+        )? {
+            Body::StatFs(s) => Ok(s),
+            b => Err(unexpected(b)),
+        }
+    }
+
+    /// Flushes a file to stable storage.
+    pub fn fsync(
+        &self,
+        creds: &Creds,
+        handle: &FileHandle,
+        open: Option<OpenId>,
+        datasync: bool,
+    ) -> Result<(), Errno> {
+        self.done(
+            creds,
+            Op::Fsync {
+                handle: handle.clone(),
+                open,
+                datasync,
+            },
+        )
+    }
+
+    /// Reports deferred errors of a close.
+    pub fn flush(&self, creds: &Creds, handle: &FileHandle, open: OpenId) -> Result<(), Errno> {
+        self.done(
+            creds,
+            Op::Flush {
+                handle: handle.clone(),
+                open,
+            },
+        )
+    }
+
+    /// Forgets an open.
+    pub fn release(&self, creds: &Creds, open: OpenId) -> Result<(), Errno> {
+        self.done(creds, Op::Release { open })
+    }
+
+    /// Allocates, punches or zeroes a range.
+    pub fn fallocate(
+        &self,
+        creds: &Creds,
+        handle: &FileHandle,
+        open: Option<OpenId>,
+        mode: u32,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), Errno> {
+        self.done(
+            creds,
+            Op::Fallocate {
+                handle: handle.clone(),
+                open,
+                mode,
+                offset,
+                len,
+            },
+        )
+    }
+
+    /// An xattr's value (or its size for `size` 0).
+    pub fn getxattr(
+        &self,
+        creds: &Creds,
+        handle: &FileHandle,
+        name: &XattrName,
+        size: u32,
+    ) -> Result<Body, Errno> {
+        self.call(
+            creds,
+            Op::GetXattr {
+                handle: handle.clone(),
+                name: name.clone(),
+                size,
+            },
+            &[],
+        )
+    }
+
+    /// Sets an xattr.
+    pub fn setxattr(
+        &self,
+        creds: &Creds,
+        handle: &FileHandle,
+        name: &XattrName,
+        value: &[u8],
+        flags: u32,
+    ) -> Result<(), Errno> {
+        self.done(
+            creds,
+            Op::SetXattr {
+                handle: handle.clone(),
+                name: name.clone(),
+                value: value.to_vec(),
+                flags,
+            },
+        )
+    }
+
+    /// The xattr names (or the list's size for `size` 0).
+    pub fn listxattr(&self, creds: &Creds, handle: &FileHandle, size: u32) -> Result<Body, Errno> {
+        self.call(
+            creds,
+            Op::ListXattr {
+                handle: handle.clone(),
+                size,
+            },
+            &[],
+        )
+    }
+
+    /// Removes an xattr.
+    pub fn removexattr(
+        &self,
+        creds: &Creds,
+        handle: &FileHandle,
+        name: &XattrName,
+    ) -> Result<(), Errno> {
+        self.done(
+            creds,
+            Op::RemoveXattr {
+                handle: handle.clone(),
+                name: name.clone(),
+            },
+        )
+    }
+}
+
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::NotFound
+            | io::ErrorKind::TimedOut
+            | io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::NotConnected
+    )
+}
+
+fn libc_etimedout() -> i32 {
+    110
+}

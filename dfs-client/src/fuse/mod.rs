@@ -1,0 +1,750 @@
+//! The FUSE front end: the kernel's file-system requests as [`Client`] calls.
+//!
+//! Reads go from the connection's ring slice straight into the FUSE reply (fuser writes it to
+//! `/dev/fuse` from the slice), so this side makes no copy of its own. Writes arrive in a
+//! buffer fuser owns and are copied once, into the server's ring. Attributes and entries are
+//! cached by the kernel for the mount's timeouts; file pages stay cached across opens only
+//! while the file's mtime and size are what this client last saw (close-to-open consistency).
+
+mod convert;
+mod nodes;
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use dfs_proto::attr::{Attr, Entry, SetAttr};
+use dfs_proto::handle::{FileHandle, OpenId};
+use dfs_proto::msg::{Body, Creds, RenameMode};
+use dfs_proto::name::{LinkTarget, Name, XattrName};
+use dfs_proto::Errno;
+use fuser::{
+    FileHandle as Fh, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner,
+    OpenFlags as FuseOpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow, WriteFlags,
+};
+
+use crate::Client;
+pub use nodes::{Nodes, ROOT};
+
+/// How the kernel caches what the mount tells it.
+#[derive(Clone, Copy, Debug)]
+pub struct CacheTimes {
+    /// How long attributes stay valid (`attr_timeout`).
+    pub attr: Duration,
+    /// How long a name's lookup stays valid (`entry_timeout`).
+    pub entry: Duration,
+}
+
+impl Default for CacheTimes {
+    fn default() -> CacheTimes {
+        CacheTimes {
+            attr: Duration::from_secs(1),
+            entry: Duration::from_secs(1),
+        }
+    }
+}
+
+/// An open file of the mount.
+#[derive(Debug, Clone)]
+struct Open {
+    open: OpenId,
+    append: bool,
+    /// The node it opens: an unlinked file is reached through its opens only.
+    ino: u64,
+}
+
+/// The mounted file system.
+#[derive(Debug)]
+pub struct DfsFuse {
+    client: Arc<Client>,
+    nodes: Nodes,
+    opens: Mutex<HashMap<u64, Open>>,
+    next_fh: AtomicU64,
+    times: CacheTimes,
+}
+
+const GEN: Generation = Generation(0);
+/// Entries asked of the server per directory page.
+const DIR_PAGE: u32 = 256;
+/// Largest request the kernel sends us (its own cap is 1 MiB too).
+pub const MAX_IO: u32 = 1 << 20;
+
+fn name(n: &OsStr) -> Result<Name, Errno> {
+    Name::new(n.as_bytes()).map_err(|e| e.errno())
+}
+
+fn who(req: &Request) -> Creds {
+    convert::creds(req.uid(), req.gid(), req.pid())
+}
+
+impl DfsFuse {
+    /// The file system of `client`'s export.
+    pub fn new(client: Arc<Client>, times: CacheTimes) -> DfsFuse {
+        let nodes = Nodes::new(client.root().clone());
+        DfsFuse {
+            client,
+            nodes,
+            opens: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            times,
+        }
+    }
+
+    fn handle(&self, ino: INodeNo) -> Result<FileHandle, Errno> {
+        self.nodes.handle(ino.0).ok_or(Errno::ESTALE)
+    }
+
+    fn open_of(&self, fh: Fh) -> Option<Open> {
+        self.opens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&fh.0)
+            .cloned()
+    }
+
+    /// The open the kernel named, or else any open of the same node: the kernel asks for the
+    /// attributes of an open file without saying which open, and once the file is unlinked
+    /// its handle no longer resolves on the server.
+    fn any_open(&self, ino: INodeNo, fh: Option<Fh>) -> Option<OpenId> {
+        let opens = self.opens.lock().unwrap_or_else(|p| p.into_inner());
+        fh.and_then(|f| opens.get(&f.0))
+            .or_else(|| opens.values().find(|o| o.ino == ino.0))
+            .map(|o| o.open)
+    }
+
+    fn add_open(&self, o: Open) -> Fh {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.opens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(fh, o);
+        Fh(fh)
+    }
+
+    fn reply_entry(&self, reply: ReplyEntry, r: Result<Entry, Errno>) {
+        match r {
+            Ok(e) => {
+                let id = self.nodes.looked_up(&e.handle);
+                reply.entry_with_ttls(
+                    &self.times.entry,
+                    &self.times.attr,
+                    &convert::file_attr(id, &e.attr),
+                    GEN,
+                );
+            }
+            Err(e) => reply.error(convert::errno(e)),
+        }
+    }
+
+    fn reply_attr(&self, ino: INodeNo, reply: ReplyAttr, r: Result<Attr, Errno>) {
+        match r {
+            Ok(a) => reply.attr(&self.times.attr, &convert::file_attr(ino.0, &a)),
+            Err(e) => reply.error(convert::errno(e)),
+        }
+    }
+
+    fn reply_empty(reply: ReplyEmpty, r: Result<(), Errno>) {
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(convert::errno(e)),
+        }
+    }
+
+    fn reply_xattr(reply: ReplyXattr, r: Result<Body, Errno>) {
+        match r {
+            Ok(Body::XattrSize(n)) => reply.size(n),
+            Ok(Body::XattrData(d)) => reply.data(&d),
+            Ok(_) => reply.error(fuser::Errno::EIO),
+            Err(e) => reply.error(convert::errno(e)),
+        }
+    }
+
+    /// Opens on the server; the kernel may keep its cached pages only if the file is as this
+    /// client last saw it.
+    fn do_open(&self, req: &Request, ino: INodeNo, flags: i32) -> Result<(Fh, FopenFlags), Errno> {
+        let creds = who(req);
+        let h = self.handle(ino)?;
+        let pf = convert::open_flags(flags);
+        let open = self.client.open(&creds, &h, pf)?;
+        let fh = self.add_open(Open {
+            open,
+            append: pf.append,
+            ino: ino.0,
+        });
+        let keep = match self.client.getattr(&creds, &h, Some(open)) {
+            Ok(a) => self.nodes.seen(ino.0, (a.mtime, a.size)),
+            Err(_) => false,
+        };
+        Ok((
+            fh,
+            if keep {
+                FopenFlags::FOPEN_KEEP_CACHE
+            } else {
+                FopenFlags::empty()
+            },
+        ))
+    }
+
+    fn readdir_pages(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        offset: u64,
+        mut each: impl FnMut(&dfs_proto::msg::DirEntry) -> bool,
+    ) -> Result<(), Errno> {
+        let creds = who(req);
+        let h = self.handle(ino)?;
+        let mut cookie = offset;
+        loop {
+            let page = self.client.readdir(&creds, &h, cookie, DIR_PAGE)?;
+            for e in &page.entries {
+                if each(e) {
+                    return Ok(());
+                }
+                cookie = e.cookie;
+            }
+            if page.eof || page.entries.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+impl Filesystem for DfsFuse {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let _ = config.set_max_write(MAX_IO);
+        let _ = config.add_capabilities(
+            fuser::InitFlags::FUSE_DO_READDIRPLUS | fuser::InitFlags::FUSE_READDIRPLUS_AUTO,
+        );
+        Ok(())
+    }
+
+    fn lookup(&self, req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEntry) {
+        let r = (|| {
+            self.client
+                .lookup(&who(req), &self.handle(parent)?, &name(n)?)
+        })();
+        self.reply_entry(reply, r);
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.nodes.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<Fh>, reply: ReplyAttr) {
+        let open = self.any_open(ino, fh);
+        let r = (|| self.client.getattr(&who(req), &self.handle(ino)?, open))();
+        self.reply_attr(ino, reply, r);
+    }
+
+    fn setattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<Fh>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let open = self.any_open(ino, fh);
+        let set = SetAttr {
+            mode: mode.map(|m| m & 0o7777),
+            uid,
+            gid,
+            size,
+            atime: atime.map(convert::set_time),
+            mtime: mtime.map(convert::set_time),
+        };
+        let r = (|| {
+            self.client
+                .setattr(&who(req), &self.handle(ino)?, open, set)
+        })();
+        self.reply_attr(ino, reply, r);
+    }
+
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        match (|| self.client.readlink(&who(req), &self.handle(ino)?))() {
+            Ok(t) => reply.data(t.as_bytes()),
+            Err(e) => reply.error(convert::errno(e)),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        n: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let mode = (mode & libc::S_IFMT) | (mode & 0o7777 & !umask);
+        let r = (|| {
+            self.client.mknod(
+                &who(req),
+                &self.handle(parent)?,
+                &name(n)?,
+                mode,
+                u64::from(rdev),
+            )
+        })();
+        self.reply_entry(reply, r);
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        n: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let r = (|| {
+            self.client.mkdir(
+                &who(req),
+                &self.handle(parent)?,
+                &name(n)?,
+                mode & 0o7777 & !umask,
+            )
+        })();
+        self.reply_entry(reply, r);
+    }
+
+    fn unlink(&self, req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEmpty) {
+        Self::reply_empty(
+            reply,
+            (|| {
+                self.client
+                    .unlink(&who(req), &self.handle(parent)?, &name(n)?)
+            })(),
+        );
+    }
+
+    fn rmdir(&self, req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEmpty) {
+        Self::reply_empty(
+            reply,
+            (|| {
+                self.client
+                    .rmdir(&who(req), &self.handle(parent)?, &name(n)?)
+            })(),
+        );
+    }
+
+    fn symlink(&self, req: &Request, parent: INodeNo, n: &OsStr, target: &Path, reply: ReplyEntry) {
+        let r = (|| {
+            let t = LinkTarget::new(target.as_os_str().as_bytes()).map_err(|e| e.errno())?;
+            self.client
+                .symlink(&who(req), &self.handle(parent)?, &name(n)?, &t)
+        })();
+        self.reply_entry(reply, r);
+    }
+
+    fn rename(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        n: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let r = (|| {
+            let bits = flags.bits();
+            let mode = if bits == 0 {
+                RenameMode::Replace
+            } else if bits == libc::RENAME_NOREPLACE {
+                RenameMode::NoReplace
+            } else if bits == libc::RENAME_EXCHANGE {
+                RenameMode::Exchange
+            } else {
+                return Err(Errno::EINVAL);
+            };
+            self.client.rename(
+                &who(req),
+                &self.handle(parent)?,
+                &name(n)?,
+                &self.handle(newparent)?,
+                &name(newname)?,
+                mode,
+            )
+        })();
+        Self::reply_empty(reply, r);
+    }
+
+    fn link(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let r = (|| {
+            self.client.link(
+                &who(req),
+                &self.handle(ino)?,
+                &self.handle(newparent)?,
+                &name(newname)?,
+            )
+        })();
+        self.reply_entry(reply, r);
+    }
+
+    fn open(&self, req: &Request, ino: INodeNo, flags: FuseOpenFlags, reply: ReplyOpen) {
+        match self.do_open(req, ino, flags.0) {
+            Ok((fh, f)) => reply.opened(fh, f),
+            Err(e) => reply.error(convert::errno(e)),
+        }
+    }
+
+    fn read(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: Fh,
+        offset: u64,
+        size: u32,
+        _flags: FuseOpenFlags,
+        _lock: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let open = self.open_of(fh).map(|o| o.open);
+        let mut reply = Some(reply);
+        let r = (|| {
+            let h = self.handle(ino)?;
+            // The reply goes to the kernel straight from the ring slice.
+            self.client.read_with(
+                &who(req),
+                &h,
+                open,
+                offset,
+                size.min(MAX_IO),
+                |data, _eof| {
+                    if let Some(r) = reply.take() {
+                        r.data(data);
+                    }
+                },
+            )
+        })();
+        if let (Err(e), Some(reply)) = (r, reply.take()) {
+            reply.error(convert::errno(e));
+        }
+    }
+
+    fn write(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: Fh,
+        offset: u64,
+        data: &[u8],
+        _wf: WriteFlags,
+        _flags: FuseOpenFlags,
+        _lock: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let o = self.open_of(fh);
+        let r = (|| {
+            let h = self.handle(ino)?;
+            self.client.write(
+                &who(req),
+                &h,
+                o.as_ref().map(|o| o.open),
+                offset,
+                o.as_ref().is_some_and(|o| o.append),
+                data,
+            )
+        })();
+        match r {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(convert::errno(e)),
+        }
+    }
+
+    fn flush(&self, req: &Request, ino: INodeNo, fh: Fh, _lock: LockOwner, reply: ReplyEmpty) {
+        let r = (|| match self.open_of(fh) {
+            Some(o) => self.client.flush(&who(req), &self.handle(ino)?, o.open),
+            None => Ok(()),
+        })();
+        Self::reply_empty(reply, r);
+    }
+
+    fn release(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: Fh,
+        _flags: FuseOpenFlags,
+        _lock: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let o = self
+            .opens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&fh.0);
+        if let Some(o) = o {
+            let creds = who(req);
+            // What the cache holds now includes this client's own writes.
+            if let Some(h) = self.nodes.handle(ino.0) {
+                if let Ok(a) = self.client.getattr(&creds, &h, Some(o.open)) {
+                    self.nodes.seen(ino.0, (a.mtime, a.size));
+                }
+            }
+            let _ = self.client.release(&creds, o.open);
+        }
+        reply.ok();
+    }
+
+    fn fsync(&self, req: &Request, ino: INodeNo, fh: Fh, datasync: bool, reply: ReplyEmpty) {
+        let open = self.open_of(fh).map(|o| o.open);
+        Self::reply_empty(
+            reply,
+            (|| {
+                self.client
+                    .fsync(&who(req), &self.handle(ino)?, open, datasync)
+            })(),
+        );
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: FuseOpenFlags, reply: ReplyOpen) {
+        match self.handle(ino) {
+            Ok(_) => reply.opened(Fh(0), FopenFlags::empty()),
+            Err(e) => reply.error(convert::errno(e)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: Fh,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let r = self.readdir_pages(req, ino, offset, |e| {
+            let id = e
+                .entry
+                .as_ref()
+                .and_then(|x| self.nodes.peek(&x.handle))
+                .unwrap_or(e.ino);
+            reply.add(
+                INodeNo(id),
+                e.cookie,
+                convert::file_type(e.kind),
+                OsStr::from_bytes(&e.name),
+            )
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(convert::errno(e)),
+        }
+    }
+
+    fn readdirplus(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: Fh,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let r = self.readdir_pages(req, ino, offset, |e| match &e.entry {
+            Some(x) => {
+                // The kernel counts a lookup for every entry it takes; one it did not take
+                // (the buffer was full) is uncounted again.
+                let id = self.nodes.looked_up(&x.handle);
+                let attr = convert::file_attr(id, &x.attr);
+                let full = reply.add(
+                    INodeNo(id),
+                    e.cookie,
+                    OsStr::from_bytes(&e.name),
+                    &self.times.entry,
+                    &attr,
+                    GEN,
+                );
+                if full {
+                    self.nodes.forget(id, 1);
+                }
+                full
+            }
+            // A name that vanished while it was listed is left out.
+            None if e.name != b"." && e.name != b".." => false,
+            // `.` and `..`: the kernel links neither to a node, it only lists them.
+            None => {
+                let attr = convert::dir_placeholder(e.ino);
+                reply.add(
+                    INodeNo(e.ino),
+                    e.cookie,
+                    OsStr::from_bytes(&e.name),
+                    &Duration::ZERO,
+                    &attr,
+                    GEN,
+                )
+            }
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(convert::errno(e)),
+        }
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: Fh,
+        _flags: FuseOpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn fsyncdir(&self, req: &Request, ino: INodeNo, _fh: Fh, datasync: bool, reply: ReplyEmpty) {
+        Self::reply_empty(
+            reply,
+            (|| {
+                self.client
+                    .fsync(&who(req), &self.handle(ino)?, None, datasync)
+            })(),
+        );
+    }
+
+    fn statfs(&self, req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+        match (|| self.client.statfs(&who(req), &self.handle(ino)?))() {
+            Ok(s) => reply.statfs(
+                s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
+            ),
+            Err(e) => reply.error(convert::errno(e)),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        n: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let r = (|| {
+            let x = XattrName::new(n.as_bytes()).map_err(|e| e.errno())?;
+            self.client
+                .setxattr(&who(req), &self.handle(ino)?, &x, value, flags as u32)
+        })();
+        Self::reply_empty(reply, r);
+    }
+
+    fn getxattr(&self, req: &Request, ino: INodeNo, n: &OsStr, size: u32, reply: ReplyXattr) {
+        let r = (|| {
+            let x = XattrName::new(n.as_bytes()).map_err(|e| e.errno())?;
+            self.client
+                .getxattr(&who(req), &self.handle(ino)?, &x, size)
+        })();
+        Self::reply_xattr(reply, r);
+    }
+
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        Self::reply_xattr(
+            reply,
+            (|| self.client.listxattr(&who(req), &self.handle(ino)?, size))(),
+        );
+    }
+
+    fn removexattr(&self, req: &Request, ino: INodeNo, n: &OsStr, reply: ReplyEmpty) {
+        let r = (|| {
+            let x = XattrName::new(n.as_bytes()).map_err(|e| e.errno())?;
+            self.client.removexattr(&who(req), &self.handle(ino)?, &x)
+        })();
+        Self::reply_empty(reply, r);
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        n: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let r = (|| {
+            let pf = convert::open_flags(flags);
+            let (e, open) = self.client.create(
+                &who(req),
+                &self.handle(parent)?,
+                &name(n)?,
+                mode & 0o7777 & !umask,
+                pf,
+            )?;
+            Ok::<_, Errno>((e, open, pf.append))
+        })();
+        match r {
+            Ok((e, open, append)) => {
+                let id = self.nodes.looked_up(&e.handle);
+                self.nodes.seen(id, (e.attr.mtime, e.attr.size));
+                let fh = self.add_open(Open {
+                    open,
+                    append,
+                    ino: id,
+                });
+                reply.created(
+                    &self.times.entry,
+                    &convert::file_attr(id, &e.attr),
+                    GEN,
+                    fh,
+                    FopenFlags::empty(),
+                );
+            }
+            Err(e) => reply.error(convert::errno(e)),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: Fh,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let open = self.open_of(fh).map(|o| o.open);
+        Self::reply_empty(
+            reply,
+            (|| {
+                self.client.fallocate(
+                    &who(req),
+                    &self.handle(ino)?,
+                    open,
+                    mode as u32,
+                    offset,
+                    length,
+                )
+            })(),
+        );
+    }
+}

@@ -1,0 +1,355 @@
+//! Mounting and unmounting: mount options, the foreground FUSE daemon, the background start
+//! that `dfs mount` does by default, and a clean unmount (also of a mount whose daemon died).
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dfs_proto::auth::Secret;
+use fuser::{Config, MountOption, SessionACL};
+use nix::sys::signal::{SigSet, Signal};
+
+use crate::fuse::{CacheTimes, DfsFuse};
+use crate::{Client, ConnectOptions};
+
+/// What `-o` can say.
+#[derive(Clone, Debug)]
+pub struct MountOptions {
+    /// Mount read-only (`ro`).
+    pub read_only: bool,
+    /// Kernel cache timeouts (`attr_timeout=SECS`, `entry_timeout=SECS`).
+    pub times: CacheTimes,
+    /// Let users other than the one who mounted in (`allow_other`). On by default when root
+    /// mounts, as for any system mount: the kernel checks permissions against the files' modes
+    /// (`default_permissions`) and the server runs each request as its caller.
+    pub allow_other: bool,
+    /// The shared secret's file (`secret=FILE`, or `--secret`).
+    pub secret: Option<PathBuf>,
+    /// How long a call waits for the server, also across a restart (`timeout=SECS`); then
+    /// it fails with `ENOTCONN`.
+    pub timeout: Duration,
+    /// Threads serving the kernel (`threads=N`).
+    pub threads: usize,
+    /// Options passed to the kernel as they are (`nosuid`, `nodev`, `noexec`, `noatime`, …).
+    pub kernel: Vec<MountOption>,
+}
+
+impl Default for MountOptions {
+    fn default() -> MountOptions {
+        MountOptions {
+            read_only: false,
+            times: CacheTimes::default(),
+            allow_other: nix::unistd::geteuid().is_root(),
+            secret: None,
+            timeout: Duration::from_secs(30),
+            threads: 4,
+            kernel: Vec::new(),
+        }
+    }
+}
+
+fn seconds(key: &str, v: &str) -> Result<Duration, String> {
+    v.parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0 && *s < 1e9)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("{key}={v}: not a number of seconds"))
+}
+
+impl MountOptions {
+    /// Adds the options of one `-o` argument (comma separated).
+    pub fn parse_into(&mut self, list: &str) -> Result<(), String> {
+        for opt in list.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+            let (key, val) = match opt.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (opt, None),
+            };
+            match (key, val) {
+                ("ro", None) => self.read_only = true,
+                ("rw", None) => self.read_only = false,
+                ("allow_other", None) => self.allow_other = true,
+                ("owner_only", None) => self.allow_other = false,
+                ("attr_timeout", Some(v)) => self.times.attr = seconds(key, v)?,
+                ("entry_timeout", Some(v)) => self.times.entry = seconds(key, v)?,
+                ("timeout", Some(v)) => {
+                    self.timeout = seconds(key, v)?.max(Duration::from_millis(100))
+                }
+                ("secret", Some(v)) => self.secret = Some(PathBuf::from(v)),
+                ("threads", Some(v)) => {
+                    self.threads = v
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=64).contains(n))
+                        .ok_or_else(|| format!("threads={v}: 1 to 64"))?
+                }
+                ("nosuid", None) => self.kernel.push(MountOption::NoSuid),
+                ("suid", None) => self.kernel.push(MountOption::Suid),
+                ("nodev", None) => self.kernel.push(MountOption::NoDev),
+                ("dev", None) => self.kernel.push(MountOption::Dev),
+                ("noexec", None) => self.kernel.push(MountOption::NoExec),
+                ("exec", None) => self.kernel.push(MountOption::Exec),
+                ("noatime", None) => self.kernel.push(MountOption::NoAtime),
+                ("atime", None) => self.kernel.push(MountOption::Atime),
+                ("sync", None) => self.kernel.push(MountOption::Sync),
+                ("async", None) => self.kernel.push(MountOption::Async),
+                ("dirsync", None) => self.kernel.push(MountOption::DirSync),
+                // What mount(8) and fstab say to themselves.
+                (
+                    "defaults" | "auto" | "noauto" | "user" | "nouser" | "users" | "_netdev"
+                    | "nofail",
+                    None,
+                ) => {}
+                (k, _) if k.starts_with("x-") || k == "comment" => {}
+                _ => {
+                    return Err(format!(
+                        "unknown mount option {opt:?} (see dfs mount --help)"
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Mounts `addr`'s export on `mountpoint` and serves it until it is unmounted or the process
+/// gets SIGINT, SIGTERM or SIGHUP (which unmount it).
+pub fn run_foreground(addr: &str, mountpoint: &Path, opts: &MountOptions) -> Result<(), String> {
+    check_mountpoint(mountpoint)?;
+    let mut copts = ConnectOptions::new().map_err(|e| e.to_string())?;
+    copts.timeout = opts.timeout;
+    if let Some(p) = &opts.secret {
+        let bytes =
+            std::fs::read(p).map_err(|e| format!("cannot read the secret {}: {e}", p.display()))?;
+        copts.secret =
+            Some(Secret::from_file_bytes(&bytes).map_err(|e| format!("{}: {e}", p.display()))?);
+    }
+    let client =
+        Client::connect(addr, copts).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    if client.read_only() && !opts.read_only {
+        tracing::info!("the export is read-only");
+    }
+    let mut mount_options = vec![
+        MountOption::FSName(addr.to_string()),
+        MountOption::Subtype("dfs".into()),
+        MountOption::DefaultPermissions,
+        if opts.read_only || client.read_only() {
+            MountOption::RO
+        } else {
+            MountOption::RW
+        },
+    ];
+    mount_options.extend(opts.kernel.iter().cloned());
+    let mut config = Config::default();
+    config.mount_options = mount_options;
+    config.acl = if opts.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    config.n_threads = Some(opts.threads);
+    config.clone_fd = true;
+    // Block the stop signals before any thread starts, so that only the waiter below takes them.
+    let mut stop = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        stop.add(s);
+    }
+    stop.thread_block()
+        .map_err(|e| format!("cannot block signals: {e}"))?;
+    let fs = DfsFuse::new(Arc::new(client), opts.times);
+    let mut session = fuser::Session::new(fs, mountpoint, &config)
+        .map_err(|e| format!("cannot mount on {}: {e}", mountpoint.display()))?;
+    let mut unmounter = session.unmount_callable();
+    let mp = mountpoint.to_path_buf();
+    std::thread::Builder::new()
+        .name("dfs-signals".into())
+        .spawn(move || {
+            if let Ok(sig) = stop.wait() {
+                tracing::info!("{sig:?}: unmounting {}", mp.display());
+                if let Err(e) = unmounter.unmount() {
+                    tracing::warn!("unmounting {}: {e}; trying a lazy unmount", mp.display());
+                    let _ = umount(&mp, true);
+                }
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    eprintln!("dfs: {addr} mounted on {}", mountpoint.display());
+    session
+        .run()
+        .map_err(|e| format!("the FUSE session ended: {e}"))
+}
+
+fn check_mountpoint(mp: &Path) -> Result<(), String> {
+    let md = std::fs::metadata(mp).map_err(|e| format!("mount point {}: {e}", mp.display()))?;
+    if !md.is_dir() {
+        return Err(format!("mount point {} is not a directory", mp.display()));
+    }
+    if is_fuse_mount(mp) {
+        return Err(format!(
+            "{} is already a FUSE mount point (dfs umount it first)",
+            mp.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Undoes the octal escapes `/proc/self/mountinfo` uses for spaces and such.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether a FUSE file system (ours, or the remains of one whose daemon died) is mounted on
+/// `mp`, according to `/proc/self/mountinfo`.
+pub fn is_fuse_mount(mp: &Path) -> bool {
+    let Ok(want) = std::fs::canonicalize(mp).or_else(|_| std::path::absolute(mp)) else {
+        return false;
+    };
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    info.lines().any(|l| {
+        let (left, right) = l.split_once(" - ").unwrap_or((l, ""));
+        let point = left.split(' ').nth(4).map(unescape);
+        let fstype = right.split(' ').next().unwrap_or("");
+        // fuser's own mount (no libfuse) leaves out the subtype: any FUSE mount counts.
+        point.as_deref() == want.to_str() && (fstype == "fuse" || fstype.starts_with("fuse."))
+    })
+}
+
+/// Starts the daemon in the background (this program again, with `--foreground`), waits until
+/// the mount is there, and returns; if the daemon fails first, returns what it said.
+pub fn run_background(
+    args: &[String],
+    mountpoint: &Path,
+    log: &Path,
+    wait: Duration,
+) -> Result<(), String> {
+    if let Some(dir) = log.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let logf = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| format!("log {}: {e}", log.display()))?;
+    let start_len = logf.metadata().map(|m| m.len()).unwrap_or(0);
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut child = Command::new(exe)
+        .args(args)
+        .arg("--foreground")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(logf)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot start the mount daemon: {e}"))?;
+    let deadline = Instant::now() + wait;
+    loop {
+        if is_fuse_mount(mountpoint) {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let said = std::fs::read(log)
+                .ok()
+                .map(|b| {
+                    String::from_utf8_lossy(&b[(start_len as usize).min(b.len())..])
+                        .trim()
+                        .to_string()
+                })
+                .unwrap_or_default();
+            return Err(if said.is_empty() {
+                format!("the mount daemon exited ({status})")
+            } else {
+                said
+            });
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            return Err(format!(
+                "{} did not appear within {wait:?} (log: {})",
+                mountpoint.display(),
+                log.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+use std::os::unix::process::CommandExt;
+
+/// Unmounts a dfs mount; `lazy` detaches it even while it is busy. Works when the daemon
+/// is dead too (the kernel then answers every access with `ENOTCONN` until this runs).
+pub fn umount(mp: &Path, lazy: bool) -> io::Result<()> {
+    let flags = if lazy {
+        nix::mount::MntFlags::MNT_DETACH
+    } else {
+        nix::mount::MntFlags::empty()
+    };
+    match nix::mount::umount2(mp, flags) {
+        Ok(()) => Ok(()),
+        Err(nix::Error::EPERM) => {
+            // Not root: fusermount3 (package fuse3) unmounts FUSE mounts for their owner.
+            let st = Command::new("fusermount3")
+                .arg(if lazy { "-uz" } else { "-u" })
+                .arg(mp)
+                .status()?;
+            if st.success() {
+                Ok(())
+            } else {
+                Err(io::Error::other(format!(
+                    "fusermount3 -u {} failed ({st})",
+                    mp.display()
+                )))
+            }
+        }
+        Err(nix::Error::EBUSY) => Err(io::Error::other(format!(
+            "{} is busy (something has files open there); dfs umount --lazy detaches it anyway",
+            mp.display()
+        ))),
+        Err(nix::Error::EINVAL) => {
+            Err(io::Error::other(format!("{} is not mounted", mp.display())))
+        }
+        Err(e) => Err(io::Error::other(format!("{}: {e}", mp.display()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options() {
+        let mut o = MountOptions::default();
+        o.parse_into("ro,attr_timeout=0.5,entry_timeout=2,nosuid,defaults,_netdev,secret=/etc/dfs.key,timeout=5").unwrap();
+        assert!(o.read_only);
+        assert_eq!(o.times.attr, Duration::from_millis(500));
+        assert_eq!(o.times.entry, Duration::from_secs(2));
+        assert_eq!(o.kernel, vec![MountOption::NoSuid]);
+        assert_eq!(o.secret.as_deref(), Some(Path::new("/etc/dfs.key")));
+        assert_eq!(o.timeout, Duration::from_secs(5));
+        assert!(o
+            .parse_into("bogus")
+            .unwrap_err()
+            .contains("unknown mount option"));
+        assert!(o.parse_into("attr_timeout=x").is_err());
+        assert!(o.parse_into("threads=0").is_err());
+        assert_eq!(unescape("/mnt/a\\040b"), "/mnt/a b");
+        assert!(!is_fuse_mount(Path::new("/")));
+    }
+}

@@ -27,6 +27,9 @@ pub struct Client {
     read_only: bool,
     idle: Mutex<Vec<Connection>>,
     reconnect_for: Duration,
+    /// Set when a call gave up on reaching the server: later calls try once and fail at
+    /// once instead of each waiting out the timeout again (cleared by the next success).
+    down: Mutex<bool>,
 }
 
 /// A value from a typed call whose reply had an unexpected shape: the server broke the
@@ -47,6 +50,7 @@ impl Client {
             reconnect_for: opts.timeout,
             opts,
             idle: Mutex::new(vec![c]),
+            down: Mutex::new(false),
         })
     }
 
@@ -71,11 +75,12 @@ impl Client {
         self.reconnect_for = d;
     }
 
-    fn take(&self) -> Result<Connection, ConnectError> {
+    /// A pooled connection, or a new one (then `true`).
+    fn take(&self) -> Result<(Connection, bool), ConnectError> {
         let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         match pooled {
-            Some(c) => Ok(c),
-            None => Connection::connect(&self.addr, &self.opts),
+            Some(c) => Ok((c, false)),
+            None => Connection::connect(&self.addr, &self.opts).map(|c| (c, true)),
         }
     }
 
@@ -94,13 +99,28 @@ impl Client {
         idempotent: bool,
         mut f: impl FnMut(&mut Connection) -> Result<R, CallError>,
     ) -> Result<R, Errno> {
-        let deadline = Instant::now() + self.reconnect_for;
+        let down = *self.down.lock().unwrap_or_else(|p| p.into_inner());
+        let deadline = Instant::now()
+            + if down {
+                Duration::ZERO
+            } else {
+                self.reconnect_for
+            };
         let mut pause = Duration::from_millis(5);
+        // Pooled connections may all be dead after a restart: the call gives up only once a
+        // fresh connection failed too.
+        let mut tried_fresh = false;
         loop {
             let err = match self.take() {
-                Ok(mut c) => match f(&mut c) {
+                Ok((mut c, fresh)) => match {
+                    tried_fresh |= fresh;
+                    f(&mut c)
+                } {
                     Ok(r) => {
                         self.put(c);
+                        if down {
+                            *self.down.lock().unwrap_or_else(|p| p.into_inner()) = false;
+                        }
                         return Ok(r);
                     }
                     Err(e) => {
@@ -110,11 +130,16 @@ impl Client {
                         e.errno()
                     }
                 },
-                Err(ConnectError::Io(e)) if is_transient(&e) => Errno::ENOTCONN,
+                Err(ConnectError::Io(e)) if is_transient(&e) => {
+                    tried_fresh = true;
+                    Errno::ENOTCONN
+                }
                 // Refused, not authentic, protocol: retrying does not help.
                 Err(_) => return Err(Errno::EACCES),
             };
-            if Instant::now() >= deadline {
+            if tried_fresh && Instant::now() >= deadline {
+                *self.down.lock().unwrap_or_else(|p| p.into_inner()) = true;
+                self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
                 return Err(if err == Errno(libc_etimedout()) {
                     err
                 } else {

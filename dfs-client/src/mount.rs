@@ -180,7 +180,8 @@ pub fn run_foreground(addr: &str, mountpoint: &Path, opts: &MountOptions) -> Res
         .map_err(|e| format!("the FUSE session ended: {e}"))
 }
 
-fn check_mountpoint(mp: &Path) -> Result<(), String> {
+/// Refuses a mount point that is missing, not a directory, or already a FUSE mount.
+pub fn check_mountpoint(mp: &Path) -> Result<(), String> {
     let md = std::fs::metadata(mp).map_err(|e| format!("mount point {}: {e}", mp.display()))?;
     if !md.is_dir() {
         return Err(format!("mount point {} is not a directory", mp.display()));

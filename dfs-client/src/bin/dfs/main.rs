@@ -108,6 +108,7 @@ fn mount_cmd(
     if foreground {
         return mount::run_foreground(&addr, &mountpoint, &opts);
     }
+    mount::check_mountpoint(&mountpoint)?;
     let mut args = vec![
         "mount".to_string(),
         addr.clone(),

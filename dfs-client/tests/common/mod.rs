@@ -1,0 +1,258 @@
+//! Real servers and real mounts for end-to-end tests. Every process is killed and every mount
+//! lazily unmounted when its guard drops, also when a test fails; every wait has a timeout.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+pub const DFS: &str = env!("CARGO_BIN_EXE_dfs");
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// `dfs-server`, built beside `dfs` by `cargo test --workspace` (or `cargo build`).
+pub fn server_bin() -> PathBuf {
+    let p = Path::new(DFS).with_file_name("dfs-server");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build -p dfs-server` (or test the whole workspace)",
+        p.display()
+    );
+    p
+}
+
+/// Where scripts/install-test-deps.sh installs pjdfstest and fsx (inside the clone).
+pub fn tool(name: &str) -> PathBuf {
+    let dir = std::env::var_os("DFS_TEST_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tools/bin"));
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: scripts/install-test-deps.sh installs it",
+        p.display()
+    );
+    p
+}
+
+pub fn fresh_addr() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "shm:dfs-e2e-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn lines_of(child: &mut Child) -> Receiver<String> {
+    let err = child.stderr.take().expect("stderr is piped");
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    rx
+}
+
+/// A `dfs-server` process.
+pub struct ServerProc {
+    pub child: Child,
+    pub addr: String,
+    pub export: PathBuf,
+    pub key: PathBuf,
+    args: Vec<String>,
+}
+
+impl ServerProc {
+    /// Serves `export` with `--squash none` (the tests pick their users) on a fresh address.
+    pub fn start(export: &Path, key: &Path, extra: &[&str]) -> ServerProc {
+        let addr = fresh_addr();
+        let mut args: Vec<String> = vec![
+            "--export".into(),
+            export.to_str().unwrap().into(),
+            "--listen".into(),
+            addr.clone(),
+            "--handle-key".into(),
+            key.to_str().unwrap().into(),
+            "--squash".into(),
+            "none".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = ServerProc::spawn(&args);
+        ServerProc {
+            child,
+            addr,
+            export: export.into(),
+            key: key.into(),
+            args,
+        }
+    }
+
+    fn spawn(args: &[String]) -> Child {
+        let mut child = Command::new(server_bin())
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = lines_of(&mut child);
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(l) if l.contains("serving") => break,
+                Ok(_) => {}
+                Err(_) => panic!("dfs-server did not start"),
+            }
+        }
+        // Keep draining its stderr so it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        child
+    }
+
+    /// SIGKILL, no goodbye.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// A new server process on the same export, key and address.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = ServerProc::spawn(&self.args);
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A foreground `dfs mount` process and its mount point.
+pub struct MountProc {
+    pub child: Child,
+    pub mp: PathBuf,
+}
+
+impl MountProc {
+    pub fn start(addr: &str, mp: &Path, opts: &[&str]) -> MountProc {
+        std::fs::create_dir_all(mp).unwrap();
+        let mut cmd = Command::new(DFS);
+        cmd.arg("mount").arg(addr).arg(mp).arg("--foreground");
+        for o in opts {
+            cmd.arg("-o").arg(o);
+        }
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = lines_of(&mut child);
+        let deadline = Instant::now() + WAIT;
+        while !dfs_client::mount::is_fuse_mount(mp) {
+            if let Ok(Some(st)) = child.try_wait() {
+                let said: Vec<String> = lines.try_iter().collect();
+                panic!("dfs mount exited ({st}): {said:?}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} was not mounted",
+                mp.display()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::spawn(move || for _ in lines {});
+        MountProc {
+            child,
+            mp: mp.into(),
+        }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Unmounts with `dfs umount` and waits for the daemon to exit on its own.
+    pub fn umount(mut self) {
+        let out = run(Command::new(DFS).arg("umount").arg(&self.mp));
+        assert!(
+            out.status.success(),
+            "dfs umount: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                assert!(st.success(), "the mount daemon exited with {st}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the mount daemon did not exit after the unmount"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for MountProc {
+    fn drop(&mut self) {
+        lazy_umount(&self.mp);
+        self.kill();
+    }
+}
+
+pub fn lazy_umount(mp: &Path) {
+    let _ = nix::mount::umount2(mp, nix::mount::MntFlags::MNT_DETACH);
+}
+
+/// Runs a command to completion within [`WAIT`] (a hung file system fails the test instead
+/// of hanging it).
+pub fn run(cmd: &mut Command) -> Output {
+    run_within(cmd, WAIT)
+}
+
+pub fn run_within(cmd: &mut Command, limit: Duration) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + limit;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "{cmd:?} took longer than {limit:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Runs a shell script in `dir` and asserts that it succeeds.
+pub fn sh(dir: &Path, script: &str) -> String {
+    let out = run(Command::new("bash")
+        .arg("-euo")
+        .arg("pipefail")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir));
+    assert!(
+        out.status.success(),
+        "{script}\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -1,0 +1,367 @@
+//! The FUSE mount end to end: real `dfs-server` and `dfs mount` processes, real tools.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+struct Setup {
+    tmp: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("export")).unwrap();
+        Setup { tmp }
+    }
+    fn export(&self) -> std::path::PathBuf {
+        self.tmp.path().join("export")
+    }
+    fn key(&self) -> std::path::PathBuf {
+        self.tmp.path().join("handle.key")
+    }
+    fn mp(&self, name: &str) -> std::path::PathBuf {
+        self.tmp.path().join(name)
+    }
+    fn server(&self, extra: &[&str]) -> ServerProc {
+        ServerProc::start(&self.export(), &self.key(), extra)
+    }
+}
+
+#[test]
+fn everyday_tools_work_on_the_mount() {
+    let s = Setup::new();
+    let server = s.server(&[]);
+    let m = MountProc::start(&server.addr, &s.mp("mnt"), &[]);
+    let mp = &m.mp;
+    // cp -a and diff, tar out and back in, a large file, a compiler, git.
+    sh(
+        mp,
+        "cp -a /usr/include/linux ./linux && diff -r /usr/include/linux ./linux",
+    );
+    sh(
+        mp,
+        "tar cf - linux | (mkdir back && cd back && tar xf -) && diff -r linux back/linux",
+    );
+    sh(mp, "head -c 33554433 /dev/urandom > /tmp/dfs-e2e-big.$$ && cp /tmp/dfs-e2e-big.$$ big && cmp big /tmp/dfs-e2e-big.$$ && rm /tmp/dfs-e2e-big.$$");
+    sh(mp, "printf '#include <stdio.h>\\nint main(void){puts(\"built on dfs\");return 0;}\\n' > hello.c && cc -O1 -o hello hello.c && ./hello | grep -q 'built on dfs'");
+    if run(Command::new("git").arg("--version")).status.success() {
+        sh(mp, "git init -q repo && cd repo && echo one > a && git add a && git -c user.email=t@e -c user.name=t commit -qm one && echo two >> a && git -c user.email=t@e -c user.name=t commit -qam two && git log --oneline | wc -l | grep -q 2 && git status --porcelain | wc -l | grep -q 0");
+    }
+    // The same bytes are in the export, written through the server.
+    assert_eq!(
+        std::fs::read(s.export().join("hello.c")).unwrap(),
+        std::fs::read(mp.join("hello.c")).unwrap()
+    );
+    sh(mp, "ln big big.hard && test $(stat -c %h big) = 2 && ln -s big big.sym && test \"$(readlink big.sym)\" = big && mkfifo fifo && test -p fifo && mv big.hard renamed && rm -r linux back repo || rm -r linux back");
+    let out = sh(mp, "ls");
+    assert!(out.contains("renamed") && !out.contains("linux"), "{out}");
+    let df = sh(mp, "df -P . | tail -1");
+    assert!(df.starts_with(&server.addr), "{df}");
+    m.umount();
+}
+
+#[test]
+fn background_mount_helper_and_fstab() {
+    let s = Setup::new();
+    let server = s.server(&[]);
+    let mp = s.mp("mnt");
+    std::fs::create_dir(&mp).unwrap();
+    let log = s.tmp.path().join("mount.log");
+    // `dfs mount` returns once the mount is there and says how to stop it.
+    let out = run(Command::new(DFS)
+        .args(["mount", &server.addr])
+        .arg(&mp)
+        .arg("--log")
+        .arg(&log));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("dfs umount"));
+    assert!(dfs_client::mount::is_fuse_mount(&mp));
+    std::fs::write(mp.join("f"), b"through the background mount").unwrap();
+    // Mounting twice is refused with a clear message.
+    let again = run(Command::new(DFS)
+        .args(["mount", &server.addr])
+        .arg(&mp)
+        .arg("--log")
+        .arg(&log));
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let out = run(Command::new(DFS).arg("umount").arg(&mp));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!dfs_client::mount::is_fuse_mount(&mp));
+    // The helper, as mount(8) calls it: `mount.dfs SPEC DIR -o OPTIONS`.
+    let helper = s.tmp.path().join("mount.dfs");
+    std::os::unix::fs::symlink(DFS, &helper).unwrap();
+    let out = run(Command::new(&helper)
+        .arg(&server.addr)
+        .arg(&mp)
+        .args(["-o", "rw,attr_timeout=0.5,defaults,_netdev"]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(mp.join("f")).unwrap(),
+        b"through the background mount"
+    );
+    run(Command::new(DFS).arg("umount").arg(&mp));
+    // `mount -t dfs` and an fstab line, through /sbin/mount.dfs (installed here unless
+    // something else is there already).
+    let sbin = std::path::Path::new("/sbin/mount.dfs");
+    let ours = std::fs::read_link(sbin)
+        .ok()
+        .is_some_and(|t| t.file_name() == Some("dfs".as_ref()));
+    if sbin.exists() && !ours {
+        eprintln!("/sbin/mount.dfs is not ours; not testing mount -t dfs");
+        return;
+    }
+    let out = run(Command::new(DFS).args(["install-helper", "--path", "/sbin/mount.dfs"]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(Command::new("mount")
+        .args(["-t", "dfs", &server.addr])
+        .arg(&mp));
+    assert!(
+        out.status.success(),
+        "mount -t dfs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(mp.join("f")).unwrap(),
+        b"through the background mount"
+    );
+    let out = run(Command::new("umount").arg(&mp));
+    assert!(
+        out.status.success(),
+        "umount: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fstab = s.tmp.path().join("fstab");
+    std::fs::write(
+        &fstab,
+        format!(
+            "{} {} dfs rw,nosuid,attr_timeout=1,_netdev 0 0\n",
+            server.addr,
+            mp.display()
+        ),
+    )
+    .unwrap();
+    let out = run(Command::new("mount").arg("-T").arg(&fstab).arg(&mp));
+    assert!(
+        out.status.success(),
+        "mount from fstab: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(mp.join("f")).unwrap(),
+        b"through the background mount"
+    );
+    run(Command::new(DFS).arg("umount").arg(&mp));
+    if !ours {
+        let _ = std::fs::remove_file(sbin);
+    }
+}
+
+#[test]
+fn killed_client_and_server_leave_no_stuck_mount() {
+    let s = Setup::new();
+    let mut server = s.server(&[]);
+    let mut m = MountProc::start(&server.addr, &s.mp("mnt"), &[]);
+    std::fs::write(m.mp.join("kept"), b"kept").unwrap();
+    m.kill();
+    server.kill();
+    // The dead mount answers at once (ENOTCONN), it does not hang, and unmounts cleanly.
+    let out = run_within(Command::new("stat").arg(&m.mp), Duration::from_secs(10));
+    assert!(!out.status.success());
+    let out = run(Command::new(DFS).arg("umount").arg(&m.mp));
+    assert!(
+        out.status.success(),
+        "dfs umount of a dead mount: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!dfs_client::mount::is_fuse_mount(&m.mp));
+    // And it mounts again.
+    drop(m);
+    server.restart();
+    let m2 = MountProc::start(&server.addr, &s.mp("mnt"), &[]);
+    assert_eq!(std::fs::read(m2.mp.join("kept")).unwrap(), b"kept");
+    m2.umount();
+}
+
+#[test]
+fn a_server_restart_is_ridden_out_and_a_dead_server_fails_fast() {
+    let s = Setup::new();
+    let mut server = s.server(&[]);
+    let m = MountProc::start(&server.addr, &s.mp("mnt"), &["timeout=3"]);
+    std::fs::write(m.mp.join("f"), b"before").unwrap();
+    let held = std::fs::File::open(m.mp.join("f")).unwrap();
+    server.restart();
+    // Same handles, new server: reads, writes and lookups carry on.
+    assert_eq!(std::fs::read(m.mp.join("f")).unwrap(), b"before");
+    std::fs::write(m.mp.join("g"), b"after").unwrap();
+    use std::os::unix::fs::FileExt;
+    let mut buf = [0u8; 6];
+    held.read_exact_at(&mut buf, 0).unwrap();
+    assert_eq!(&buf, b"before");
+    // Gone for good: an error within the timeout, not a hang.
+    server.kill();
+    let start = Instant::now();
+    let out = run_within(
+        Command::new("cat").arg(m.mp.join("g")),
+        Duration::from_secs(20),
+    );
+    assert!(!out.status.success() || out.stdout == b"after", "{out:?}");
+    let out = run_within(
+        Command::new("touch").arg(m.mp.join("new")),
+        Duration::from_secs(20),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not connected") || err.contains("Input/output"),
+        "{err}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(15));
+    drop(held);
+}
+
+#[test]
+fn two_mounts_see_each_others_changes_at_open() {
+    let s = Setup::new();
+    let server = s.server(&[]);
+    let a = MountProc::start(&server.addr, &s.mp("a"), &[]);
+    let b = MountProc::start(
+        &server.addr,
+        &s.mp("b"),
+        &["attr_timeout=30", "entry_timeout=30"],
+    );
+    std::fs::write(a.mp.join("doc"), b"version 1").unwrap();
+    assert_eq!(std::fs::read(b.mp.join("doc")).unwrap(), b"version 1");
+    // Same size, new content: B's cached pages must not survive its next open, even with
+    // long attribute timeouts.
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(a.mp.join("doc"), b"version 2").unwrap();
+    assert_eq!(std::fs::read(b.mp.join("doc")).unwrap(), b"version 2");
+    // Appends by one are whole at the other's next open.
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(b.mp.join("doc"))
+            .unwrap();
+        f.write_all(b" + more").unwrap();
+    }
+    assert_eq!(
+        std::fs::read(a.mp.join("doc")).unwrap(),
+        b"version 2 + more"
+    );
+    // New names and removals: visible to the other side's lookups.
+    std::fs::create_dir(a.mp.join("dir")).unwrap();
+    std::fs::write(a.mp.join("dir/new"), b"x").unwrap();
+    assert_eq!(std::fs::read(b.mp.join("dir/new")).unwrap(), b"x");
+    std::fs::remove_file(b.mp.join("dir/new")).unwrap();
+    assert!(std::fs::read(a.mp.join("dir/new")).is_err());
+    a.umount();
+    b.umount();
+}
+
+#[test]
+fn read_only_mounts_and_exports() {
+    let s = Setup::new();
+    std::fs::write(s.export().join("r"), b"read me").unwrap();
+    let server = s.server(&[]);
+    let m = MountProc::start(&server.addr, &s.mp("ro"), &["ro"]);
+    assert_eq!(std::fs::read(m.mp.join("r")).unwrap(), b"read me");
+    let e = std::fs::write(m.mp.join("w"), b"x").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS));
+    m.umount();
+    let ro_server = s.server(&["--read-only"]);
+    let m = MountProc::start(&ro_server.addr, &s.mp("ro2"), &[]);
+    let e = std::fs::write(m.mp.join("w"), b"x").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS));
+    m.umount();
+}
+
+#[test]
+fn bad_mount_requests_fail_with_one_clear_line() {
+    let s = Setup::new();
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["mount", "shm:nobody-listens-here", "/nonexistent-dir"],
+            "mount point /nonexistent-dir",
+        ),
+        (
+            &[
+                "mount",
+                "shm:nobody-listens-here",
+                "/tmp",
+                "--foreground",
+                "-o",
+                "bogus",
+            ],
+            "unknown mount option",
+        ),
+        (
+            &[
+                "mount",
+                "shm:nobody-listens-here",
+                "/tmp",
+                "--foreground",
+                "-o",
+                "timeout=1",
+            ],
+            "cannot connect to shm:nobody-listens-here",
+        ),
+        (&["umount", "/tmp"], "not mounted"),
+    ];
+    for (args, want) in cases {
+        let out = run(Command::new(DFS).args(args));
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.starts_with("dfs: error: ") && err.contains(want),
+            "{args:?}: {err}"
+        );
+    }
+    let server = s.server(&["--secret", &{
+        let p = s.tmp.path().join("secret");
+        std::fs::write(&p, b"sixteen bytes or more of secret").unwrap();
+        p.to_str().unwrap().to_string()
+    }]);
+    std::fs::create_dir(s.mp("m")).unwrap();
+    let out = run(Command::new(DFS)
+        .args(["mount", &server.addr])
+        .arg(s.mp("m"))
+        .arg("--foreground"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("requires a secret"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = MountProc::start(
+        &server.addr,
+        &s.mp("m"),
+        &[&format!("secret={}", s.tmp.path().join("secret").display())],
+    );
+    std::fs::write(m.mp.join("authenticated"), b"yes").unwrap();
+    m.umount();
+}

@@ -112,24 +112,25 @@ impl Client {
         let mut tried_fresh = false;
         loop {
             let err = match self.take() {
-                Ok((mut c, fresh)) => match {
+                Ok((mut c, fresh)) => {
                     tried_fresh |= fresh;
-                    f(&mut c)
-                } {
-                    Ok(r) => {
-                        self.put(c);
-                        if down {
-                            *self.down.lock().unwrap_or_else(|p| p.into_inner()) = false;
+                    let result = f(&mut c);
+                    match result {
+                        Ok(r) => {
+                            self.put(c);
+                            if down {
+                                *self.down.lock().unwrap_or_else(|p| p.into_inner()) = false;
+                            }
+                            return Ok(r);
                         }
-                        return Ok(r);
-                    }
-                    Err(e) => {
-                        if !(e.unsent() || idempotent) {
-                            return Err(e.errno());
+                        Err(e) => {
+                            if !(e.unsent() || idempotent) {
+                                return Err(e.errno());
+                            }
+                            e.errno()
                         }
-                        e.errno()
                     }
-                },
+                }
                 Err(ConnectError::Io(e)) if is_transient(&e) => {
                     tried_fresh = true;
                     Errno::ENOTCONN

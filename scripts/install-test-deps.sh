@@ -2,6 +2,7 @@
 # Installs what the test suite needs and is missing on this machine. Idempotent: installs
 # nothing when everything is there. Each later part of the project adds its needs here.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 need_component() {
     if ! cargo "$1" --version >/dev/null 2>&1; then
@@ -18,4 +19,32 @@ if ! command -v c++ >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq g++ >/dev/null
+fi
+
+# The file-system conformance tools the mount tests run (dfs-client/tests/conformance.rs),
+# built from crates.io into the clone's own target directory, pinned.
+tools="$(pwd)/target/tools"
+need_tool() {
+    if [ ! -x "$tools/bin/$1" ]; then
+        echo "install-test-deps: cargo install $1 $2"
+        cargo install --quiet --locked --root "$tools" "$1" --version "$2"
+    fi
+}
+need_tool pjdfstest 0.2.2
+need_tool fsx 0.3.2
+
+# The mount tests use cc, git, mount(8) and /dev/fuse.
+missing=()
+command -v cc >/dev/null 2>&1 || missing+=(gcc)
+command -v git >/dev/null 2>&1 || missing+=(git)
+command -v mount >/dev/null 2>&1 || missing+=(mount)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "install-test-deps: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if [ ! -c /dev/fuse ]; then
+    modprobe fuse 2>/dev/null || true
+    [ -c /dev/fuse ] || { echo "install-test-deps: /dev/fuse is missing; the mount tests need FUSE" >&2; exit 1; }
 fi

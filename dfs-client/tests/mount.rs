@@ -70,6 +70,7 @@ fn background_mount_helper_and_fstab() {
     let server = s.server(&[]);
     let mp = s.mp("mnt");
     std::fs::create_dir(&mp).unwrap();
+    let _cleanup = UnmountOnDrop(mp.clone());
     let log = s.tmp.path().join("mount.log");
     // `dfs mount` returns once the mount is there and says how to stop it.
     let out = run(Command::new(DFS)

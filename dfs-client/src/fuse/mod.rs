@@ -219,6 +219,9 @@ impl DfsFuse {
 impl Filesystem for DfsFuse {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(MAX_IO);
+        // The kernel offers its current readahead as the most; the mount raises the device's
+        // readahead afterwards (`readahead=` mount option).
+        let _ = config.set_max_readahead(MAX_IO);
         let _ = config.add_capabilities(
             fuser::InitFlags::FUSE_DO_READDIRPLUS | fuser::InitFlags::FUSE_READDIRPLUS_AUTO,
         );

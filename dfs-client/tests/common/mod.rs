@@ -256,3 +256,13 @@ pub fn sh(dir: &Path, script: &str) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Lazily unmounts a mount point when dropped: for mounts whose daemon the test does not
+/// hold (a background `dfs mount`, `mount -t dfs`).
+pub struct UnmountOnDrop(pub PathBuf);
+
+impl Drop for UnmountOnDrop {
+    fn drop(&mut self) {
+        lazy_umount(&self.0);
+    }
+}

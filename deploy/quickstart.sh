@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# The main job on a fresh machine: build, serve a default export, mount it, write and read a
+# file through the mount, and leave it mounted.
+#
+#   deploy/quickstart.sh              start (or say it is running) and leave it mounted
+#   deploy/quickstart.sh --foreground the same, then wait; Ctrl-C unmounts and stops the server
+#   deploy/quickstart.sh stop         unmount and stop the server
+#
+# Settings (environment): DFS_EXPORT (default /srv/dfs), DFS_MOUNT (/mnt/dfs), DFS_ADDR
+# (shm:dfs), DFS_STATE (/run/dfs: logs, pid file), DFS_SECRET (/etc/dfs/secret, made if
+# missing), DFS_PROFILE (release; debug builds faster), DFS_BIN (use the binaries in this
+# directory and build nothing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export_dir="${DFS_EXPORT:-/srv/dfs}"
+mount_dir="${DFS_MOUNT:-/mnt/dfs}"
+addr="${DFS_ADDR:-shm:dfs}"
+state="${DFS_STATE:-/run/dfs}"
+secret="${DFS_SECRET:-/etc/dfs/secret}"
+profile="${DFS_PROFILE:-release}"
+bin="${DFS_BIN:-target/$profile}"
+pidfile="$state/server.pid"
+
+say() { echo "quickstart: $*"; }
+
+stop() {
+    if grep -qs " $mount_dir fuse" /proc/mounts; then
+        "$bin/dfs" umount "$mount_dir" || "$bin/dfs" umount --lazy "$mount_dir"
+        say "unmounted $mount_dir"
+    fi
+    if [ -s "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+        kill "$(cat "$pidfile")"
+        for _ in $(seq 100); do kill -0 "$(cat "$pidfile")" 2>/dev/null || break; sleep 0.1; done
+        say "stopped dfs-server"
+    fi
+    rm -f "$pidfile"
+}
+
+if [ "${1:-}" = stop ]; then
+    stop
+    exit 0
+fi
+foreground=no
+[ "${1:-}" = --foreground ] && foreground=yes
+
+if [ "$(id -u)" != 0 ]; then
+    echo "quickstart: run as root (it mounts with FUSE and serves $export_dir)" >&2
+    exit 1
+fi
+
+if [ -z "${DFS_BIN:-}" ]; then
+    say "building ($profile)"
+    if [ "$profile" = release ]; then
+        cargo build --quiet --release -p dfs-server -p dfs-client
+    else
+        cargo build --quiet -p dfs-server -p dfs-client
+    fi
+fi
+
+mkdir -p "$export_dir" "$mount_dir" "$state" "$(dirname "$secret")"
+if [ ! -s "$secret" ]; then
+    (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$secret")
+    say "made a shared secret in $secret"
+fi
+
+if [ -s "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    say "dfs-server is already running (pid $(cat "$pidfile"))"
+else
+    # Clients on this host act as themselves (root included): --squash none.
+    setsid "$bin/dfs-server" --export "$export_dir" --listen "$addr" --secret "$secret" \
+        --squash none --handle-key "$state/handle.key" -v </dev/null >>"$state/server.log" 2>&1 &
+    echo $! > "$pidfile"
+    for _ in $(seq 100); do
+        grep -qs "serving" "$state/server.log" && break
+        kill -0 "$(cat "$pidfile")" 2>/dev/null || { cat "$state/server.log" >&2; exit 1; }
+        sleep 0.1
+    done
+    say "dfs-server serves $export_dir on $addr (log: $state/server.log)"
+fi
+
+[ -n "${DFS_BIN:-}" ] || "$bin/dfs" install-helper --path /sbin/mount.dfs >/dev/null 2>&1 || true
+if grep -qs " $mount_dir fuse" /proc/mounts; then
+    say "$mount_dir is already mounted"
+else
+    "$bin/dfs" mount "$addr" "$mount_dir" --secret "$secret" --log "$state/mount.log"
+fi
+
+probe="$mount_dir/hello-from-dfs.txt"
+echo "written through the dfs mount at $(date -u +%FT%TZ)" > "$probe"
+say "read back: $(cat "$probe")"
+say "the same file in the export: $(cat "$export_dir/hello-from-dfs.txt")"
+
+if [ "$foreground" = yes ]; then
+    say "mounted on $mount_dir; Ctrl-C unmounts and stops the server"
+    trap 'stop; exit 0' INT TERM
+    while grep -qs " $mount_dir fuse" /proc/mounts; do sleep 1; done
+    stop
+else
+    say "mounted on $mount_dir and left running; stop both with: deploy/quickstart.sh stop"
+fi

@@ -1,0 +1,65 @@
+//! The README's main job, `deploy/quickstart.sh`, start to stop, in a scratch directory.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+#[test]
+fn quickstart_serves_mounts_and_stops() {
+    let tmp = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/quickstart.sh");
+    let bin_dir = Path::new(DFS).parent().unwrap();
+    server_bin();
+    let mp = tmp.path().join("mnt");
+    let _cleanup = UnmountOnDrop(mp.clone());
+    let quick = |arg: Option<&str>| {
+        let mut c = Command::new("bash");
+        c.arg(&script);
+        if let Some(a) = arg {
+            c.arg(a);
+        }
+        c.env("DFS_EXPORT", tmp.path().join("export"))
+            .env("DFS_MOUNT", &mp)
+            .env("DFS_ADDR", fresh_addr())
+            .env("DFS_STATE", tmp.path().join("run"))
+            .env("DFS_SECRET", tmp.path().join("secret"))
+            .env("DFS_BIN", bin_dir);
+        run(&mut c)
+    };
+    let out = quick(None);
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("read back: written through the dfs mount"),
+        "{said}"
+    );
+    assert!(said.contains("deploy/quickstart.sh stop"), "{said}");
+    assert!(dfs_client::mount::is_fuse_mount(&mp));
+    assert!(
+        std::fs::read_to_string(tmp.path().join("export/hello-from-dfs.txt"))
+            .unwrap()
+            .starts_with("written through")
+    );
+    // The secret it made is private.
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(tmp.path().join("secret"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o077, 0);
+    // Running it again finds everything up.
+    let again = quick(None);
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("already"),
+        "{again:?}"
+    );
+    let out = quick(Some("stop"));
+    assert!(out.status.success(), "{out:?}");
+    assert!(!dfs_client::mount::is_fuse_mount(&mp));
+    let pid = tmp.path().join("run/server.pid");
+    assert!(!pid.exists());
+}

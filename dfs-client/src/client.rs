@@ -627,6 +627,14 @@ impl Client {
             },
         )
     }
+
+    /// The server process's transfer counters (for copies-per-byte figures).
+    pub fn server_stats(&self) -> Result<dfs_proto::msg::TransferStats, Errno> {
+        match self.call(&crate::current_creds(), Op::Stats, &[])? {
+            Body::Stats(s) => Ok(s),
+            b => Err(unexpected(b)),
+        }
+    }
 }
 
 fn is_transient(e: &io::Error) -> bool {

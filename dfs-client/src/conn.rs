@@ -26,6 +26,9 @@ pub struct ConnectOptions {
     pub ring: RingSize,
     /// How long any one reply may take before the call fails with `TimedOut`.
     pub timeout: Duration,
+    /// Move file data with the copying socket calls instead of reading it in place: only for
+    /// measuring what the copies cost (`dfs bench`).
+    pub copy_path: bool,
 }
 
 impl ConnectOptions {
@@ -38,6 +41,7 @@ impl ConnectOptions {
             session,
             ring: RingSize::default(),
             timeout: Duration::from_secs(30),
+            copy_path: false,
         })
     }
 }
@@ -123,6 +127,7 @@ pub struct Connection {
     root: FileHandle,
     read_only: bool,
     broken: bool,
+    copy_path: bool,
 }
 
 fn proto(e: impl std::fmt::Display) -> ConnectError {
@@ -192,6 +197,7 @@ impl Connection {
                     root,
                     read_only,
                     broken: false,
+                    copy_path: opts.copy_path,
                 })
             }
             ServerVerdict::Refused { errno, reason } => {
@@ -245,6 +251,10 @@ impl Connection {
             creds: creds.clone(),
             op,
         };
+        if self.copy_path {
+            let r = copying::call(&self.stream, &req, data).map(|(reply, _)| reply);
+            return r.or_else(|e| self.fail(e));
+        }
         if let Err(e) = send(&self.stream, &req, data) {
             return self.fail(not_sent(e));
         }
@@ -278,6 +288,10 @@ impl Connection {
                 len,
             },
         };
+        if self.copy_path {
+            let r = copying::call(&self.stream, &req, &[]).map(|(reply, data)| f(reply, &data));
+            return r.or_else(|e| self.fail(e));
+        }
         if let Err(e) = send(&self.stream, &req, &[]) {
             return self.fail(not_sent(e));
         }
@@ -379,4 +393,52 @@ fn recv_reply<R>(
     };
     slot.consume(len)?;
     Ok(r)
+}
+
+/// The same calls over the copying socket calls (`write` of a whole frame, `read_exact` of
+/// the reply into buffers), for `dfs bench` to show what reading in place saves.
+mod copying {
+    use std::io::{Read, Write};
+
+    use dfs_proto::codec;
+    use dfs_proto::frame::{FrameHeader, HEADER};
+    use dfs_proto::msg::{Reply, Request};
+    use vmmc_sockets::VmmcStream;
+
+    use super::CallError;
+
+    pub(super) fn call(
+        stream: &VmmcStream,
+        req: &Request,
+        data: &[u8],
+    ) -> Result<(Reply, Vec<u8>), CallError> {
+        let meta = codec::encode_to_vec(req).map_err(|e| CallError::Protocol(e.to_string()))?;
+        let mut frame = vec![0u8; HEADER];
+        FrameHeader {
+            meta_len: meta.len() as u32,
+            data_len: data.len() as u32,
+        }
+        .emit(&mut frame);
+        frame.extend_from_slice(&meta);
+        frame.extend_from_slice(data);
+        let mut s: &VmmcStream = stream;
+        s.write_all(&frame).map_err(CallError::NotSent)?;
+        let mut head = [0u8; HEADER];
+        s.read_exact(&mut head)?;
+        let h = FrameHeader::parse(&head)
+            .map_err(|e| CallError::Protocol(e.to_string()))?
+            .ok_or_else(|| CallError::Protocol("short header".into()))?;
+        let mut meta = vec![0u8; h.meta_len as usize];
+        s.read_exact(&mut meta)?;
+        let mut data = vec![0u8; h.data_len as usize];
+        s.read_exact(&mut data)?;
+        let reply: Reply = codec::decode(&meta).map_err(|e| CallError::Protocol(e.to_string()))?;
+        if reply.id != req.id {
+            return Err(CallError::Protocol(format!(
+                "reply {} to request {}",
+                reply.id, req.id
+            )));
+        }
+        Ok((reply, data))
+    }
 }

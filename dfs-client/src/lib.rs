@@ -13,6 +13,8 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+#[cfg(target_os = "linux")]
+pub mod bench;
 mod client;
 mod conn;
 #[cfg(target_os = "linux")]

@@ -32,6 +32,11 @@ pub struct MountOptions {
     pub timeout: Duration,
     /// Threads serving the kernel (`threads=N`).
     pub threads: usize,
+    /// Let the kernel keep a file's cached pages across opens while the file is unchanged
+    /// (`keep_cache`, the default; `nokeep_cache` re-reads from the server at every open).
+    pub keep_cache: bool,
+    /// Use the copying socket calls instead of reading in place (`copy_path`; for measuring).
+    pub copy_path: bool,
     /// Kernel readahead in KiB (`readahead=KIB`, default 1024): with the kernel's default
     /// of 128 KiB, sequential reads would arrive in 128 KiB requests instead of 1 MiB ones.
     pub readahead_kib: u32,
@@ -49,6 +54,8 @@ impl Default for MountOptions {
             timeout: Duration::from_secs(30),
             threads: 4,
             readahead_kib: 1024,
+            keep_cache: true,
+            copy_path: false,
             kernel: Vec::new(),
         }
     }
@@ -75,6 +82,9 @@ impl MountOptions {
                 ("rw", None) => self.read_only = false,
                 ("allow_other", None) => self.allow_other = true,
                 ("owner_only", None) => self.allow_other = false,
+                ("keep_cache", None) => self.keep_cache = true,
+                ("nokeep_cache", None) => self.keep_cache = false,
+                ("copy_path", None) => self.copy_path = true,
                 ("attr_timeout", Some(v)) => self.times.attr = seconds(key, v)?,
                 ("entry_timeout", Some(v)) => self.times.entry = seconds(key, v)?,
                 ("timeout", Some(v)) => {
@@ -124,28 +134,14 @@ impl MountOptions {
     }
 }
 
-/// Mounts `addr`'s export on `mountpoint` and serves it until it is unmounted or the process
-/// gets SIGINT, SIGTERM or SIGHUP (which unmount it).
-pub fn run_foreground(addr: &str, mountpoint: &Path, opts: &MountOptions) -> Result<(), String> {
-    check_mountpoint(mountpoint)?;
-    let mut copts = ConnectOptions::new().map_err(|e| e.to_string())?;
-    copts.timeout = opts.timeout;
-    if let Some(p) = &opts.secret {
-        let bytes =
-            std::fs::read(p).map_err(|e| format!("cannot read the secret {}: {e}", p.display()))?;
-        copts.secret =
-            Some(Secret::from_file_bytes(&bytes).map_err(|e| format!("{}: {e}", p.display()))?);
-    }
-    let client =
-        Client::connect(addr, copts).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-    if client.read_only() && !opts.read_only {
-        tracing::info!("the export is read-only");
-    }
+/// The kernel-side FUSE configuration every mount of ours uses (the bench's in-memory
+/// file system too, so that both are measured alike).
+pub fn fuse_config(fsname: &str, read_only: bool, opts: &MountOptions) -> Config {
     let mut mount_options = vec![
-        MountOption::FSName(addr.to_string()),
+        MountOption::FSName(fsname.to_string()),
         MountOption::Subtype("dfs".into()),
         MountOption::DefaultPermissions,
-        if opts.read_only || client.read_only() {
+        if read_only {
             MountOption::RO
         } else {
             MountOption::RW
@@ -161,15 +157,35 @@ pub fn run_foreground(addr: &str, mountpoint: &Path, opts: &MountOptions) -> Res
     };
     config.n_threads = Some(opts.threads);
     config.clone_fd = true;
-    // Block the stop signals before any thread starts, so that only the waiter below takes them.
-    let mut stop = SigSet::empty();
-    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        stop.add(s);
+    config
+}
+
+/// Connects to `addr` as the mount options say (secret, timeout, copy path).
+pub fn connect(addr: &str, opts: &MountOptions) -> Result<Client, String> {
+    let mut copts = ConnectOptions::new().map_err(|e| e.to_string())?;
+    copts.timeout = opts.timeout;
+    copts.copy_path = opts.copy_path;
+    if let Some(p) = &opts.secret {
+        let bytes =
+            std::fs::read(p).map_err(|e| format!("cannot read the secret {}: {e}", p.display()))?;
+        copts.secret =
+            Some(Secret::from_file_bytes(&bytes).map_err(|e| format!("{}: {e}", p.display()))?);
     }
-    stop.thread_block()
-        .map_err(|e| format!("cannot block signals: {e}"))?;
-    let fs = DfsFuse::new(Arc::new(client), opts.times);
-    let mut session = fuser::Session::new(fs, mountpoint, &config)
+    Client::connect(addr, copts).map_err(|e| format!("cannot connect to {addr}: {e}"))
+}
+
+/// Mounts `client`'s export on `mountpoint` (the session serves it once run or spawned).
+pub fn mount_session(
+    client: Arc<Client>,
+    addr: &str,
+    mountpoint: &Path,
+    opts: &MountOptions,
+) -> Result<fuser::Session<DfsFuse>, String> {
+    check_mountpoint(mountpoint)?;
+    let ro = opts.read_only || client.read_only();
+    let config = fuse_config(addr, ro, opts);
+    let fs = DfsFuse::new(client, opts.times, opts.keep_cache);
+    let session = fuser::Session::new(fs, mountpoint, &config)
         .map_err(|e| format!("cannot mount on {}: {e}", mountpoint.display()))?;
     if let Err(e) = set_readahead(mountpoint, opts.readahead_kib) {
         tracing::warn!(
@@ -177,6 +193,22 @@ pub fn run_foreground(addr: &str, mountpoint: &Path, opts: &MountOptions) -> Res
             mountpoint.display()
         );
     }
+    Ok(session)
+}
+
+/// Mounts `addr`'s export on `mountpoint` and serves it until it is unmounted or the process
+/// gets SIGINT, SIGTERM or SIGHUP (which unmount it).
+pub fn run_foreground(addr: &str, mountpoint: &Path, opts: &MountOptions) -> Result<(), String> {
+    check_mountpoint(mountpoint)?;
+    let client = connect(addr, opts)?;
+    // Block the stop signals before any thread starts, so that only the waiter below takes them.
+    let mut stop = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        stop.add(s);
+    }
+    stop.thread_block()
+        .map_err(|e| format!("cannot block signals: {e}"))?;
+    let mut session = mount_session(Arc::new(client), addr, mountpoint, opts)?;
     let mut unmounter = session.unmount_callable();
     let mp = mountpoint.to_path_buf();
     std::thread::Builder::new()
@@ -226,7 +258,7 @@ fn mount_dev(mp: &Path) -> Option<String> {
 }
 
 /// Sets the kernel readahead of the mount's backing device (`/sys/class/bdi/M:N`).
-fn set_readahead(mp: &Path, kib: u32) -> io::Result<()> {
+pub fn set_readahead(mp: &Path, kib: u32) -> io::Result<()> {
     let dev = mount_dev(mp).ok_or_else(|| io::Error::other("not in /proc/self/mountinfo"))?;
     std::fs::write(
         format!("/sys/class/bdi/{dev}/read_ahead_kb"),

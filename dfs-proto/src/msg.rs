@@ -354,6 +354,9 @@ pub enum Op {
         /// The attribute.
         name: XattrName,
     },
+    /// The server's transfer counters, so that a benchmark can report copies per byte on
+    /// both sides.
+    Stats,
 }
 
 impl Op {
@@ -371,7 +374,8 @@ impl Op {
             | Op::Flush { .. }
             | Op::Release { .. }
             | Op::GetXattr { .. }
-            | Op::ListXattr { .. } => false,
+            | Op::ListXattr { .. }
+            | Op::Stats => false,
             Op::Open { flags, .. } => flags.write || flags.truncate || flags.append,
             Op::SetAttr { .. }
             | Op::Create { .. }
@@ -404,6 +408,7 @@ impl Op {
             | Op::Release { .. }
             | Op::GetXattr { .. }
             | Op::ListXattr { .. }
+            | Op::Stats
             | Op::Open { .. }
             | Op::SetXattr { .. } => true,
             Op::Write { append, .. } => !append,
@@ -497,6 +502,19 @@ pub enum Body {
     XattrSize(u32),
     /// An xattr value, or the NUL-separated name list.
     XattrData(Vec<u8>),
+    /// The server process's transfer counters.
+    Stats(TransferStats),
+}
+
+/// A process's transfer counters (those of its emulated NIC), since it started.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+pub struct TransferStats {
+    /// Payload bytes deposited into a peer's memory.
+    pub deposited: u64,
+    /// Payload bytes fetched from a peer's memory.
+    pub fetched: u64,
+    /// Bytes copied by the CPU inside the NIC layer (the copying socket calls).
+    pub copied: u64,
 }
 
 /// The answer to a request.

@@ -285,6 +285,14 @@ impl Fs {
                 })
             }
             Op::Read { .. } => Err(Errno::EPROTO),
+            Op::Stats => {
+                let n = vmmc_sockets::Counters::now();
+                Ok(Body::Stats(dfs_proto::msg::TransferStats {
+                    deposited: n.bytes_deposited,
+                    fetched: n.bytes_fetched,
+                    copied: n.bytes_copied,
+                }))
+            }
             Op::Write {
                 handle,
                 open,

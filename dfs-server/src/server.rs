@@ -42,6 +42,10 @@ pub struct Config {
     pub handle_key: [u8; 32],
     /// Receive ring per connection (at least [`dfs_proto::frame::MAX_FRAME`]).
     pub ring: RingSize,
+    /// Move file data with the copying socket calls instead of the pointer API: reads
+    /// `pread` into a buffer that `write` copies into the ring, writes are `read` out of the
+    /// ring first. Only for measuring what the copies cost (`dfs bench`).
+    pub copy_path: bool,
 }
 
 impl Config {
@@ -59,6 +63,7 @@ impl Config {
             squash: Squash::Root,
             handle_key,
             ring: RingSize::default(),
+            copy_path: false,
         }
     }
 }
@@ -101,6 +106,8 @@ pub struct Shared {
     pub root: FileHandle,
     /// Set when the server stops; connections notice within a quarter second.
     pub stop: AtomicBool,
+    /// Use the copying socket calls for file data (see [`Config::copy_path`]).
+    pub copy_path: bool,
 }
 
 /// A bound server, ready to run.
@@ -184,6 +191,7 @@ impl Server {
             secret: config.secret,
             root,
             stop: AtomicBool::new(false),
+            copy_path: config.copy_path,
         });
         Ok(Server { listener, shared })
     }

@@ -233,7 +233,12 @@ pub fn serve(stream: VmmcStream, shared: Arc<Shared>) -> End {
     };
     shared.fs.opens.attach(session);
     let end = loop {
-        if let Err(e) = serve_one(&stream, &shared, &session) {
+        let r = if shared.copy_path {
+            copying::serve_one(&stream, &shared, &session)
+        } else {
+            serve_one(&stream, &shared, &session)
+        };
+        if let Err(e) = r {
             break e;
         }
     };
@@ -310,4 +315,116 @@ fn send_read(
     };
     slot.commit(used)?;
     Ok(())
+}
+
+/// The same service over the copying socket calls (`read`/`write`), for `dfs bench` to show
+/// what the pointer path saves. Nothing else uses it.
+mod copying {
+    use std::io::{ErrorKind, Read, Write};
+    use std::sync::atomic::Ordering;
+
+    use dfs_proto::codec;
+    use dfs_proto::frame::{FrameHeader, HEADER, MAX_DATA};
+    use dfs_proto::msg::{Body, Op, Reply, Request};
+    use vmmc_sockets::VmmcStream;
+
+    use super::End;
+    use crate::opens::Session;
+    use crate::server::Shared;
+
+    fn read_all(stream: &VmmcStream, shared: &Shared, buf: &mut [u8]) -> Result<(), End> {
+        let mut got = 0;
+        while got < buf.len() {
+            match (&mut &*stream).read(&mut buf[got..]) {
+                Ok(0) if got == 0 => return Err(End::Closed),
+                Ok(0) => return Err(End::Protocol("connection closed mid-message".into())),
+                Ok(n) => got += n,
+                Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
+                    if shared.stop.load(Ordering::Relaxed) {
+                        return Err(End::Stopping);
+                    }
+                }
+                Err(e) => return Err(End::Io(e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn write_all(stream: &VmmcStream, shared: &Shared, buf: &[u8]) -> Result<(), End> {
+        let mut put = 0;
+        while put < buf.len() {
+            match (&mut &*stream).write(&buf[put..]) {
+                Ok(n) => put += n,
+                Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
+                    if shared.stop.load(Ordering::Relaxed) {
+                        return Err(End::Stopping);
+                    }
+                }
+                Err(e) => return Err(End::Io(e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn frame(reply: &Reply, data: &[u8]) -> Result<Vec<u8>, End> {
+        let meta = codec::encode_to_vec(reply).map_err(|e| End::Protocol(e.to_string()))?;
+        let mut out = vec![0u8; HEADER];
+        FrameHeader {
+            meta_len: meta.len() as u32,
+            data_len: data.len() as u32,
+        }
+        .emit(&mut out);
+        out.extend_from_slice(&meta);
+        out.extend_from_slice(data);
+        Ok(out)
+    }
+
+    pub(super) fn serve_one(
+        stream: &VmmcStream,
+        shared: &Shared,
+        session: &Session,
+    ) -> Result<(), End> {
+        let mut head = [0u8; HEADER];
+        read_all(stream, shared, &mut head)?;
+        let h = FrameHeader::parse(&head)
+            .map_err(|e| End::Protocol(e.to_string()))?
+            .ok_or_else(|| End::Protocol("short header".into()))?;
+        let mut meta = vec![0u8; h.meta_len as usize];
+        read_all(stream, shared, &mut meta)?;
+        let mut data = vec![0u8; h.data_len as usize];
+        read_all(stream, shared, &mut data)?;
+        let req: Request = codec::decode(&meta).map_err(|e| End::Protocol(e.to_string()))?;
+        let caller = shared.fs.caller(session, &req.creds);
+        let out = match &req.op {
+            Op::Read {
+                handle,
+                open,
+                offset,
+                len,
+            } if data.is_empty() => {
+                let mut buf = vec![0u8; (*len as usize).min(MAX_DATA)];
+                match caller.and_then(|c| shared.fs.read(&c, handle, *open, *offset, &mut buf)) {
+                    Ok((n, eof)) => frame(
+                        &Reply {
+                            id: req.id,
+                            result: Ok(Body::Read { eof }),
+                        },
+                        &buf[..n],
+                    )?,
+                    Err(e) => frame(
+                        &Reply {
+                            id: req.id,
+                            result: Err(e),
+                        },
+                        &[],
+                    )?,
+                }
+            }
+            op => {
+                let result = caller.and_then(|c| shared.fs.execute(&c, op, &data));
+                frame(&Reply { id: req.id, result }, &[])?
+            }
+        };
+        write_all(stream, shared, &out)
+    }
 }

@@ -50,4 +50,4 @@ pub use layout::{RingSize, DEFAULT_RING, MAX_RING, MIN_RING};
 pub use listener::{VmmcListener, BACKLOG};
 pub use options::StreamOptions;
 pub use stream::{Readiness, RecvSlot, SendSlot, VmmcStream};
-pub use vmmc_nic::{NodeAddr, PeerIdentity};
+pub use vmmc_nic::{Counters, NodeAddr, PeerIdentity};

@@ -67,6 +67,7 @@ pub struct DfsFuse {
     opens: Mutex<HashMap<u64, Open>>,
     next_fh: AtomicU64,
     times: CacheTimes,
+    keep_cache: bool,
 }
 
 const GEN: Generation = Generation(0);
@@ -85,7 +86,7 @@ fn who(req: &Request) -> Creds {
 
 impl DfsFuse {
     /// The file system of `client`'s export.
-    pub fn new(client: Arc<Client>, times: CacheTimes) -> DfsFuse {
+    pub fn new(client: Arc<Client>, times: CacheTimes, keep_cache: bool) -> DfsFuse {
         let nodes = Nodes::new(client.root().clone());
         DfsFuse {
             client,
@@ -93,6 +94,7 @@ impl DfsFuse {
             opens: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             times,
+            keep_cache,
         }
     }
 
@@ -177,10 +179,11 @@ impl DfsFuse {
             append: pf.append,
             ino: ino.0,
         });
-        let keep = match self.client.getattr(&creds, &h, Some(open)) {
-            Ok(a) => self.nodes.seen(ino.0, (a.mtime, a.size)),
-            Err(_) => false,
-        };
+        let keep = self.keep_cache
+            && match self.client.getattr(&creds, &h, Some(open)) {
+                Ok(a) => self.nodes.seen(ino.0, (a.mtime, a.size)),
+                Err(_) => false,
+            };
         Ok((
             fh,
             if keep {

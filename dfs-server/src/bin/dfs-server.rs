@@ -43,6 +43,10 @@ struct Args {
     /// Receive ring per connection, in bytes (a power of two, at least 2 MiB).
     #[arg(long, value_name = "BYTES", default_value_t = vmmc_sockets::DEFAULT_RING)]
     ring: u64,
+    /// Move file data with the copying socket calls instead of the pointer API (for
+    /// measuring what the copies cost; `dfs bench` uses it).
+    #[arg(long, hide = true)]
+    copy_path: bool,
     /// More logging (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -90,6 +94,7 @@ fn run(args: Args) -> Result<(), String> {
         read_only: args.read_only,
         squash: args.squash,
         ring,
+        copy_path: args.copy_path,
         ..Config::new(&args.export, &args.listen, handle_key)
     };
     let server = Server::bind(config).map_err(|e| e.to_string())?;

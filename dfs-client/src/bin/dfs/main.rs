@@ -56,6 +56,71 @@ enum Cmd {
         #[arg(long, short = 'l')]
         lazy: bool,
     },
+    /// Measure file throughput and metadata rates of the DFS next to its alternatives.
+    ///
+    /// Targets, run interleaved over --rounds: dfs_fuse (the DFS mounted through FUSE, shm
+    /// backend, pointer path), dfs_copy (the same with the copying socket calls), dfs_tcp (tcp
+    /// backend), local (the export directory itself), fuse_ceiling (an in-memory FUSE file
+    /// system: the most any FUSE file system gets here), sshfs (--with-sshfs: a throwaway sshd on
+    /// 127.0.0.1), and any --target NAME=PATH. Servers and mounts run under --scratch; this
+    /// program's directory must hold dfs-server. Root is needed for the mounts.
+    ///
+    /// Workloads: seq_write_{4k,128k,1m}, seq_read_{4k,128k,1m} (MB/s, a --size file),
+    /// rand_read_4k and rand_write_4k (ops/s), create, stat and unlink of --files small files
+    /// (ops/s), readdir of --dir-entries entries (entries/s). Caches: warm by default (FUSE
+    /// targets re-read from their server at each open, the local file system from its page
+    /// cache); --cold drops every cache before each read.
+    ///
+    /// JSON (--json FILE) keys: config (size_bytes, rounds, files, dir_entries, random_ops,
+    /// fsync, cache, scratch); targets (column order); results[] (workload, target, unit,
+    /// median, min, max, runs[]); ratios.WORKLOAD ("dfs_fuse/fuse_ceiling", "dfs_fuse/local",
+    /// "dfs_fuse/sshfs", "pointer/copy" = dfs_fuse over dfs_copy, "dfs_tcp/dfs_fuse", of
+    /// medians, where both ran); copies_per_byte.TARGET (software copies per byte read
+    /// sequentially, from the NIC counters of the mount and its server).
+    Bench {
+        /// Size of the sequential file (K, M, G suffixes).
+        #[arg(long, default_value = "1G", value_parser = parse_size)]
+        size: u64,
+        /// Rounds (median and spread are over them).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Small files for create, stat and unlink.
+        #[arg(long, default_value_t = 1000)]
+        files: usize,
+        /// Entries in the large directory.
+        #[arg(long, default_value_t = 10000)]
+        dir_entries: usize,
+        /// Random 4 KiB operations per run.
+        #[arg(long, default_value_t = 20000)]
+        random_ops: usize,
+        /// Only these workloads (comma-separated keys or prefixes, e.g. seq_read,create).
+        #[arg(long, value_delimiter = ',')]
+        workloads: Vec<String>,
+        /// fsync after writing (counted in the time).
+        #[arg(long)]
+        fsync: bool,
+        /// Drop every cache before each read (needs root).
+        #[arg(long)]
+        cold: bool,
+        /// Add sshfs over a throwaway sshd on 127.0.0.1 (needs sshfs and openssh-server).
+        #[arg(long)]
+        with_sshfs: bool,
+        /// Leave out dfs_copy and dfs_tcp.
+        #[arg(long)]
+        no_variants: bool,
+        /// Another directory to measure, as NAME=PATH (repeatable).
+        #[arg(long = "target", value_name = "NAME=PATH", value_parser = parse_target)]
+        targets: Vec<(String, PathBuf)>,
+        /// Write every figure and ratio as JSON.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// Draw grouped bars per workload and target (.svg, or .png with rsvg-convert).
+        #[arg(long, value_name = "FILE")]
+        plot: Option<PathBuf>,
+        /// Where exports and mounts go (removed afterwards unless it existed).
+        #[arg(long, value_name = "DIR")]
+        scratch: Option<PathBuf>,
+    },
     /// Install /sbin/mount.dfs (a symlink to this program) so `mount -t dfs` and fstab work.
     InstallHelper {
         /// Where to put it.
@@ -161,6 +226,81 @@ fn mount_helper(args: &[String]) -> Result<(), String> {
     mount_cmd(spec, PathBuf::from(dir), None, options, false, None)
 }
 
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M') => (&s[..s.len() - 1], 1 << 20),
+        Some('G') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .filter(|n| *n >= 4096)
+        .ok_or_else(|| format!("{s}: a size of at least 4K, like 64M or 1G"))
+}
+
+fn parse_target(s: &str) -> Result<(String, PathBuf), String> {
+    let (name, path) = s.split_once('=').ok_or_else(|| format!("{s}: NAME=PATH"))?;
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(format!(
+            "{name:?}: a target name is letters, digits, _ and -"
+        ));
+    }
+    Ok((name.to_string(), PathBuf::from(path)))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bench_cmd(
+    params: dfs_client::bench::Params,
+    rounds: usize,
+    workloads: Vec<String>,
+    with_sshfs: bool,
+    no_variants: bool,
+    targets: Vec<(String, PathBuf)>,
+    json: Option<PathBuf>,
+    plot: Option<PathBuf>,
+    scratch: Option<PathBuf>,
+) -> Result<(), String> {
+    let (scratch, made) = match scratch {
+        Some(d) => (d.clone(), !d.exists()),
+        None => (
+            std::env::temp_dir().join(format!("dfs-bench-{}", std::process::id())),
+            true,
+        ),
+    };
+    let opts = dfs_client::bench::BenchOptions {
+        params,
+        rounds: rounds.max(1),
+        only: workloads,
+        with_sshfs,
+        variants: !no_variants,
+        extra: targets,
+        scratch: scratch.clone(),
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    let result = dfs_client::bench::run(&opts);
+    if made {
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
+    let report = result?;
+    print!("{}", report.table());
+    if let Some(p) = json {
+        report.write_json(&p)?;
+        println!("figures: {}", p.display());
+    }
+    if let Some(p) = plot {
+        report.write_plot(&p)?;
+        println!("plot: {}", p.display());
+    }
+    Ok(())
+}
+
 fn init_logging(verbose: u8) {
     let level = match verbose {
         0 => "warn",
@@ -201,6 +341,39 @@ fn main() -> ExitCode {
                 foreground,
                 log,
             } => mount_cmd(addr, mountpoint, secret, options, foreground, log),
+            Cmd::Bench {
+                size,
+                rounds,
+                files,
+                dir_entries,
+                random_ops,
+                workloads,
+                fsync,
+                cold,
+                with_sshfs,
+                no_variants,
+                targets,
+                json,
+                plot,
+                scratch,
+            } => bench_cmd(
+                dfs_client::bench::Params {
+                    size,
+                    files,
+                    dir_entries,
+                    random_ops,
+                    fsync,
+                    cold,
+                },
+                rounds,
+                workloads,
+                with_sshfs,
+                no_variants,
+                targets,
+                json,
+                plot,
+                scratch,
+            ),
             Cmd::Umount { mountpoint, lazy } => {
                 mount::umount(&mountpoint, lazy).map_err(|e| e.to_string())
             }

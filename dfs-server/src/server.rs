@@ -167,6 +167,7 @@ impl Server {
         nix::sys::stat::umask(nix::sys::stat::Mode::empty());
         let opts = StreamOptions {
             ring: config.ring,
+            spin: std::time::Duration::from_micros(std::env::var("DFS_SPIN_US").ok().and_then(|v| v.parse().ok()).unwrap_or(50)),
             ..StreamOptions::default()
         };
         let listener =

@@ -231,6 +231,10 @@ impl Filesystem for DfsFuse {
         let _ = config.add_capabilities(
             fuser::InitFlags::FUSE_DO_READDIRPLUS | fuser::InitFlags::FUSE_READDIRPLUS_AUTO,
         );
+        // The server's own kernel clears set-user-id bits and capabilities when a write or
+        // truncate runs there as the caller: the client's kernel need not ask for
+        // `security.capability` before every write (a round trip each).
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_HANDLE_KILLPRIV_V2);
         Ok(())
     }
 

@@ -271,6 +271,17 @@ impl Filesystem for MemFs {
         reply.written(data.len() as u32);
     }
 
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: fuser::ReplyXattr,
+    ) {
+        reply.error(fuser::Errno::ENODATA);
+    }
+
     fn flush(
         &self,
         _req: &Request,

@@ -47,6 +47,9 @@ struct Args {
     /// measuring what the copies cost; `dfs bench` uses it).
     #[arg(long, hide = true)]
     copy_path: bool,
+    /// How long a connection spins for the next request before sleeping, in microseconds.
+    #[arg(long, value_name = "MICROS", default_value_t = 50)]
+    spin_us: u64,
     /// More logging (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -95,6 +98,7 @@ fn run(args: Args) -> Result<(), String> {
         squash: args.squash,
         ring,
         copy_path: args.copy_path,
+        spin: std::time::Duration::from_micros(args.spin_us),
         ..Config::new(&args.export, &args.listen, handle_key)
     };
     let server = Server::bind(config).map_err(|e| e.to_string())?;

@@ -33,8 +33,11 @@ need_tool() {
 need_tool pjdfstest 0.2.2
 need_tool fsx 0.3.2
 
-# The mount tests use cc, git, mount(8) and /dev/fuse.
+# The mount tests use cc, git, mount(8) and /dev/fuse; the bench test compares with sshfs
+# over a throwaway sshd.
 missing=()
+command -v sshfs >/dev/null 2>&1 || missing+=(sshfs)
+[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
 command -v cc >/dev/null 2>&1 || missing+=(gcc)
 command -v git >/dev/null 2>&1 || missing+=(git)
 command -v mount >/dev/null 2>&1 || missing+=(mount)

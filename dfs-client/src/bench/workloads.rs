@@ -151,6 +151,10 @@ pub fn run(w: Workload, dir: &Path, p: &Params, round: usize) -> io::Result<(f64
     if p.cold && matches!(w, Workload::SeqRead(_) | Workload::RandRead) {
         drop_caches()?;
     }
+    // stat and unlink run on what create made; run alone, they make it first, untimed.
+    if matches!(w, Workload::Stat | Workload::Unlink) && !meta.exists() {
+        run(Workload::Create, dir, p, round)?;
+    }
     let t = Instant::now();
     let (count, bytes) = match w {
         Workload::SeqWrite(bs) => {

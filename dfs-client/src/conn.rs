@@ -412,15 +412,8 @@ mod copying {
         req: &Request,
         data: &[u8],
     ) -> Result<(Reply, Vec<u8>), CallError> {
-        let meta = codec::encode_to_vec(req).map_err(|e| CallError::Protocol(e.to_string()))?;
-        let mut frame = vec![0u8; HEADER];
-        FrameHeader {
-            meta_len: meta.len() as u32,
-            data_len: data.len() as u32,
-        }
-        .emit(&mut frame);
-        frame.extend_from_slice(&meta);
-        frame.extend_from_slice(data);
+        let frame =
+            codec::frame_to_vec(req, data).map_err(|e| CallError::Protocol(e.to_string()))?;
         let mut s: &VmmcStream = stream;
         s.write_all(&frame).map_err(CallError::NotSent)?;
         let mut head = [0u8; HEADER];

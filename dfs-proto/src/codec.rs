@@ -101,6 +101,28 @@ pub fn emit_head<T: Serialize>(
     Ok(HEADER + meta_len)
 }
 
+/// A whole frame in a new vector: header, `meta`, then a copy of `data`. For the paths that
+/// copy anyway (the copying socket calls, small control messages); the data path writes its
+/// frames in place with [`emit_head`].
+pub fn frame_to_vec<T: Serialize>(meta: &T, data: &[u8]) -> Result<Vec<u8>, EncodeError> {
+    if data.len() > MAX_DATA {
+        return Err(EncodeError::NoRoom(format!(
+            "{} data bytes exceed the limit of {MAX_DATA}",
+            data.len()
+        )));
+    }
+    let m = encode_to_vec(meta)?;
+    let mut out = vec![0u8; HEADER];
+    FrameHeader {
+        meta_len: m.len() as u32,
+        data_len: data.len() as u32,
+    }
+    .emit(&mut out);
+    out.extend_from_slice(&m);
+    out.extend_from_slice(data);
+    Ok(out)
+}
+
 /// Rewrites the data length of a frame whose head [`emit_head`] wrote at the start of `out`.
 pub fn set_data_len(out: &mut [u8], data_len: usize) {
     let len = data_len.min(MAX_DATA) as u32;

@@ -305,20 +305,9 @@ impl Fs {
                     OFlag::O_WRONLY
                 };
                 let fd = self.io_fd(c, handle, *open, flags)?;
-                let mut at = i64::try_from(*offset).map_err(|_| Errno::EINVAL)?;
-                let mut done = 0;
-                while done < data.len() {
-                    match nix::sys::uio::pwrite(fd.as_fd(), &data[done..], at) {
-                        Ok(0) => break,
-                        Ok(n) => {
-                            done += n;
-                            at += n as i64;
-                        }
-                        Err(nix::Error::EINTR) => continue,
-                        Err(e) if done == 0 => return Err(ex(e)),
-                        Err(_) => break,
-                    }
-                }
+                let (done, _) = positional(data.len(), *offset, |done, at| {
+                    nix::sys::uio::pwrite(fd.as_fd(), &data[done..], at)
+                })?;
                 Ok(Body::Written { len: done as u32 })
             }
             Op::Mkdir { dir, name, mode } => {
@@ -716,22 +705,35 @@ impl Fs {
         buf: &mut [u8],
     ) -> Result<(usize, bool), Errno> {
         let fd = self.io_fd(c, handle, open, OFlag::O_RDONLY)?;
-        let mut at = i64::try_from(offset).map_err(|_| Errno::EINVAL)?;
-        let mut done = 0;
-        while done < buf.len() {
-            match nix::sys::uio::pread(fd.as_fd(), &mut buf[done..], at) {
-                Ok(0) => return Ok((done, true)),
-                Ok(n) => {
-                    done += n;
-                    at += n as i64;
-                }
-                Err(nix::Error::EINTR) => continue,
-                Err(e) if done == 0 => return Err(ex(e)),
-                Err(_) => break,
-            }
-        }
-        Ok((done, false))
+        positional(buf.len(), offset, |done, at| {
+            nix::sys::uio::pread(fd.as_fd(), &mut buf[done..], at)
+        })
     }
+}
+
+/// Repeats a positional read or write (`io(done, at)`) until `len` bytes are done, the file
+/// ends (0) or an error comes after some progress (then what was done counts, as the system
+/// calls themselves report it). Returns the bytes done and whether the file ended.
+fn positional(
+    len: usize,
+    offset: u64,
+    mut io: impl FnMut(usize, i64) -> nix::Result<usize>,
+) -> Result<(usize, bool), Errno> {
+    let mut at = i64::try_from(offset).map_err(|_| Errno::EINVAL)?;
+    let mut done = 0;
+    while done < len {
+        match io(done, at) {
+            Ok(0) => return Ok((done, true)),
+            Ok(n) => {
+                done += n;
+                at += n as i64;
+            }
+            Err(nix::Error::EINTR) => continue,
+            Err(e) if done == 0 => return Err(ex(e)),
+            Err(_) => break,
+        }
+    }
+    Ok((done, false))
 }
 
 /// Maps an I/O error to the protocol's errno.

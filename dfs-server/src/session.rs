@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use dfs_proto::auth::proofs_match;
 use dfs_proto::codec;
-use dfs_proto::frame::{self, Frame, FrameHeader, HEADER, MAX_DATA};
+use dfs_proto::frame::{self, Frame, HEADER, MAX_DATA};
 use dfs_proto::msg::{
     AuthMode, Body, ClientHello, ClientProof, Op, Reply, Request, ServerChallenge, ServerVerdict,
     MAGIC, PROTOCOL_VERSION,
@@ -131,17 +131,10 @@ fn reserve<'s>(
 }
 
 fn send<T: Serialize>(stream: &VmmcStream, stop: &AtomicBool, msg: &T) -> Result<(), End> {
-    let meta = codec::encode_to_vec(msg).map_err(|e| End::Protocol(e.to_string()))?;
-    let total = HEADER + meta.len();
-    let mut slot = reserve(stream, stop, total)?;
-    let buf = slot.buf();
-    FrameHeader {
-        meta_len: meta.len() as u32,
-        data_len: 0,
-    }
-    .emit(buf);
-    buf[HEADER..total].copy_from_slice(&meta);
-    slot.commit(total)?;
+    let frame = codec::frame_to_vec(msg, &[]).map_err(|e| End::Protocol(e.to_string()))?;
+    let mut slot = reserve(stream, stop, frame.len())?;
+    slot.buf()[..frame.len()].copy_from_slice(&frame);
+    slot.commit(frame.len())?;
     Ok(())
 }
 
@@ -367,16 +360,7 @@ mod copying {
     }
 
     fn frame(reply: &Reply, data: &[u8]) -> Result<Vec<u8>, End> {
-        let meta = codec::encode_to_vec(reply).map_err(|e| End::Protocol(e.to_string()))?;
-        let mut out = vec![0u8; HEADER];
-        FrameHeader {
-            meta_len: meta.len() as u32,
-            data_len: data.len() as u32,
-        }
-        .emit(&mut out);
-        out.extend_from_slice(&meta);
-        out.extend_from_slice(data);
-        Ok(out)
+        codec::frame_to_vec(reply, data).map_err(|e| End::Protocol(e.to_string()))
     }
 
     pub(super) fn serve_one(

@@ -243,25 +243,7 @@ impl Connection {
 
     /// Sends `op` (with `data` as a write's data part) and waits for its reply.
     pub fn call(&mut self, creds: &Creds, op: Op, data: &[u8]) -> Result<Reply, CallError> {
-        self.check()?;
-        let id = self.next_id;
-        self.next_id += 1;
-        let req = Request {
-            id,
-            creds: creds.clone(),
-            op,
-        };
-        if self.copy_path {
-            let r = copying::call(&self.stream, &req, data).map(|(reply, _)| reply);
-            return r.or_else(|e| self.fail(e));
-        }
-        if let Err(e) = send(&self.stream, &req, data) {
-            return self.fail(not_sent(e));
-        }
-        match recv_reply(&self.stream, id, |reply, _data| reply) {
-            Ok(r) => Ok(r),
-            Err(e) => self.fail(e),
-        }
+        self.exchange(creds, op, data, |reply, _data| reply)
     }
 
     /// Reads and hands the bytes to `f` where they arrived, in the receive ring: no copy on
@@ -275,30 +257,44 @@ impl Connection {
         len: u32,
         f: impl FnOnce(Reply, &[u8]) -> R,
     ) -> Result<R, CallError> {
+        self.exchange(
+            creds,
+            Op::Read {
+                handle,
+                open,
+                offset,
+                len,
+            },
+            &[],
+            f,
+        )
+    }
+
+    /// One request and its reply, whose data part `f` gets in place (or, on the copy path,
+    /// from a buffer). A failure breaks the connection.
+    fn exchange<R>(
+        &mut self,
+        creds: &Creds,
+        op: Op,
+        data: &[u8],
+        f: impl FnOnce(Reply, &[u8]) -> R,
+    ) -> Result<R, CallError> {
         self.check()?;
         let id = self.next_id;
         self.next_id += 1;
         let req = Request {
             id,
             creds: creds.clone(),
-            op: Op::Read {
-                handle,
-                open,
-                offset,
-                len,
-            },
+            op,
         };
         if self.copy_path {
-            let r = copying::call(&self.stream, &req, &[]).map(|(reply, data)| f(reply, &data));
+            let r = copying::call(&self.stream, &req, data).map(|(reply, data)| f(reply, &data));
             return r.or_else(|e| self.fail(e));
         }
-        if let Err(e) = send(&self.stream, &req, &[]) {
+        if let Err(e) = send(&self.stream, &req, data) {
             return self.fail(not_sent(e));
         }
-        match recv_reply(&self.stream, id, f) {
-            Ok(r) => Ok(r),
-            Err(e) => self.fail(e),
-        }
+        recv_reply(&self.stream, id, f).or_else(|e| self.fail(e))
     }
 }
 

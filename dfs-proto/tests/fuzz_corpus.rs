@@ -166,6 +166,7 @@ fn seeds() -> Vec<Vec<u8>> {
             handle: h.clone(),
             name: XattrName::new(b"user.a").unwrap(),
         },
+        Op::Stats,
     ];
     let bodies = vec![
         Ok(Body::Done),
@@ -200,6 +201,11 @@ fn seeds() -> Vec<Vec<u8>> {
         Ok(Body::StatFs(StatFs::default())),
         Ok(Body::XattrSize(5)),
         Ok(Body::XattrData(b"user.a\0".to_vec())),
+        Ok(Body::Stats(TransferStats {
+            deposited: 1,
+            fetched: 2,
+            copied: 3,
+        })),
         Err(Errno::ESTALE),
     ];
     let frame = |meta: Vec<u8>, data: usize| {

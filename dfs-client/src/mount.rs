@@ -247,14 +247,29 @@ pub fn check_mountpoint(mp: &Path) -> Result<(), String> {
 /// The `major:minor` of the file system mounted on `mp`, from `/proc/self/mountinfo` (so
 /// that nothing touches the mount itself, which may not answer yet).
 fn mount_dev(mp: &Path) -> Option<String> {
-    let want = std::fs::canonicalize(mp).ok()?;
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    info.lines().rev().find_map(|l| {
-        let f: Vec<&str> = l.split(' ').collect();
-        (f.get(4).map(|p| unescape(p)).as_deref() == want.to_str())
-            .then(|| f.get(2).map(|d| d.to_string()))
-            .flatten()
-    })
+    mounts_on(mp).pop().map(|(dev, _)| dev)
+}
+
+/// The `(major:minor, fstype)` of every mount on `mp` in `/proc/self/mountinfo`, the topmost
+/// last. A mount whose daemon died cannot be resolved, so its path is taken as it is.
+fn mounts_on(mp: &Path) -> Vec<(String, String)> {
+    let Ok(want) = std::fs::canonicalize(mp).or_else(|_| std::path::absolute(mp)) else {
+        return Vec::new();
+    };
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    info.lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ").unwrap_or((l, ""));
+            let f: Vec<&str> = left.split(' ').collect();
+            let point = f.get(4).map(|p| unescape(p));
+            (point.as_deref() == want.to_str()).then(|| {
+                let dev = f.get(2).map_or_else(String::new, |d| d.to_string());
+                (dev, right.split(' ').next().unwrap_or("").to_string())
+            })
+        })
+        .collect()
 }
 
 /// Sets the kernel readahead of the mount's backing device (`/sys/class/bdi/M:N`).
@@ -289,19 +304,10 @@ fn unescape(s: &str) -> String {
 /// Whether a FUSE file system (ours, or the remains of one whose daemon died) is mounted on
 /// `mp`, according to `/proc/self/mountinfo`.
 pub fn is_fuse_mount(mp: &Path) -> bool {
-    let Ok(want) = std::fs::canonicalize(mp).or_else(|_| std::path::absolute(mp)) else {
-        return false;
-    };
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    info.lines().any(|l| {
-        let (left, right) = l.split_once(" - ").unwrap_or((l, ""));
-        let point = left.split(' ').nth(4).map(unescape);
-        let fstype = right.split(' ').next().unwrap_or("");
-        // fuser's own mount (no libfuse) leaves out the subtype: any FUSE mount counts.
-        point.as_deref() == want.to_str() && (fstype == "fuse" || fstype.starts_with("fuse."))
-    })
+    // fuser's own mount (no libfuse) leaves out the subtype: any FUSE mount counts.
+    mounts_on(mp)
+        .iter()
+        .any(|(_, fstype)| fstype == "fuse" || fstype.starts_with("fuse."))
 }
 
 /// Starts the daemon in the background (this program again, with `--foreground`), waits until

@@ -14,6 +14,9 @@ use std::time::Duration;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
+mod users;
+pub use users::{run_as, test_user, TestUser};
+
 /// The two backends every behavioural test runs against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -104,7 +107,31 @@ impl Peer {
     /// like `common::child_process`) in `role`, and waits for its first answer.
     pub fn spawn(entry: &str, role: &[&str]) -> (Peer, String) {
         let exe = std::env::current_exe().unwrap();
-        let mut child = Command::new(exe)
+        Peer::start(Command::new(exe), entry, role)
+    }
+
+    /// As [`Peer::spawn`], with the child running as `user`: its real, effective and saved
+    /// ids, no supplementary groups, no capabilities. The binary is run from a copy anyone
+    /// may execute, since the clone may sit where the user cannot look (`/root`).
+    pub fn spawn_as(user: &TestUser, entry: &str, role: &[&str]) -> (Peer, String) {
+        let mut cmd = Command::new("setpriv");
+        cmd.args([
+            "--reuid",
+            &user.uid.to_string(),
+            "--regid",
+            &user.gid.to_string(),
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--",
+        ])
+        .arg(users::shared_exe())
+        .current_dir("/")
+        .env("HOME", "/");
+        Peer::start(cmd, entry, role)
+    }
+
+    fn start(mut cmd: Command, entry: &str, role: &[&str]) -> (Peer, String) {
+        let mut child = cmd
             .args([
                 entry,
                 "--exact",

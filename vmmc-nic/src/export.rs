@@ -7,14 +7,14 @@
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{shutdown, Shutdown};
 
-use crate::access::{Access, PeerIdentity, Permissions};
+use crate::access::{Access, PeerIdentity, Permissions, Principal};
 use crate::addr::{ExportId, NodeAddr};
 use crate::counters;
 use crate::error::{Error, Result};
@@ -24,8 +24,61 @@ use crate::span::Span;
 use crate::sys::Region;
 use crate::{shm, tcp};
 
-/// Greetings an export holds before it refuses more imports that carry one.
+/// Greetings an export holds (queued, or taken and not yet dropped) before it refuses more
+/// imports that carry one.
 pub const MAX_PENDING_GREETINGS: usize = 128;
+/// Of those, how many one peer may hold (one local user, or one remote address; local root is
+/// not limited): one user's flood of connection requests cannot lock out the others.
+pub const MAX_PENDING_GREETINGS_PER_PEER: usize = 16;
+
+/// Limits on the import connections an endpoint serves at once. Each costs a thread and a
+/// few descriptors for as long as the import lives, so a peer that opens them and never
+/// lets go must run into a limit of its own before the process runs out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EndpointOptions {
+    /// Import connections in all (handshaking or granted); more are refused as busy.
+    pub max_connections: usize,
+    /// Import connections from one peer: one local user (root is not limited) or one remote
+    /// address.
+    pub max_connections_per_peer: usize,
+}
+
+impl Default for EndpointOptions {
+    fn default() -> EndpointOptions {
+        EndpointOptions {
+            max_connections: 4096,
+            max_connections_per_peer: 256,
+        }
+    }
+}
+
+/// Counts of live import connections, for [`EndpointOptions`].
+#[derive(Debug, Default)]
+struct ConnCounts {
+    total: usize,
+    by_peer: HashMap<Principal, usize>,
+}
+
+/// One counted connection; uncounted when dropped.
+pub(crate) struct ConnSlot {
+    inner: Arc<EndpointInner>,
+    principal: Option<Principal>,
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        let mut c = lock(&self.inner.conns);
+        c.total = c.total.saturating_sub(1);
+        if let Some(p) = self.principal {
+            if let Some(n) = c.by_peer.get_mut(&p) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    c.by_peer.remove(&p);
+                }
+            }
+        }
+    }
+}
 
 /// How long a connecting peer has to send its import request.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -57,15 +110,34 @@ pub(crate) struct EndpointInner {
     pub(crate) exports: Mutex<HashMap<ExportId, Arc<ExportShared>>>,
     next_id: AtomicU32,
     stop: Notifier,
+    opts: EndpointOptions,
+    conns: Mutex<ConnCounts>,
 }
 
 impl EndpointInner {
-    pub(crate) fn lookup(&self, id: ExportId) -> Option<Arc<ExportShared>> {
-        lock(&self.exports).get(&id).cloned()
+    /// Counts a new connection from `peer`, or says no when a limit is reached.
+    fn admit_conn(self: &Arc<Self>, peer: &PeerIdentity) -> Option<ConnSlot> {
+        let principal = peer.principal();
+        let mut c = lock(&self.conns);
+        if c.total >= self.opts.max_connections {
+            return None;
+        }
+        if let Some(p) = principal {
+            let n = c.by_peer.entry(p).or_default();
+            if *n >= self.opts.max_connections_per_peer {
+                return None;
+            }
+            *n += 1;
+        }
+        c.total += 1;
+        Some(ConnSlot {
+            inner: self.clone(),
+            principal,
+        })
     }
 
-    pub(crate) fn addr(&self) -> &NodeAddr {
-        &self.addr
+    pub(crate) fn lookup(&self, id: ExportId) -> Option<Arc<ExportShared>> {
+        lock(&self.exports).get(&id).cloned()
     }
 }
 
@@ -96,9 +168,14 @@ impl std::fmt::Debug for Endpoint {
 }
 
 impl Endpoint {
-    /// Starts listening at `addr`. For `tcp:` port 0 picks a free port; [`Endpoint::addr`]
-    /// tells which.
+    /// Starts listening at `addr` with the default limits. For `tcp:` port 0 picks a free
+    /// port; [`Endpoint::addr`] tells which.
     pub fn bind(addr: &NodeAddr) -> Result<Endpoint> {
+        Endpoint::bind_with(addr, EndpointOptions::default())
+    }
+
+    /// Starts listening at `addr` with the given limits.
+    pub fn bind_with(addr: &NodeAddr, opts: EndpointOptions) -> Result<Endpoint> {
         let (listener, local) = match addr {
             NodeAddr::Shm(name) => shm::listen(name)?,
             NodeAddr::Tcp(t) => tcp::listen(t)?,
@@ -108,6 +185,8 @@ impl Endpoint {
             exports: Mutex::new(HashMap::new()),
             next_id: AtomicU32::new(1),
             stop: Notifier::new().map_err(Error::io("creating the endpoint's stop event"))?,
+            opts,
+            conns: Mutex::new(ConnCounts::default()),
         });
         let acceptor = {
             let inner = inner.clone();
@@ -196,14 +275,47 @@ fn accept_loop(inner: Arc<EndpointInner>, listener: Listener) {
         }
         let spawned = match &listener {
             Listener::Unix(l) => match l.accept() {
-                Ok((s, _)) => spawn_conn(&inner, move |inner| shm::handle(inner, s)),
+                Ok((s, _)) => {
+                    let peer = match shm::peer_identity(&s) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            tracing::warn!(
+                                "vmmc endpoint {}: no peer credentials: {e}",
+                                inner.addr
+                            );
+                            continue;
+                        }
+                    };
+                    match inner.admit_conn(&peer) {
+                        Some(slot) => spawn_conn(&inner, move |inner| {
+                            shm::handle(inner, s, peer);
+                            drop(slot);
+                        }),
+                        None => {
+                            refuse_busy(&inner, s, &peer);
+                            continue;
+                        }
+                    }
+                }
                 Err(e) => {
                     accept_error(&inner, e);
                     continue;
                 }
             },
             Listener::Tcp(l) => match l.accept() {
-                Ok((s, peer)) => spawn_conn(&inner, move |inner| tcp::handle(inner, s, peer)),
+                Ok((s, sa)) => {
+                    let peer = PeerIdentity::Remote(sa);
+                    match inner.admit_conn(&peer) {
+                        Some(slot) => spawn_conn(&inner, move |inner| {
+                            tcp::handle(inner, s, sa);
+                            drop(slot);
+                        }),
+                        None => {
+                            refuse_busy(&inner, s, &peer);
+                            continue;
+                        }
+                    }
+                }
                 Err(e) => {
                     accept_error(&inner, e);
                     continue;
@@ -217,6 +329,21 @@ fn accept_loop(inner: Arc<EndpointInner>, listener: Listener) {
             );
         }
     }
+}
+
+/// Tells a peer over its connection limit that the endpoint is busy, without a thread: a
+/// fresh socket takes one header without blocking.
+fn refuse_busy(inner: &EndpointInner, mut s: impl std::io::Write, peer: &PeerIdentity) {
+    tracing::info!(
+        "vmmc endpoint {}: refusing {peer}: at its limit of import connections",
+        inner.addr
+    );
+    let _ = s.write(
+        &crate::wire::Frame::Refused {
+            reason: crate::wire::Refusal::Busy,
+        }
+        .emit(),
+    );
 }
 
 fn accept_error(inner: &EndpointInner, e: std::io::Error) {
@@ -246,13 +373,14 @@ pub(crate) fn run_connection<W: Wire + AsFd>(
     peer: PeerIdentity,
 ) -> Option<(Arc<ExportShared>, Access)> {
     let lookup = |id| inner.lookup(id);
-    let (export, access) = match serve::handshake(w, &lookup, &peer) {
-        Ok(granted) => granted,
+    let admitted = match serve::handshake(w, &lookup, &peer) {
+        Ok(admitted) => admitted,
         Err(end) => {
             log_end(&inner.addr, &peer, None, &end);
             return None;
         }
     };
+    let (export, access) = (admitted.export, admitted.access);
     // Recorded before the grant, so that an importer that holds the grant is already counted.
     let Some(registration) = export.register(w.as_fd()) else {
         // Revoked between the lookup and now.
@@ -261,6 +389,9 @@ pub(crate) fn run_connection<W: Wire + AsFd>(
     if let Err(e) = w.grant(&export, access) {
         log_end(&inner.addr, &peer, Some(export.id), &End::Io(e));
         return None;
+    }
+    if let Some((bytes, slot)) = admitted.greeting {
+        export.queue_greeting(&peer, bytes, slot, registration.key);
     }
     tracing::debug!(
         "vmmc endpoint {}: {peer} imported {} for {access}",
@@ -316,7 +447,7 @@ pub(crate) struct ExportShared {
     conns: Mutex<HashMap<u64, OwnedFd>>,
     next_conn: AtomicU64,
     revoked: AtomicBool,
-    greetings: Mutex<VecDeque<Greeting>>,
+    greetings: Mutex<Greetings>,
     /// Asks connection threads to stop between frames and leave their connection open.
     pub(crate) handover: Notifier,
     pub(crate) handing: AtomicBool,
@@ -359,7 +490,7 @@ impl ExportShared {
             conns: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(0),
             revoked: AtomicBool::new(false),
-            greetings: Mutex::new(VecDeque::new()),
+            greetings: Mutex::new(Greetings::default()),
             handover: Notifier::new().map_err(Error::io("creating an eventfd"))?,
             handing: AtomicBool::new(false),
             handed: Mutex::new(Vec::new()),
@@ -389,21 +520,51 @@ impl ExportShared {
         lock(&self.handed).push(HandedConn { fd, access, tcp });
     }
 
-    /// Queues a greeting for the application and wakes its waiters; false when the queue is
-    /// full, so that a flood of imports cannot grow it without bound.
-    pub(crate) fn queue_greeting(&self, peer: &PeerIdentity, bytes: Vec<u8>) -> bool {
-        {
-            let mut q = lock(&self.greetings);
-            if q.len() >= MAX_PENDING_GREETINGS {
-                return false;
-            }
-            q.push_back(Greeting {
-                peer: peer.clone(),
-                bytes,
-            });
+    /// Reserves a place for a greeting from `peer`, or `None` when the export holds as many
+    /// as it may (in all, or from this peer). The place is held until the greeting is dropped.
+    pub(crate) fn reserve_greeting(self: &Arc<Self>, peer: &PeerIdentity) -> Option<GreetingSlot> {
+        let principal = peer.principal();
+        let mut g = lock(&self.greetings);
+        if g.alive >= MAX_PENDING_GREETINGS {
+            return None;
         }
+        if let Some(p) = principal {
+            let n = g.by_peer.entry(p).or_default();
+            if *n >= MAX_PENDING_GREETINGS_PER_PEER {
+                return None;
+            }
+            *n += 1;
+        }
+        g.alive += 1;
+        Some(GreetingSlot {
+            export: Arc::downgrade(self),
+            principal,
+        })
+    }
+
+    /// Queues a greeting for the application and wakes its waiters. Dropping the greeting
+    /// ends the import connection `conn` that carried it.
+    pub(crate) fn queue_greeting(
+        self: &Arc<Self>,
+        peer: &PeerIdentity,
+        bytes: Vec<u8>,
+        slot: GreetingSlot,
+        conn: u64,
+    ) {
+        let greeting = Greeting {
+            peer: peer.clone(),
+            bytes,
+            hold: Some(GreetingHold { slot, conn }),
+        };
+        lock(&self.greetings).queue.push_back(greeting);
         self.notifier.signal();
-        true
+    }
+
+    /// Ends one import connection (the importer sees the export as gone).
+    fn shut_conn(&self, key: u64) {
+        if let Some(fd) = lock(&self.conns).get(&key) {
+            let _ = shutdown(fd.as_raw_fd(), Shutdown::Both);
+        }
     }
 
     pub(crate) fn region(&self) -> &Region {
@@ -448,12 +609,16 @@ impl ExportShared {
         for fd in conns {
             let _ = shutdown(fd.as_raw_fd(), Shutdown::Both);
         }
+        // Dropped outside the lock: a greeting's drop takes it.
+        let waiting: Vec<Greeting> = lock(&self.greetings).queue.drain(..).collect();
+        drop(waiting);
     }
 }
 
 pub(crate) struct Registration {
     export: Arc<ExportShared>,
-    key: u64,
+    /// Names the connection in the export's table.
+    pub(crate) key: u64,
     handed_over: bool,
 }
 
@@ -477,16 +642,86 @@ impl Drop for Registration {
     }
 }
 
+/// Greetings queued for the application, and how many are alive in all and per peer.
+#[derive(Default)]
+pub(crate) struct Greetings {
+    queue: VecDeque<Greeting>,
+    alive: usize,
+    by_peer: HashMap<Principal, usize>,
+}
+
+impl std::fmt::Debug for Greetings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Greetings")
+            .field("queued", &self.queue.len())
+            .field("alive", &self.alive)
+            .finish()
+    }
+}
+
+/// A greeting's place in its export's limits; freed when dropped.
+pub(crate) struct GreetingSlot {
+    /// Weak: a greeting queued in the export must not keep the export alive.
+    export: Weak<ExportShared>,
+    principal: Option<Principal>,
+}
+
+impl Drop for GreetingSlot {
+    fn drop(&mut self) {
+        let Some(export) = self.export.upgrade() else {
+            return;
+        };
+        let mut g = lock(&export.greetings);
+        g.alive = g.alive.saturating_sub(1);
+        if let Some(p) = self.principal {
+            if let Some(n) = g.by_peer.get_mut(&p) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    g.by_peer.remove(&p);
+                }
+            }
+        }
+    }
+}
+
+/// What a queued greeting holds: its place, and the connection it came on.
+struct GreetingHold {
+    slot: GreetingSlot,
+    conn: u64,
+}
+
+impl Drop for GreetingHold {
+    fn drop(&mut self) {
+        if let Some(export) = self.slot.export.upgrade() {
+            export.shut_conn(self.conn);
+        }
+    }
+}
+
 /// Bytes an importer attached to its import request, with who sent them.
 ///
 /// This is how a connection request reaches a listener: the greeting names the importer's own
 /// export, which the listener then imports in turn. The bytes are the peer's and untrusted.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// A greeting lasts as long as the import that carried it: dropping it ends that import (the
+/// importer sees the export as gone) and frees its place in the export's limits, so a peer
+/// cannot pile up imports by sending requests the application has finished with.
 pub struct Greeting {
     /// The importer, as the kernel reports it.
     pub peer: PeerIdentity,
     /// What it sent, at most [`crate::MAX_GREETING_LEN`] bytes.
     pub bytes: Vec<u8>,
+    hold: Option<GreetingHold>,
+}
+
+impl std::fmt::Debug for Greeting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Greeting")
+            .field("peer", &self.peer)
+            .field("bytes", &self.bytes.len())
+            .field("live", &self.hold.is_some())
+            .finish()
+    }
 }
 
 /// What woke a waiter on an export.
@@ -549,7 +784,7 @@ impl Export {
     /// Takes the oldest greeting that came with an import, without blocking. A greeting
     /// arriving also wakes [`Export::wait`] (as [`Wake::Notified`]).
     pub fn take_greeting(&self) -> Option<Greeting> {
-        lock(&self.shared.greetings).pop_front()
+        lock(&self.shared.greetings).queue.pop_front()
     }
 
     /// Always false: regions have at least one byte. Present because `len` is.

@@ -42,7 +42,8 @@ pub fn tcp_frames(data: &[u8]) {
         input: data,
         sent: 0,
     };
-    if let Ok((exp, access)) = handshake(&mut wire, &lookup, &peer) {
+    if let Ok(admitted) = handshake(&mut wire, &lookup, &peer) {
+        let (exp, access) = (admitted.export, admitted.access);
         if wire.grant(&exp, access).is_ok() {
             let _ = serve(&mut wire, &exp, access);
         }
@@ -57,6 +58,7 @@ pub fn tcp_frames_after_import(data: &[u8]) {
         export: id,
         access: Access::ALL,
         greeting: 0,
+        key: false,
     }
     .emit()
     .to_vec();

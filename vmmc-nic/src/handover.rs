@@ -30,6 +30,8 @@ use crate::tcp::TcpImport;
 const MAX_APP: usize = 16 * 1024;
 
 /// How long `hand_over` waits for connection threads to reach a frame boundary.
+/// Most supplementary groups an identity carries across a handover.
+const MAX_GROUPS: usize = 1024;
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn bad(why: impl Into<String>) -> Error {
@@ -236,11 +238,20 @@ pub fn send_handover(
         w.u64(p.mirror);
         w.u64(p.timeout.as_millis() as u64);
         match &p.exporter {
-            PeerIdentity::Local { pid, uid, gid } => {
+            PeerIdentity::Local {
+                pid,
+                uid,
+                gid,
+                groups,
+            } => {
                 w.u8(0);
                 w.u32(*pid as u32);
                 w.u32(*uid);
                 w.u32(*gid);
+                w.u32(groups.len().min(MAX_GROUPS) as u32);
+                for g in groups.iter().take(MAX_GROUPS) {
+                    w.u32(*g);
+                }
             }
             PeerIdentity::Remote(sa) => {
                 w.u8(1);
@@ -347,11 +358,20 @@ pub fn recv_handover(sock: &UnixStream) -> Result<Received> {
         let (len, mirror) = (r.u64()?, r.u64()?);
         let timeout = Duration::from_millis(r.u64()?.max(1));
         let exporter = match r.u8()? {
-            0 => PeerIdentity::Local {
-                pid: r.u32()? as i32,
-                uid: r.u32()?,
-                gid: r.u32()?,
-            },
+            0 => {
+                let (pid, uid, gid) = (r.u32()? as i32, r.u32()?, r.u32()?);
+                let n = r.u32()?;
+                if n as usize > MAX_GROUPS {
+                    return Err(bad("too many groups"));
+                }
+                let groups = (0..n).map(|_| r.u32()).collect::<Result<Vec<u32>>>()?;
+                PeerIdentity::Local {
+                    pid,
+                    uid,
+                    gid,
+                    groups,
+                }
+            }
             _ => PeerIdentity::Remote(r.str()?.parse().map_err(|_| bad("bad address"))?),
         };
         let has_shared = r.u8()? != 0;

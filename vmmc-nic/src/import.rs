@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::access::{Access, PeerIdentity};
+use crate::access::{Access, ImportKey, PeerIdentity};
 use crate::addr::{ExportId, NodeAddr};
 use crate::counters;
 use crate::error::{Error, Result};
@@ -44,8 +44,8 @@ pub(crate) fn refusal_error(reason: Refusal, peer: &str, id: ExportId, access: A
     }
 }
 
-/// How to import: the timeout for the import and for later blocking transfers, and an
-/// optional greeting for the exporter's application.
+/// How to import: the timeout for the import and for later blocking transfers, an optional
+/// greeting for the exporter's application, and the key the export may require.
 #[derive(Clone, Debug)]
 pub struct ImportOptions {
     /// Bounds the import itself and, on tcp, every later transfer that can block.
@@ -53,6 +53,9 @@ pub struct ImportOptions {
     /// Bytes handed to the exporter's application with the import (see
     /// [`crate::Export::take_greeting`]); at most [`crate::MAX_GREETING_LEN`].
     pub greeting: Vec<u8>,
+    /// The key the exporter handed this process, for an export that requires one
+    /// ([`crate::Permissions::with_key`]).
+    pub key: Option<ImportKey>,
 }
 
 impl Default for ImportOptions {
@@ -60,6 +63,7 @@ impl Default for ImportOptions {
         ImportOptions {
             timeout: DEFAULT_TIMEOUT,
             greeting: Vec::new(),
+            key: None,
         }
     }
 }
@@ -75,20 +79,69 @@ impl ImportOptions {
             export: id,
             access,
             greeting,
+            key: self.key.is_some(),
         }
         .emit()
         .to_vec();
+        if let Some(k) = &self.key {
+            out.extend_from_slice(k.as_bytes());
+        }
         out.extend_from_slice(&self.greeting);
         Ok(out)
     }
 }
 
-/// What an exporter granted.
+/// A connection to an endpoint that has not asked for anything yet.
+///
+/// It tells who the exporter is, as the kernel reports it, before this process offers
+/// anything: an importer about to name a region of its own in a greeting can first restrict
+/// that region to this very exporter. Then [`Dialed::import`] asks on the same connection.
 #[derive(Debug)]
-pub(crate) struct Granted {
-    pub(crate) len: u64,
-    pub(crate) mirror: u64,
-    pub(crate) exporter: PeerIdentity,
+pub struct Dialed {
+    backend: DialBackend,
+    addr: NodeAddr,
+    exporter: PeerIdentity,
+}
+
+#[derive(Debug)]
+enum DialBackend {
+    Shm(shm::ShmDial),
+    Tcp(TcpImport),
+}
+
+impl Dialed {
+    /// The process (shm) or address (tcp) at the other end.
+    pub fn exporter(&self) -> &PeerIdentity {
+        &self.exporter
+    }
+
+    /// Imports export `id` over this connection.
+    pub fn import(self, id: ExportId, access: Access, opts: &ImportOptions) -> Result<Import> {
+        let mut opts = opts.clone();
+        opts.timeout = opts.timeout.max(Duration::from_millis(1));
+        let (backend, len, mirror) = match self.backend {
+            DialBackend::Shm(d) => {
+                let (s, len, mirror) = d.import(id, access, &opts)?;
+                (Backend::Shm(s), len, mirror)
+            }
+            DialBackend::Tcp(t) => {
+                let (t, len, mirror) = t.import(id, access, &opts)?;
+                (Backend::Tcp(t), len, mirror)
+            }
+        };
+        Import::from_parts(
+            backend,
+            Parts {
+                peer: self.addr,
+                id,
+                access,
+                len,
+                mirror,
+                exporter: self.exporter,
+                timeout: opts.timeout,
+            },
+        )
+    }
 }
 
 #[derive(Debug)]
@@ -196,30 +249,28 @@ impl Import {
         access: Access,
         opts: &ImportOptions,
     ) -> Result<Import> {
-        let mut opts = opts.clone();
-        opts.timeout = opts.timeout.max(Duration::from_millis(1));
-        let (backend, granted) = match addr {
+        Import::dial(addr, opts.timeout)?.import(id, access, opts)
+    }
+
+    /// Connects to the endpoint at `addr` without asking for anything yet, to learn who
+    /// exports there first (see [`Dialed`]).
+    pub fn dial(addr: &NodeAddr, timeout: Duration) -> Result<Dialed> {
+        let timeout = timeout.max(Duration::from_millis(1));
+        let (backend, exporter) = match addr {
             NodeAddr::Shm(name) => {
-                let (s, g) = shm::open(name, id, access, &opts)?;
-                (Backend::Shm(s), g)
+                let (d, who) = shm::dial(name, timeout)?;
+                (DialBackend::Shm(d), who)
             }
             NodeAddr::Tcp(t) => {
-                let (t, g) = tcp::open(t, id, access, &opts)?;
-                (Backend::Tcp(t), g)
+                let (d, who) = tcp::dial(t, timeout)?;
+                (DialBackend::Tcp(d), who)
             }
         };
-        Import::from_parts(
+        Ok(Dialed {
             backend,
-            Parts {
-                peer: addr.clone(),
-                id,
-                access,
-                len: granted.len,
-                mirror: granted.mirror,
-                exporter: granted.exporter,
-                timeout: opts.timeout,
-            },
-        )
+            addr: addr.clone(),
+            exporter,
+        })
     }
 
     /// Bytes of the region's tail that are mapped twice; offsets up to `len() + mirror()` are

@@ -45,6 +45,7 @@
 
 mod access;
 mod addr;
+mod buffer;
 mod counters;
 mod error;
 mod export;
@@ -61,13 +62,17 @@ mod tcp;
 mod watch;
 mod wire;
 
-pub use access::{Access, PeerIdentity, PeerMatch, Permissions};
+pub use access::{Access, ImportKey, PeerIdentity, PeerMatch, Permissions, KEY_LEN};
 pub use addr::{ExportId, NodeAddr, ShmName, TcpAddr, MAX_SHM_NAME_LEN};
+pub use buffer::LocalBuffer;
 pub use counters::Counters;
 pub use error::{Error, Result};
-pub use export::{Endpoint, Export, Greeting, Wake, MAX_PENDING_GREETINGS};
+pub use export::{
+    Endpoint, EndpointOptions, Export, Greeting, Wake, MAX_PENDING_GREETINGS,
+    MAX_PENDING_GREETINGS_PER_PEER,
+};
 pub use handover::{recv_handover, send_handover, ExportHandover, ImportHandover, Received};
-pub use import::{Import, ImportOptions, Notify, DEFAULT_TIMEOUT};
+pub use import::{Dialed, Import, ImportOptions, Notify, DEFAULT_TIMEOUT};
 pub use span::MAX_REGION_LEN;
 pub use wire::MAX_GREETING_LEN;
 

@@ -10,9 +10,9 @@ use std::os::fd::{AsFd, BorrowedFd};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::sync::Arc;
 
-use crate::access::{Access, PeerIdentity};
+use crate::access::{Access, ImportKey, PeerIdentity, KEY_LEN};
 use crate::addr::ExportId;
-use crate::export::ExportShared;
+use crate::export::{ExportShared, GreetingSlot};
 use crate::span::Span;
 use crate::sys::Region;
 use crate::wire::{Frame, Refusal, FRAME_LEN, WORD_TRAILER};
@@ -69,24 +69,42 @@ impl From<io::Error> for End {
     }
 }
 
-/// Reads the import request and refuses it, or admits it for the caller to grant with
-/// [`Wire::grant`] once it has recorded the importer.
+/// An import request that passed the checks, for the caller to grant with [`Wire::grant`]
+/// once it has recorded the importer.
+pub(crate) struct Admitted {
+    pub(crate) export: Arc<ExportShared>,
+    pub(crate) access: Access,
+    /// The greeting, with its reserved place in the export's queue: queued only once the
+    /// grant is out, so that the application never sees a greeting whose import it cannot
+    /// end by dropping it.
+    pub(crate) greeting: Option<(Vec<u8>, GreetingSlot)>,
+}
+
+/// Reads the import request and refuses it, or admits it.
 pub(crate) fn handshake<W: Wire>(
     w: &mut W,
     lookup: &dyn Fn(ExportId) -> Option<Arc<ExportShared>>,
     peer: &PeerIdentity,
-) -> Result<(Arc<ExportShared>, Access), End> {
+) -> Result<Admitted, End> {
     let hdr = w.recv_frame()?.ok_or(End::Closed)?;
     let frame = Frame::parse(&hdr).map_err(|e| End::Violation(e.to_string()))?;
     let Frame::ImportReq {
         export,
         access,
         greeting,
+        key,
     } = frame
     else {
         return Err(End::Violation(format!(
             "expected an import request, got {frame:?}"
         )));
+    };
+    let key = if key {
+        let mut k = [0u8; KEY_LEN];
+        w.recv_exact(&mut k)?;
+        Some(ImportKey::from_bytes(k))
+    } else {
+        None
     };
     let mut bytes = vec![0u8; usize::from(greeting)];
     w.recv_exact(&mut bytes)?;
@@ -99,13 +117,22 @@ pub(crate) fn handshake<W: Wire>(
     let Some(exp) = lookup(export) else {
         return Err(refuse(w, Refusal::NoSuchExport));
     };
-    if !exp.permissions().permits(peer, access) {
+    if !exp.permissions().permits(peer, access, key.as_ref()) {
         return Err(refuse(w, Refusal::PermissionDenied));
     }
-    if !bytes.is_empty() && !exp.queue_greeting(peer, bytes) {
-        return Err(refuse(w, Refusal::Busy));
-    }
-    Ok((exp, access))
+    let greeting = if bytes.is_empty() {
+        None
+    } else {
+        match exp.reserve_greeting(peer) {
+            Some(slot) => Some((bytes, slot)),
+            None => return Err(refuse(w, Refusal::Busy)),
+        }
+    };
+    Ok(Admitted {
+        export: exp,
+        access,
+        greeting,
+    })
 }
 
 /// Serves frames until the peer closes or misbehaves.

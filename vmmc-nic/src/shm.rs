@@ -9,6 +9,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::sync::Arc;
+use std::time::Duration;
 
 use nix::sys::socket::{getsockopt, sendmsg, sockopt, ControlMessage, MsgFlags};
 
@@ -16,7 +17,7 @@ use crate::access::{Access, PeerIdentity};
 use crate::addr::{ExportId, NodeAddr, ShmName};
 use crate::error::{Error, Result};
 use crate::export::{run_connection, EndpointInner, ExportShared, Listener, HANDSHAKE_TIMEOUT};
-use crate::import::{refusal_error, Granted, ImportOptions};
+use crate::import::{refusal_error, ImportOptions};
 use crate::notify::RemoteNotifier;
 use crate::serve::Wire;
 use crate::span::Span;
@@ -43,23 +44,17 @@ pub(crate) fn listen(name: &ShmName) -> Result<(Listener, NodeAddr)> {
 }
 
 /// Who is at the other end of a control connection, as the kernel reports it.
-fn peer_identity(stream: &UnixStream) -> nix::Result<PeerIdentity> {
+pub(crate) fn peer_identity(stream: &UnixStream) -> io::Result<PeerIdentity> {
     let c = getsockopt(stream, sockopt::PeerCredentials)?;
     Ok(PeerIdentity::Local {
         pid: c.pid(),
         uid: c.uid(),
         gid: c.gid(),
+        groups: crate::sys::peer_groups(stream.as_fd())?,
     })
 }
 
-pub(crate) fn handle(inner: Arc<EndpointInner>, stream: UnixStream) {
-    let peer = match peer_identity(&stream) {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::warn!("vmmc endpoint {}: no peer credentials: {e}", inner.addr());
-            return;
-        }
-    };
+pub(crate) fn handle(inner: Arc<EndpointInner>, stream: UnixStream, peer: PeerIdentity) {
     if stream.set_nonblocking(false).is_err()
         || stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT)).is_err()
     {
@@ -175,15 +170,17 @@ pub(crate) struct ShmImport {
     pub(crate) conn: UnixStream,
 }
 
-pub(crate) fn open(
-    name: &ShmName,
-    id: ExportId,
-    access: Access,
-    opts: &ImportOptions,
-) -> Result<(ShmImport, Granted)> {
-    let timeout = opts.timeout;
+/// A control connection to an exporter that has not asked for anything yet.
+#[derive(Debug)]
+pub(crate) struct ShmDial {
+    stream: UnixStream,
+    peer: String,
+}
+
+/// Connects to the endpoint and learns from the kernel who listens there.
+pub(crate) fn dial(name: &ShmName, timeout: Duration) -> Result<(ShmDial, PeerIdentity)> {
     let peer = NodeAddr::Shm(name.clone()).to_string();
-    let mut stream = UnixStream::connect_addr(&socket_addr(name)?).map_err(|e| match e.kind() {
+    let stream = UnixStream::connect_addr(&socket_addr(name)?).map_err(|e| match e.kind() {
         io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound => {
             Error::NoEndpoint(peer.clone())
         }
@@ -192,72 +189,96 @@ pub(crate) fn open(
             source: e,
         },
     })?;
-    let io_err = |e: io::Error| match e.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::Timeout(timeout),
-        io::ErrorKind::UnexpectedEof
-        | io::ErrorKind::ConnectionReset
-        | io::ErrorKind::BrokenPipe => Error::PeerGone(peer.clone()),
-        _ => Error::Io {
-            context: "importing over the shm control socket",
-            source: e,
-        },
-    };
-    stream.set_read_timeout(Some(timeout)).map_err(io_err)?;
-    stream.set_write_timeout(Some(timeout)).map_err(io_err)?;
-    let exporter = peer_identity(&stream).map_err(|e| io_err(e.into()))?;
-    let mut request = opts.request(id, access)?;
-    stream.write_all(&request).map_err(io_err)?;
-    request.clear();
-    let mut buf = [0u8; FRAME_LEN];
-    let mut got = 0;
-    let mut fds: Vec<OwnedFd> = Vec::new();
-    while got < FRAME_LEN {
-        let (n, mut more) = recv_with_fds(stream.as_fd(), &mut buf[got..]).map_err(io_err)?;
-        if n == 0 {
-            return Err(Error::PeerGone(peer));
+    let d = ShmDial { stream, peer };
+    d.stream
+        .set_read_timeout(Some(timeout))
+        .and_then(|()| d.stream.set_write_timeout(Some(timeout)))
+        .map_err(|e| d.io_err(e, timeout))?;
+    let exporter = peer_identity(&d.stream).map_err(|e| d.io_err(e, timeout))?;
+    Ok((d, exporter))
+}
+
+impl ShmDial {
+    fn io_err(&self, e: io::Error, timeout: Duration) -> Error {
+        match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::Timeout(timeout),
+            io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe => Error::PeerGone(self.peer.clone()),
+            _ => Error::Io {
+                context: "importing over the shm control socket",
+                source: e,
+            },
         }
-        got += n;
-        fds.append(&mut more);
     }
-    let protocol = |why: String| Error::Protocol {
-        peer: peer.clone(),
-        why,
-    };
-    let frame = Frame::parse(&buf).map_err(|e| protocol(e.to_string()))?;
-    let (len, mirror) = match frame {
-        Frame::ImportOk { len, mirror } => (len, mirror),
-        Frame::Refused { reason } => return Err(refusal_error(reason, &peer, id, access)),
-        other => {
+
+    /// Asks for export `id` and maps what is granted.
+    pub(crate) fn import(
+        mut self,
+        id: ExportId,
+        access: Access,
+        opts: &ImportOptions,
+    ) -> Result<(ShmImport, u64, u64)> {
+        let timeout = opts.timeout;
+        let set = self
+            .stream
+            .set_read_timeout(Some(timeout))
+            .and_then(|()| self.stream.set_write_timeout(Some(timeout)));
+        set.map_err(|e| self.io_err(e, timeout))?;
+        let mut request = opts.request(id, access)?;
+        let sent = self.stream.write_all(&request);
+        sent.map_err(|e| self.io_err(e, timeout))?;
+        request.clear();
+        let mut buf = [0u8; FRAME_LEN];
+        let mut got = 0;
+        let mut fds: Vec<OwnedFd> = Vec::new();
+        while got < FRAME_LEN {
+            let (n, mut more) = recv_with_fds(self.stream.as_fd(), &mut buf[got..])
+                .map_err(|e| self.io_err(e, timeout))?;
+            if n == 0 {
+                return Err(Error::PeerGone(self.peer));
+            }
+            got += n;
+            fds.append(&mut more);
+        }
+        let peer = self.peer.clone();
+        let protocol = |why: String| Error::Protocol {
+            peer: peer.clone(),
+            why,
+        };
+        let frame = Frame::parse(&buf).map_err(|e| protocol(e.to_string()))?;
+        let (len, mirror) = match frame {
+            Frame::ImportOk { len, mirror } => (len, mirror),
+            Frame::Refused { reason } => return Err(refusal_error(reason, &peer, id, access)),
+            other => {
+                return Err(protocol(format!(
+                    "expected an import answer, got {other:?}"
+                )))
+            }
+        };
+        if fds.len() != 2 {
             return Err(protocol(format!(
-                "expected an import answer, got {other:?}"
-            )))
+                "the grant carried {} descriptors, expected 2",
+                fds.len()
+            )));
         }
-    };
-    if fds.len() != 2 {
-        return Err(protocol(format!(
-            "the grant carried {} descriptors, expected 2",
-            fds.len()
-        )));
-    }
-    let event_fd = fds
-        .pop()
-        .ok_or_else(|| protocol("missing eventfd".into()))?;
-    let region_fd = fds.pop().ok_or_else(|| protocol("missing memfd".into()))?;
-    let region = Region::adopt(region_fd, len, mirror, access.contains(Access::DEPOSIT))
-        .map_err(protocol)?;
-    let notifier = RemoteNotifier::adopt(event_fd).map_err(protocol)?;
-    Ok((
-        ShmImport {
-            region,
-            notifier,
-            conn: stream,
-        },
-        Granted {
+        let event_fd = fds
+            .pop()
+            .ok_or_else(|| protocol("missing eventfd".into()))?;
+        let region_fd = fds.pop().ok_or_else(|| protocol("missing memfd".into()))?;
+        let region = Region::adopt(region_fd, len, mirror, access.contains(Access::DEPOSIT))
+            .map_err(protocol)?;
+        let notifier = RemoteNotifier::adopt(event_fd).map_err(protocol)?;
+        Ok((
+            ShmImport {
+                region,
+                notifier,
+                conn: self.stream,
+            },
             len,
             mirror,
-            exporter,
-        },
-    ))
+        ))
+    }
 }
 
 /// Serves (watches) a shm import connection taken over from another process.

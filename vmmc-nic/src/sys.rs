@@ -307,6 +307,67 @@ impl Drop for Region {
     }
 }
 
+/// Private anonymous memory of this process alone, mapped on its own so that dropping it
+/// gives the pages back to the system at once (a large heap buffer may stay in the
+/// allocator's arenas, and a server with many connections then keeps what the busiest moment
+/// needed). Nobody else can write it, so unlike a [`Region`] it is handed out as slices.
+#[derive(Debug)]
+pub(crate) struct PrivateMap {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is owned by the value and only reached through `&self`/`&mut self`
+// borrows of it, as with a `Vec<u8>`.
+unsafe impl Send for PrivateMap {}
+// SAFETY: as above; shared access is read-only.
+unsafe impl Sync for PrivateMap {}
+
+impl PrivateMap {
+    /// `len` zeroed bytes (at least one page is mapped). Pages cost memory only once written;
+    /// `MAP_NORESERVE` keeps a large buffer that is mostly untouched from counting against
+    /// the commit limit.
+    pub(crate) fn new(len: usize) -> io::Result<PrivateMap> {
+        let len = len.max(1);
+        // SAFETY: a fresh private anonymous mapping chosen by the kernel overlaps nothing.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(p.cast()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        Ok(PrivateMap { ptr, len })
+    }
+
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        // SAFETY: `ptr..ptr+len` is our own live private mapping, readable, zero-filled by the
+        // kernel; no other process maps it, and a `&mut` to it can only come from `&mut self`.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as in `as_slice`, and `&mut self` makes this the only borrow.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for PrivateMap {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` are what mmap returned; no borrow of the mapping outlives `self`.
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast(), self.len);
+        }
+    }
+}
+
 /// The page size, which mirrored tails must be multiples of.
 pub(crate) fn page_size() -> u64 {
     // SAFETY: sysconf has no memory-safety preconditions.
@@ -429,4 +490,31 @@ pub(crate) fn recv_with_fds(
         ));
     }
     Ok((n, fds))
+}
+
+/// Most supplementary groups read for a peer; Linux allows 65536, a request carries 64.
+const MAX_PEER_GROUPS: usize = 1024;
+
+/// The supplementary groups of the process at the other end of a Unix socket, as they were
+/// when it connected (`SO_PEERGROUPS`, Linux 4.13): the kernel's word, like `SO_PEERCRED`.
+pub(crate) fn peer_groups(sock: BorrowedFd<'_>) -> io::Result<Vec<u32>> {
+    let mut groups = vec![0u32; MAX_PEER_GROUPS];
+    let mut len = (groups.len() * std::mem::size_of::<u32>()) as libc::socklen_t;
+    // SAFETY: `groups` is a live buffer of `len` bytes that the kernel fills with gid_t (u32)
+    // values and whose used length it writes back to `len`; the socket is borrowed.
+    let r = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERGROUPS,
+            groups.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = (len as usize / std::mem::size_of::<u32>()).min(groups.len());
+    groups.truncate(n);
+    Ok(groups)
 }

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::export::{
     lock, run_connection, EndpointInner, ExportShared, Listener, HANDSHAKE_TIMEOUT,
 };
-use crate::import::{refusal_error, Granted, ImportOptions};
+use crate::import::{refusal_error, ImportOptions};
 use crate::serve::Wire;
 use crate::shm::read_frame;
 use crate::span::{check_region_len, Span};
@@ -115,13 +115,8 @@ pub(crate) struct TcpImport {
     timeout: Duration,
 }
 
-pub(crate) fn open(
-    addr: &TcpAddr,
-    id: ExportId,
-    access: Access,
-    opts: &ImportOptions,
-) -> Result<(TcpImport, Granted)> {
-    let timeout = opts.timeout;
+/// Connects to the endpoint; the exporter is whoever answers at the address.
+pub(crate) fn dial(addr: &TcpAddr, timeout: Duration) -> Result<(TcpImport, PeerIdentity)> {
     let peer = addr.to_string();
     let mut last = None;
     let mut stream = None;
@@ -134,7 +129,7 @@ pub(crate) fn open(
             Err(e) => last = Some(e),
         }
     }
-    let mut stream = match (stream, last) {
+    let stream = match (stream, last) {
         (Some(s), _) => s,
         (None, Some(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
             return Err(Error::NoEndpoint(peer))
@@ -155,43 +150,47 @@ pub(crate) fn open(
         }
     };
     let imp = TcpImport {
-        stream: stream
-            .try_clone()
-            .map_err(Error::io("cloning the tcp stream"))?,
+        stream,
         send: Mutex::new(()),
         fetch: Mutex::new(()),
-        peer: peer.clone(),
+        peer,
         timeout,
     };
-    let setup = |s: &TcpStream| -> io::Result<()> {
-        s.set_nodelay(true)?;
-        s.set_read_timeout(Some(timeout))?;
-        s.set_write_timeout(Some(timeout))
-    };
-    setup(&stream).map_err(|e| imp.io_error(e))?;
-    let exporter = PeerIdentity::Remote(stream.peer_addr().map_err(|e| imp.io_error(e))?);
-    stream
-        .write_all(&opts.request(id, access)?)
-        .map_err(|e| imp.io_error(e))?;
-    let hdr = read_frame(&mut stream)
-        .map_err(|e| imp.io_error(e))?
-        .ok_or_else(|| Error::PeerGone(peer.clone()))?;
-    let frame = Frame::parse(&hdr).map_err(|e| imp.protocol(e.to_string()))?;
-    match frame {
-        Frame::ImportOk { len, mirror } => {
-            check_region_len(len).map_err(|e| imp.protocol(e.to_string()))?;
-            check_mirror(len, mirror).map_err(|e| imp.protocol(e.to_string()))?;
-            Ok((
-                imp,
-                Granted {
-                    len,
-                    mirror,
-                    exporter,
-                },
-            ))
+    imp.stream.set_nodelay(true).map_err(|e| imp.io_error(e))?;
+    let exporter = PeerIdentity::Remote(imp.stream.peer_addr().map_err(|e| imp.io_error(e))?);
+    Ok((imp, exporter))
+}
+
+impl TcpImport {
+    /// Asks for export `id` on a dialed connection; on success the connection is the import.
+    pub(crate) fn import(
+        mut self,
+        id: ExportId,
+        access: Access,
+        opts: &ImportOptions,
+    ) -> Result<(TcpImport, u64, u64)> {
+        self.timeout = opts.timeout;
+        let setup = |s: &TcpStream| -> io::Result<()> {
+            s.set_read_timeout(Some(opts.timeout))?;
+            s.set_write_timeout(Some(opts.timeout))
+        };
+        setup(&self.stream).map_err(|e| self.io_error(e))?;
+        let mut s = &self.stream;
+        s.write_all(&opts.request(id, access)?)
+            .map_err(|e| self.io_error(e))?;
+        let hdr = read_frame(&mut s)
+            .map_err(|e| self.io_error(e))?
+            .ok_or_else(|| Error::PeerGone(self.peer.clone()))?;
+        let frame = Frame::parse(&hdr).map_err(|e| self.protocol(e.to_string()))?;
+        match frame {
+            Frame::ImportOk { len, mirror } => {
+                check_region_len(len).map_err(|e| self.protocol(e.to_string()))?;
+                check_mirror(len, mirror).map_err(|e| self.protocol(e.to_string()))?;
+                Ok((self, len, mirror))
+            }
+            Frame::Refused { reason } => Err(refusal_error(reason, &self.peer, id, access)),
+            other => Err(self.protocol(format!("expected an import answer, got {other:?}"))),
         }
-        Frame::Refused { reason } => Err(refusal_error(reason, &peer, id, access)),
-        other => Err(imp.protocol(format!("expected an import answer, got {other:?}"))),
     }
 }
 

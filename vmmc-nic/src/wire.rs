@@ -32,6 +32,9 @@ const FLAG_NOTIFY: u8 = 1;
 const FLAG_WORD: u8 = 2;
 /// Size of the trailer a [`FLAG_WORD`] deposit carries.
 pub(crate) const WORD_TRAILER: usize = 16;
+/// Flag bit on an import request: an [`crate::ImportKey`] of [`crate::access::KEY_LEN`] bytes
+/// follows the header, before the greeting.
+const FLAG_KEY: u8 = 1;
 
 const KIND_IMPORT_REQ: u8 = 1;
 const KIND_IMPORT_OK: u8 = 2;
@@ -53,12 +56,14 @@ pub(crate) enum Refusal {
 /// A validated frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Frame {
-    /// Importer → exporter, first frame on a connection, followed by `greeting` bytes for
-    /// the exporter's application (a connection request, say).
+    /// Importer → exporter, first frame on a connection, followed by the import key (with
+    /// `key`) and then `greeting` bytes for the exporter's application (a connection request,
+    /// say).
     ImportReq {
         export: ExportId,
         access: Access,
         greeting: u16,
+        key: bool,
     },
     /// Exporter → importer: granted; the region has `len` bytes, the last `mirror` of which
     /// are mapped twice. On the shm backend the memfd and eventfd ride along with this frame.
@@ -144,6 +149,7 @@ impl Frame {
         let allowed_flags = match kind {
             KIND_DEPOSIT => FLAG_NOTIFY | FLAG_WORD,
             KIND_STORE_WORD => FLAG_NOTIFY,
+            KIND_IMPORT_REQ => FLAG_KEY,
             _ => 0,
         };
         if flags & !allowed_flags != 0 {
@@ -174,6 +180,7 @@ impl Frame {
                     export: ExportId::new(a as u32).ok_or(WireError::BadExportId(a))?,
                     access: Access::from_bits(b).ok_or(WireError::BadAccess(b))?,
                     greeting: greeting as u16,
+                    key: flags & FLAG_KEY != 0,
                 }
             }
             KIND_IMPORT_OK => {
@@ -231,9 +238,10 @@ impl Frame {
                 export,
                 access,
                 greeting,
+                key,
             } => (
                 KIND_IMPORT_REQ,
-                0,
+                if key { FLAG_KEY } else { 0 },
                 u64::from(export.get()) | u64::from(greeting) << 32,
                 u64::from(access.bits()),
             ),
@@ -286,11 +294,13 @@ mod tests {
                 export: ExportId::new(9).unwrap(),
                 access: Access::FETCH,
                 greeting: 0,
+                key: false,
             },
             Frame::ImportReq {
                 export: ExportId::new(u32::MAX).unwrap(),
                 access: Access::ALL,
                 greeting: MAX_GREETING_LEN as u16,
+                key: true,
             },
             Frame::ImportOk {
                 len: 4096,
@@ -356,8 +366,15 @@ mod tests {
             export: ExportId::new(1).unwrap(),
             access: Access::ALL,
             greeting: 0,
+            key: false,
         }
         .emit();
+        req[5] = 2;
+        assert!(matches!(
+            Frame::parse(&req),
+            Err(WireError::BadFlags { .. })
+        ));
+        req[5] = 0;
         req[8] = 0;
         assert!(matches!(Frame::parse(&req), Err(WireError::BadExportId(0))));
         req[8] = 1;

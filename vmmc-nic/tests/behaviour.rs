@@ -180,19 +180,41 @@ fn greetings_reach_the_exporter_with_the_kernel_identity(b: Backend) {
         Import::open_with(ep.addr(), x.id(), Access::DEPOSIT, &opts).unwrap_err(),
         Error::GreetingTooLong(_)
     ));
-    // A full queue refuses further greetings, and frees up as they are taken.
+    // A greeting lasts as long as its import: dropping it ends the import.
+    assert_eq!(child.ok("alive"), "true");
+    drop(g);
+    let t0 = Instant::now();
+    while child.ok("alive") == "true" {
+        assert!(
+            t0.elapsed() < WAIT,
+            "dropping the greeting did not end its import"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // A full queue refuses further greetings, and frees up as they are dropped. Local root
+    // counts against the total only; everyone behind one address shares one peer's share.
+    let limit = match b {
+        Backend::Shm => vmmc_nic::MAX_PENDING_GREETINGS,
+        Backend::Tcp => vmmc_nic::MAX_PENDING_GREETINGS_PER_PEER,
+    };
     let opts = vmmc_nic::ImportOptions {
         greeting: b"g".to_vec(),
         ..Default::default()
     };
-    let held: Vec<Import> = (0..vmmc_nic::MAX_PENDING_GREETINGS)
+    let held: Vec<Import> = (0..limit)
         .map(|_| Import::open_with(ep.addr(), x.id(), Access::DEPOSIT, &opts).unwrap())
         .collect();
     assert!(matches!(
         Import::open_with(ep.addr(), x.id(), Access::DEPOSIT, &opts).unwrap_err(),
         Error::Busy(_)
     ));
-    assert!(x.take_greeting().is_some());
+    // Taking one is not enough: it still holds its import until dropped.
+    let taken = x.take_greeting().unwrap();
+    assert!(matches!(
+        Import::open_with(ep.addr(), x.id(), Access::DEPOSIT, &opts).unwrap_err(),
+        Error::Busy(_)
+    ));
+    drop(taken);
     Import::open_with(ep.addr(), x.id(), Access::DEPOSIT, &opts).unwrap();
     drop(held);
 }

@@ -1,21 +1,24 @@
 //! The connect request a client attaches to its import of the listener.
 //!
 //! ```text
-//! 0      4        6        8            12           20         22       24
-//! | "VSK1" | version | flags | ring export | ring size | tcp port | name len | name ...
+//! 0      4        6        8            12           20         22         24        56
+//! | "VSK1" | version | flags | ring export | ring size | tcp port | name len | ring key | name ...
 //! ```
 //!
-//! It tells the listener where the client's receive ring is. It comes from an untrusted peer:
+//! It tells the listener where the client's receive ring is and hands it the key that ring
+//! requires: the request travels on the listener's own import connection, so the listener is
+//! the only other process that learns the key. It comes from an untrusted peer:
 //! [`ConnectRequest::parse`] checks every field, and the listener later checks that the ring
 //! really belongs to the process that sent the request.
 
-use vmmc_nic::{ExportId, ShmName};
+use vmmc_nic::{ExportId, ImportKey, ShmName, KEY_LEN};
 
 use crate::layout::RingSize;
 
 const MAGIC: &[u8; 4] = b"VSK1";
-const VERSION: u16 = 1;
-const FIXED: usize = 24;
+/// Version 2 added the ring key; a version-1 client's ring would be importable by anyone.
+const VERSION: u16 = 2;
+const FIXED: usize = 24 + KEY_LEN;
 
 /// Where the client's endpoint is, for the listener to import from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,6 +35,8 @@ pub(crate) struct ConnectRequest {
     pub(crate) endpoint: ClientEndpoint,
     pub(crate) ring_export: ExportId,
     pub(crate) ring: RingSize,
+    /// What the client's ring export requires of its importer.
+    pub(crate) key: ImportKey,
 }
 
 impl ConnectRequest {
@@ -48,6 +53,7 @@ impl ConnectRequest {
         out.extend_from_slice(&self.ring.get().to_le_bytes());
         out.extend_from_slice(&port.to_le_bytes());
         out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        out.extend_from_slice(self.key.as_bytes());
         out.extend_from_slice(name);
         out
     }
@@ -77,6 +83,9 @@ impl ConnectRequest {
         let ring = RingSize::new(size).ok_or_else(|| format!("invalid ring size {size}"))?;
         let port = u16_at(20);
         let name_len = usize::from(u16_at(22));
+        let mut key = [0u8; KEY_LEN];
+        key.copy_from_slice(&b[24..FIXED]);
+        let key = ImportKey::from_bytes(key);
         if b.len() != FIXED + name_len {
             return Err("connect request length does not match its name".into());
         }
@@ -94,6 +103,7 @@ impl ConnectRequest {
             endpoint,
             ring_export,
             ring,
+            key,
         })
     }
 }
@@ -107,6 +117,7 @@ mod tests {
             endpoint: ClientEndpoint::Shm(ShmName::new("c-1-2").unwrap()),
             ring_export: ExportId::new(3).unwrap(),
             ring: RingSize::new(1 << 20).unwrap(),
+            key: ImportKey::from_bytes([7; KEY_LEN]),
         }
     }
 
@@ -137,7 +148,7 @@ mod tests {
         assert!(with(8, 0).is_err() || good[9..12] != [0, 0, 0]);
         assert!(with(12, 1).is_err(), "ring size not a power of two");
         assert!(with(20, 1).is_err(), "both a port and a name");
-        assert!(with(24, b'/').is_err(), "bad name");
+        assert!(with(FIXED, b'/').is_err(), "bad name");
         let mut long = good.clone();
         long.push(b'x');
         assert!(ConnectRequest::parse(&long).is_err());

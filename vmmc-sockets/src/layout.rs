@@ -22,12 +22,22 @@ pub(crate) const PEER_RDSHUT: u64 = 24;
 pub(crate) const PEER_WAITING: u64 = 32;
 /// Zero, or 1 + the send index just past the peer's most recent urgent byte.
 pub(crate) const PEER_URGENT: u64 = 40;
-/// Set by the listener in a connecting client's header: 1 once accepted.
+/// Set by the listener in a connecting client's header: [`ACCEPTED`] or [`REFUSED_LIMIT`],
+/// stored last, after the words below.
 pub(crate) const ACCEPT_STATE: u64 = 64;
 /// The listener's receive-ring export id, for the client to import.
 pub(crate) const ACCEPT_EXPORT: u64 = 72;
 /// The listener's receive-ring size.
 pub(crate) const ACCEPT_RING: u64 = 80;
+/// Four words: the key the listener's ring export requires of the client's import. Only the
+/// listener may write this header and only the client may read it, so only the client
+/// learns the key.
+pub(crate) const ACCEPT_KEY: u64 = 88;
+/// [`ACCEPT_STATE`]: accepted; the words above are valid.
+pub(crate) const ACCEPTED: u64 = 1;
+/// [`ACCEPT_STATE`]: refused, the client's user or host already has as many connections as
+/// the listener allows it.
+pub(crate) const REFUSED_LIMIT: u64 = 2;
 
 /// Smallest ring: one page.
 pub const MIN_RING: u64 = 4096;

@@ -48,6 +48,6 @@ pub mod winsock;
 
 pub use layout::{RingSize, DEFAULT_RING, MAX_RING, MIN_RING};
 pub use listener::{VmmcListener, BACKLOG};
-pub use options::StreamOptions;
+pub use options::{StreamOptions, DEFAULT_MAX_PEER_RING};
 pub use stream::{Readiness, RecvSlot, SendSlot, VmmcStream};
 pub use vmmc_nic::{Counters, NodeAddr, PeerIdentity};

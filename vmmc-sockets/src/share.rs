@@ -132,6 +132,7 @@ impl VmmcStream {
             peer,
             local,
             endpoint: None,
+            ticket: None,
         };
         let opts = StreamOptions {
             ring: rx_ring,

@@ -54,6 +54,8 @@ pub(crate) struct Parts {
     /// Keeps the endpoint (and so the ring export) alive as long as the connection, even
     /// after its listener is dropped; none for a connection taken over from another process.
     pub(crate) endpoint: Option<Arc<vmmc_nic::Endpoint>>,
+    /// Held as long as the connection: the listener's count of it, for its limits.
+    pub(crate) ticket: Option<crate::listener::Ticket>,
 }
 
 /// Everything that changes, under one lock held only for short, non-blocking steps.
@@ -73,8 +75,9 @@ pub(crate) struct Core {
     pub(crate) raw_send: Option<(u64, usize)>,
     /// An outstanding `readable_raw`: receive index when taken, length.
     pub(crate) raw_recv: Option<(u64, usize)>,
-    /// The tcp backend's send slot: the peer's ring is not mapped here.
-    pub(crate) staging: Vec<u8>,
+    /// The tcp backend's send slot: the peer's ring is not mapped here. A mapping of its
+    /// own, so that a closed connection gives its memory back to the system.
+    pub(crate) staging: Option<vmmc_nic::LocalBuffer>,
 }
 
 impl Core {
@@ -187,7 +190,13 @@ impl Core {
             let at = Core::ring_at(self.tx.write_offset());
             self.tx_import.slice_mut(at, len as u64).map_err(nic_error)
         } else {
-            Ok(&mut self.staging[..len])
+            match self.staging.as_mut() {
+                Some(b) if len <= b.len() => Ok(&mut b.as_mut_slice()[..len]),
+                _ => Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("a send slot of {len} bytes does not fit the peer's ring"),
+                )),
+            }
         }
     }
 
@@ -383,6 +392,7 @@ pub(crate) struct Inner {
     /// Set when the connection moves to another process: nothing is shut down on drop.
     pub(crate) handed: AtomicBool,
     pub(crate) _endpoint: Option<Arc<vmmc_nic::Endpoint>>,
+    pub(crate) _ticket: Option<crate::listener::Ticket>,
 }
 
 impl Inner {
@@ -531,9 +541,9 @@ impl VmmcStream {
         let shm = matches!(p.peer, NodeAddr::Shm(_));
         let notify_fd = p.rx_export.notify_fd().try_clone_to_owned()?;
         let staging = if shm {
-            Vec::new()
+            None
         } else {
-            vec![0u8; p.tx_ring.get() as usize]
+            Some(vmmc_nic::LocalBuffer::new(p.tx_ring.get() as usize).map_err(nic_error)?)
         };
         let core = Core {
             rx,
@@ -567,6 +577,7 @@ impl VmmcStream {
             tx_ring: p.tx_ring,
             handed: AtomicBool::new(false),
             _endpoint: p.endpoint,
+            _ticket: p.ticket,
         });
         Ok(VmmcStream {
             _closer: Arc::new(Closer(inner.clone())),
@@ -915,8 +926,11 @@ impl SendSlot<'_> {
         let c = &mut *self.core;
         if !c.shm {
             let at = Core::ring_at(c.tx.write_offset());
-            let staging = std::mem::take(&mut c.staging);
-            let r = c.tcp_deposit_and_publish(at, &staging[..n]);
+            let staging = c.staging.take();
+            let r = match &staging {
+                Some(b) if n <= b.len() => c.tcp_deposit_and_publish(at, &b.as_slice()[..n]),
+                _ => Err(io::Error::other("the send slot's buffer is gone")),
+            };
             c.staging = staging;
             return r;
         }

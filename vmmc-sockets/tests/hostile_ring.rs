@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 mod common;
 
 use vmmc_nic::{
-    Access, Endpoint, Export, ExportId, Import, ImportOptions, NodeAddr, Notify, Permissions,
+    Access, Endpoint, Export, ExportId, Import, ImportKey, ImportOptions, NodeAddr, Notify,
+    Permissions,
 };
 use vmmc_sockets::{VmmcListener, VmmcStream};
 
@@ -23,6 +24,7 @@ const PEER_URGENT: u64 = 40;
 const ACCEPT_STATE: u64 = 64;
 const ACCEPT_EXPORT: u64 = 72;
 const ACCEPT_RING: u64 = 80;
+const ACCEPT_KEY: u64 = 88;
 const RING: u64 = 64 * 1024;
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -34,14 +36,25 @@ fn request(endpoint: &NodeAddr, ring_export: ExportId, ring: u64) -> Vec<u8> {
         NodeAddr::Tcp(t) => (t.port(), Vec::new()),
     };
     let mut b = b"VSK1".to_vec();
-    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&2u16.to_le_bytes());
     b.extend_from_slice(&0u16.to_le_bytes());
     b.extend_from_slice(&ring_export.get().to_le_bytes());
     b.extend_from_slice(&ring.to_le_bytes());
     b.extend_from_slice(&port.to_le_bytes());
     b.extend_from_slice(&(name.len() as u16).to_le_bytes());
+    // The key our ring requires: this attacker's ring requires none, so any will do.
+    b.extend_from_slice(&[0x5a; 32]);
     b.extend_from_slice(&name);
     b
+}
+
+/// Imports the listener's accept region carrying `greeting`, as a connecting client does.
+fn knock(listener: &NodeAddr, greeting: Vec<u8>) -> Import {
+    let opts = ImportOptions {
+        greeting,
+        ..Default::default()
+    };
+    Import::open_with(listener, ExportId::new(1).unwrap(), Access::FETCH, &opts).unwrap()
 }
 
 /// A client that speaks the protocol by hand.
@@ -57,12 +70,7 @@ impl Attacker {
         let ring = ep
             .export_mirrored(HEADER + RING, RING, Permissions::open())
             .unwrap();
-        let opts = ImportOptions {
-            greeting: request(ep.addr(), ring.id(), RING),
-            ..Default::default()
-        };
-        let _knock =
-            Import::open_with(listener, ExportId::new(1).unwrap(), Access::DEPOSIT, &opts).unwrap();
+        let _knock = knock(listener, request(ep.addr(), ring.id(), RING));
         let t0 = Instant::now();
         while ring.load_u64(ACCEPT_STATE).unwrap() != 1 {
             assert!(t0.elapsed() < WAIT, "never accepted");
@@ -73,7 +81,18 @@ impl Attacker {
             ring.load_u64(ACCEPT_RING).unwrap(),
             vmmc_sockets::DEFAULT_RING
         );
-        let server = Import::open(listener, id, Access::DEPOSIT).unwrap();
+        let mut key = [0u8; 32];
+        for (i, w) in key.chunks_exact_mut(8).enumerate() {
+            let v = ring.load_u64(ACCEPT_KEY + 8 * i as u64).unwrap();
+            w.copy_from_slice(&v.to_le_bytes());
+        }
+        // The listener's ring is keyed: without the key from our header, no import.
+        assert!(Import::open(listener, id, Access::DEPOSIT).is_err());
+        let opts = ImportOptions {
+            key: Some(ImportKey::from_bytes(key)),
+            ..Default::default()
+        };
+        let server = Import::open_with(listener, id, Access::DEPOSIT, &opts).unwrap();
         Attacker {
             _ep: ep,
             ring,
@@ -234,12 +253,7 @@ fn forged_connect_requests_are_dropped(b: Backend) {
         b"garbage".to_vec(),
         vec![0; 1024],
     ] {
-        let opts = ImportOptions {
-            greeting: forged,
-            ..Default::default()
-        };
-        let _knock =
-            Import::open_with(&addr, ExportId::new(1).unwrap(), Access::DEPOSIT, &opts).unwrap();
+        let _knock = knock(&addr, forged);
     }
     // A request naming a region of another process (a child's accept region): the listener
     // checks who owns what it is asked to import, and what shape it has.
@@ -252,12 +266,7 @@ fn forged_connect_requests_are_dropped(b: Backend) {
             request(&a, ExportId::new(1).unwrap(), RING)
         }
     };
-    let opts = ImportOptions {
-        greeting: forged,
-        ..Default::default()
-    };
-    let _knock =
-        Import::open_with(&addr, ExportId::new(1).unwrap(), Access::DEPOSIT, &opts).unwrap();
+    let _knock = knock(&addr, forged);
     std::thread::sleep(Duration::from_millis(300));
     l.set_nonblocking(true).unwrap();
     assert_eq!(

@@ -226,8 +226,12 @@ impl ShmDial {
             .and_then(|()| self.stream.set_write_timeout(Some(timeout)));
         set.map_err(|e| self.io_err(e, timeout))?;
         let mut request = opts.request(id, access)?;
-        let sent = self.stream.write_all(&request);
-        sent.map_err(|e| self.io_err(e, timeout))?;
+        if let Err(e) = self.stream.write_all(&request) {
+            // An endpoint at its limits answers before it reads and closes: its refusal
+            // says more than our broken pipe.
+            return Err(refused_first(&mut self.stream, &self.peer, id, access)
+                .unwrap_or_else(|| self.io_err(e, timeout)));
+        }
         request.clear();
         let mut buf = [0u8; FRAME_LEN];
         let mut got = 0;
@@ -278,6 +282,19 @@ impl ShmDial {
             len,
             mirror,
         ))
+    }
+}
+
+/// The refusal an exporter sent before it closed, if that is what is waiting to be read.
+pub(crate) fn refused_first(
+    r: &mut impl Read,
+    peer: &str,
+    id: ExportId,
+    access: Access,
+) -> Option<Error> {
+    match Frame::parse(&read_frame(r).ok()??).ok()? {
+        Frame::Refused { reason } => Some(refusal_error(reason, peer, id, access)),
+        _ => None,
     }
 }
 

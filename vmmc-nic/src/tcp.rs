@@ -176,8 +176,14 @@ impl TcpImport {
         };
         setup(&self.stream).map_err(|e| self.io_error(e))?;
         let mut s = &self.stream;
-        s.write_all(&opts.request(id, access)?)
-            .map_err(|e| self.io_error(e))?;
+        if let Err(e) = s.write_all(&opts.request(id, access)?) {
+            // An endpoint at its limits answers before it reads and closes: its refusal
+            // says more than the reset.
+            if let Some(refusal) = crate::shm::refused_first(&mut s, &self.peer, id, access) {
+                return Err(refusal);
+            }
+            return Err(self.io_error(e));
+        }
         let hdr = read_frame(&mut s)
             .map_err(|e| self.io_error(e))?
             .ok_or_else(|| Error::PeerGone(self.peer.clone()))?;

@@ -42,8 +42,11 @@ use crate::stream::{nic_error, Parts, VmmcStream};
 
 /// The accept region's export id: the first export of the listener's endpoint.
 const ACCEPT_EXPORT_ID: u32 = 1;
-/// How long the listener gives a client to be importable during accept.
+/// How long the listener gives a client on another host to be importable during accept.
 const ADMIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The same for a client on this host (shm, or tcp over loopback), which answers in
+/// microseconds unless it means not to.
+const ADMIT_TIMEOUT_LOCAL: Duration = Duration::from_secs(1);
 /// Admissions in progress at once, over all peers.
 const ADMITTERS: usize = 16;
 /// Admissions in progress at once for one peer: a peer whose rings cannot be reached holds
@@ -159,15 +162,18 @@ impl VmmcListener {
     /// Listens with the options every accepted stream gets, and the listener's limits.
     pub fn bind_with(addr: &str, opts: StreamOptions) -> io::Result<VmmcListener> {
         let addr: NodeAddr = addr.parse().map_err(nic_error)?;
-        // Every connection is one import of its ring here; the rest of the room is for
-        // requests in flight.
+        // Every connection is one import of its ring here, and each request in flight one
+        // import of the accept region: room for as many requests as connections, so that
+        // the endpoint's limits follow the listener's (and its owner's descriptor budget).
         let nic = EndpointOptions {
             max_connections: opts
                 .max_connections
-                .saturating_add(vmmc_nic::MAX_PENDING_GREETINGS + ADMITTERS + 64),
+                .saturating_mul(2)
+                .saturating_add(ADMITTERS + 16),
             max_connections_per_peer: opts
                 .max_connections_per_peer
-                .saturating_add(vmmc_nic::MAX_PENDING_GREETINGS_PER_PEER + ADMITTING_PER_PEER + 8),
+                .saturating_mul(2)
+                .saturating_add(ADMITTING_PER_PEER + 4),
         };
         let endpoint = Endpoint::bind_with(&addr, nic).map_err(nic_error)?;
         // Nothing is ever deposited into or read from the accept region: importing it only
@@ -445,8 +451,16 @@ impl ListenShared {
                 ))
             }
         };
+        let local = match &g.peer {
+            PeerIdentity::Local { .. } => true,
+            PeerIdentity::Remote(sa) => sa.ip().is_loopback(),
+        };
         let opts = ImportOptions {
-            timeout: ADMIT_TIMEOUT,
+            timeout: if local {
+                ADMIT_TIMEOUT_LOCAL
+            } else {
+                ADMIT_TIMEOUT
+            },
             key: Some(req.key.clone()),
             ..ImportOptions::default()
         };

@@ -245,9 +245,15 @@ fn run_child(role: &[String]) {
             say(format!("READY {} {}", ep.addr(), x.id().get()));
             Side::Export(ep, x)
         }
-        ["import", addr, id, access, greeting] => {
+        ["import", addr, id, access, greeting] | ["import", addr, id, access, greeting, _] => {
+            let key = args.get(5).map(|k| {
+                let mut b = [0u8; vmmc_nic::KEY_LEN];
+                b.copy_from_slice(&hex_decode(k));
+                vmmc_nic::ImportKey::from_bytes(b)
+            });
             let opts = vmmc_nic::ImportOptions {
                 greeting: hex_decode(greeting),
+                key,
                 ..Default::default()
             };
             match Import::open_with(
@@ -278,6 +284,28 @@ fn run_child(role: &[String]) {
             };
             say("ADOPTED");
             side
+        }
+        ["greet-flood", addr, id, n] => {
+            // Imports carrying a greeting, held, until refused or `n` are held.
+            let opts = vmmc_nic::ImportOptions {
+                greeting: b"g".to_vec(),
+                ..Default::default()
+            };
+            let addr: NodeAddr = addr.parse().unwrap();
+            let mut held = Vec::new();
+            let mut refusal = String::from("none");
+            for _ in 0..n.parse::<usize>().unwrap() {
+                match Import::open_with(&addr, id.parse().unwrap(), Access::DEPOSIT, &opts) {
+                    Ok(i) => held.push(i),
+                    Err(e) => {
+                        refusal = format!("{e:?}");
+                        break;
+                    }
+                }
+            }
+            say(format!("HELD {} {refusal}", held.len()));
+            let _ = test_support::commands().count();
+            return;
         }
         _ => panic!("bad child role {args:?}"),
     };

@@ -366,3 +366,46 @@ fn bad_mount_requests_fail_with_one_clear_line() {
     std::fs::write(m.mp.join("authenticated"), b"yes").unwrap();
     m.umount();
 }
+
+#[test]
+fn a_file_linked_from_two_directories_is_one_file_through_both_names() {
+    // The server's handle of a file records the directory it was reached in (its subtree
+    // check), so a file linked from two directories comes with two handles and the kernel
+    // holds two nodes for it: both must show one file, also with long cache timeouts.
+    let s = Setup::new();
+    let server = s.server(&[]);
+    let m = MountProc::start(
+        &server.addr,
+        &s.mp("mnt"),
+        &["attr_timeout=30", "entry_timeout=30"],
+    );
+    let mp = &m.mp;
+    sh(
+        mp,
+        "mkdir a b && echo one > a/f && ln a/f b/g \
+         && test $(stat -c %i a/f) = $(stat -c %i b/g) && test $(stat -c %h a/f) = 2 \
+         && test \"$(cat a/f)\" = one && test \"$(cat b/g)\" = one",
+    );
+    // Written through one name, read whole through the other at its next open: an append,
+    // then an overwrite of the same size.
+    sh(
+        mp,
+        "echo two >> b/g && test \"$(cat a/f)\" = \"$(printf 'one\\ntwo')\"",
+    );
+    std::thread::sleep(Duration::from_millis(20));
+    sh(
+        mp,
+        "printf 'ONE\\nTWO\\n' > a/f && test \"$(cat b/g)\" = \"$(printf 'ONE\\nTWO')\"",
+    );
+    // One name gone, the other keeps the file; renamed into another directory, still it.
+    sh(
+        mp,
+        "rm a/f && test $(stat -c %h b/g) = 1 && mv b/g a/moved \
+         && test \"$(cat a/moved)\" = \"$(printf 'ONE\\nTWO')\" && test ! -e b/g",
+    );
+    assert_eq!(
+        std::fs::read(s.export().join("a/moved")).unwrap(),
+        b"ONE\nTWO\n"
+    );
+    m.umount();
+}

@@ -50,6 +50,9 @@ pub struct Config {
     /// cores, longer spins steal the CPU the client needs (`dfs bench` measured 50 µs as the
     /// best of 0, 10, 50 and 500).
     pub spin: std::time::Duration,
+    /// Refuse every handle whose file a local user moved out of the export (`ESTALE`; see
+    /// [`crate::handles`]). Off only to measure what the check costs: it is not safe.
+    pub subtree_check: bool,
 }
 
 impl Config {
@@ -69,6 +72,7 @@ impl Config {
             ring: RingSize::default(),
             copy_path: false,
             spin: StreamOptions::default().spin,
+            subtree_check: true,
         }
     }
 }
@@ -153,10 +157,12 @@ impl Server {
             ));
         }
         let root_fd = open_export(&config.export)?;
-        let handles = Handles::new(root_fd, config.handle_key).map_err(|e| StartError::Export {
-            path: config.export.clone(),
-            source: e,
-        })?;
+        let options = crate::handles::HandleOptions::new(config.subtree_check);
+        let handles =
+            Handles::new(root_fd, config.handle_key, options).map_err(|e| StartError::Export {
+                path: config.export.clone(),
+                source: e,
+            })?;
         let can_switch = nix::unistd::geteuid().is_root();
         if !can_switch && config.squash != Squash::All {
             tracing::warn!("not running as root: every request runs as this server's user, whatever --squash says");

@@ -1,5 +1,6 @@
 //! Every `unsafe` block of the server: the system calls that nix does not wrap (kernel file
-//! handles, raw directory reads, extended attributes, per-thread supplementary groups).
+//! handles, raw directory reads, extended attributes, per-thread supplementary groups, a
+//! readlink into a caller's buffer).
 //! Everything a call returns is checked here or by the safe code that parses it.
 
 use std::ffi::CStr;
@@ -25,20 +26,30 @@ fn cvt(r: libc::c_long) -> io::Result<usize> {
     }
 }
 
-/// The kernel's handle for `name` in `dir` (or for `dir` itself when `name` is empty),
-/// never following a symlink: its type and bytes.
-pub fn name_to_handle(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<(i32, Vec<u8>)> {
+/// A kernel file handle and the mount it was made on.
+#[derive(Debug)]
+pub struct KernelHandle {
+    /// `handle_type`, with the kernel's flags in its upper 16 bits (`FILEID_IS_CONNECTABLE`,
+    /// `FILEID_IS_DIR`).
+    pub kind: i32,
+    /// `f_handle`.
+    pub bytes: Vec<u8>,
+    /// The mount the file was reached on.
+    pub mount_id: i32,
+}
+
+/// The kernel's handle for `name` in `dir`, with `name_to_handle_at`'s `flags`
+/// (`AT_EMPTY_PATH` for `dir` itself, `AT_HANDLE_CONNECTABLE`, `AT_SYMLINK_FOLLOW`).
+///
+/// A connectable handle must be asked for by name, never for a descriptor whose dentry may be
+/// disconnected (one opened by a plain handle): the kernel warns in its log about those.
+pub fn name_to_handle(dir: BorrowedFd<'_>, name: &CStr, flags: i32) -> io::Result<KernelHandle> {
     let mut h = RawHandle {
         handle_bytes: MAX_KERNEL_HANDLE as u32,
         handle_type: 0,
         f_handle: [0; MAX_KERNEL_HANDLE],
     };
     let mut mount_id: libc::c_int = 0;
-    let flags = if name.is_empty() {
-        libc::AT_EMPTY_PATH
-    } else {
-        0
-    };
     // SAFETY: `h` is a `struct file_handle` whose `handle_bytes` says how much room follows,
     // `name` is NUL-terminated and `mount_id` is a valid out-pointer; all live for the call.
     let r = unsafe {
@@ -52,7 +63,31 @@ pub fn name_to_handle(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<(i32, Vec<
     };
     cvt(r as libc::c_long)?;
     let n = (h.handle_bytes as usize).min(MAX_KERNEL_HANDLE);
-    Ok((h.handle_type, h.f_handle[..n].to_vec()))
+    Ok(KernelHandle {
+        kind: h.handle_type,
+        bytes: h.f_handle[..n].to_vec(),
+        mount_id,
+    })
+}
+
+/// `readlinkat(dir, name)` into `buf`: the target's length. A target that fills `buf` may
+/// have been cut short, so it is `ENAMETOOLONG`.
+pub fn readlink_at(dir: BorrowedFd<'_>, name: &CStr, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `name` is NUL-terminated; the kernel writes at most `buf.len()` bytes into
+    // `buf`, which is live and exclusively borrowed for the call.
+    let r = unsafe {
+        libc::readlinkat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    let n = cvt(r as libc::c_long)?;
+    if n >= buf.len() {
+        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    Ok(n)
 }
 
 /// Opens the file a kernel handle names, on the file system of `mount`, with `O_PATH`.

@@ -303,3 +303,38 @@ fn a_restarted_daemon_keeps_handles_and_a_killed_one_hangs_nobody() {
         0o600
     );
 }
+
+#[test]
+fn no_subtree_check_is_for_measuring_and_says_so() {
+    let help = Command::new(BIN).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    let at = help
+        .find("--no-subtree-check")
+        .expect("the flag is documented");
+    assert!(
+        help[at..].contains("INSECURE, for measuring only"),
+        "{help}"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let export = tmp.path().join("export");
+    std::fs::create_dir(&export).unwrap();
+    let key = key_arg(tmp.path());
+    let base = ["--export", export.to_str().unwrap(), "--handle-key", &key];
+    let addr = fresh_shm();
+    let d = Daemon::start(&[&base[..], &["--listen", &addr]].concat());
+    let lines = d.expect("serving");
+    assert!(
+        !lines.iter().any(|l| l.contains("no-subtree-check")),
+        "{lines:#?}"
+    );
+    drop(d);
+    let addr = fresh_shm();
+    let d = Daemon::start(&[&base[..], &["--listen", &addr, "--no-subtree-check"]].concat());
+    let lines = d.expect("serving");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("--no-subtree-check")),
+        "{lines:#?}"
+    );
+}

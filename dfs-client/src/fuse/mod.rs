@@ -131,10 +131,19 @@ impl DfsFuse {
         Fh(fh)
     }
 
-    fn reply_entry(&self, reply: ReplyEntry, r: Result<Entry, Errno>) {
+    /// The node of an entry the server returned (see [`Nodes::looked_up`]).
+    fn node_of(&self, req: &Request, e: &Entry) -> u64 {
+        self.nodes.looked_up(&e.handle, e.attr.ino, |other| {
+            self.client
+                .getattr(&who(req), other, None)
+                .is_ok_and(|a| a.ino == e.attr.ino)
+        })
+    }
+
+    fn reply_entry(&self, req: &Request, reply: ReplyEntry, r: Result<Entry, Errno>) {
         match r {
             Ok(e) => {
-                let id = self.nodes.looked_up(&e.handle);
+                let id = self.node_of(req, &e);
                 reply.entry_with_ttls(
                     &self.times.entry,
                     &self.times.attr,
@@ -243,7 +252,7 @@ impl Filesystem for DfsFuse {
             self.client
                 .lookup(&who(req), &self.handle(parent)?, &name(n)?)
         })();
-        self.reply_entry(reply, r);
+        self.reply_entry(req, reply, r);
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -317,7 +326,7 @@ impl Filesystem for DfsFuse {
                 u64::from(rdev),
             )
         })();
-        self.reply_entry(reply, r);
+        self.reply_entry(req, reply, r);
     }
 
     fn mkdir(
@@ -337,7 +346,7 @@ impl Filesystem for DfsFuse {
                 mode & 0o7777 & !umask,
             )
         })();
-        self.reply_entry(reply, r);
+        self.reply_entry(req, reply, r);
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEmpty) {
@@ -366,7 +375,7 @@ impl Filesystem for DfsFuse {
             self.client
                 .symlink(&who(req), &self.handle(parent)?, &name(n)?, &t)
         })();
-        self.reply_entry(reply, r);
+        self.reply_entry(req, reply, r);
     }
 
     fn rename(
@@ -418,7 +427,7 @@ impl Filesystem for DfsFuse {
                 &name(newname)?,
             )
         })();
-        self.reply_entry(reply, r);
+        self.reply_entry(req, reply, r);
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: FuseOpenFlags, reply: ReplyOpen) {
@@ -593,7 +602,7 @@ impl Filesystem for DfsFuse {
             Some(x) => {
                 // The kernel counts a lookup for every entry it takes; one it did not take
                 // (the buffer was full) is uncounted again.
-                let id = self.nodes.looked_up(&x.handle);
+                let id = self.node_of(req, x);
                 let attr = convert::file_attr(id, &x.attr);
                 let full = reply.add(
                     INodeNo(id),
@@ -724,7 +733,7 @@ impl Filesystem for DfsFuse {
         })();
         match r {
             Ok((e, open, append)) => {
-                let id = self.nodes.looked_up(&e.handle);
+                let id = self.node_of(req, &e);
                 self.nodes.seen(id, (e.attr.mtime, e.attr.size));
                 let fh = self.add_open(Open {
                     open,

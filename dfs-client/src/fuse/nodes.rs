@@ -1,7 +1,15 @@
-//! The kernel's node ids and the server's file handles. Each handle gets its own node id
-//! (the root is 1), so a recycled inode number on the server (a new file with a new handle)
-//! never meets a node the kernel still holds for the old one. Entries are counted as the
-//! kernel counts its lookups and dropped when it forgets them.
+//! The kernel's node ids and the server's file handles. Each file gets its own node id (the
+//! root is 1), so a recycled inode number on the server (a new file with a new handle) never
+//! meets a node the kernel still holds for the old one. Entries are counted as the kernel
+//! counts its lookups and dropped when it forgets them.
+//!
+//! One file may come with several handles: the server's handle of a file records the
+//! directory it was reached in (its subtree check), so a file linked from two directories, or
+//! renamed into another one, is looked up with a new handle. A new handle whose server inode
+//! number is a node's joins that node once the server confirms that the node's own handle
+//! still names that inode (two live files never share an inode number; a recycled number's
+//! old handle is stale): one file, one node, one inode number for `stat`, one page cache.
+//! The node then uses the handle it was last reached by.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -14,7 +22,12 @@ pub const ROOT: u64 = 1;
 
 #[derive(Debug)]
 struct Node {
+    /// The handle requests use: the one the node was last reached by.
     handle: FileHandle,
+    /// Every handle that leads here (`handle` among them).
+    aliases: Vec<FileHandle>,
+    /// The server's inode number, once known.
+    ino: Option<u64>,
     lookups: u64,
     /// The file's (mtime, size) when this client last opened or closed it: if it is the same
     /// at the next open, the kernel's cached pages are still good.
@@ -25,7 +38,23 @@ struct Node {
 struct Table {
     nodes: HashMap<u64, Node>,
     ids: HashMap<FileHandle, u64>,
+    /// The node last made for each server inode number.
+    by_ino: HashMap<u64, u64>,
     next: u64,
+}
+
+impl Table {
+    /// One more lookup of node `id` through `handle`, which becomes the one it uses.
+    fn count(&mut self, id: u64, handle: &FileHandle) -> bool {
+        let Some(n) = self.nodes.get_mut(&id) else {
+            return false;
+        };
+        n.lookups += 1;
+        if n.handle != *handle {
+            n.handle = handle.clone();
+        }
+        true
+    }
 }
 
 /// The node table.
@@ -46,7 +75,9 @@ impl Nodes {
         t.nodes.insert(
             ROOT,
             Node {
-                handle: root,
+                handle: root.clone(),
+                aliases: vec![root],
+                ino: None,
                 lookups: 1,
                 seen: None,
             },
@@ -63,22 +94,54 @@ impl Nodes {
         self.lock().nodes.get(&id).map(|n| n.handle.clone())
     }
 
-    /// Records one more kernel lookup of `handle` and returns its node id.
-    pub fn looked_up(&self, handle: &FileHandle) -> u64 {
-        let mut t = self.lock();
-        if let Some(&id) = t.ids.get(handle) {
-            if let Some(n) = t.nodes.get_mut(&id) {
-                n.lookups += 1;
+    /// Records one more kernel lookup of `handle`, whose file has server inode number `ino`,
+    /// and returns its node id. A handle not seen before whose inode number is a node's
+    /// joins that node if `same(node's handle)` says that handle still names `ino` (a call
+    /// to the server, made without the table locked); otherwise it gets a node of its own.
+    pub fn looked_up(
+        &self,
+        handle: &FileHandle,
+        ino: u64,
+        same: impl FnOnce(&FileHandle) -> bool,
+    ) -> u64 {
+        let candidate = {
+            let mut t = self.lock();
+            if let Some(&id) = t.ids.get(handle) {
+                if t.count(id, handle) {
+                    return id;
+                }
             }
-            return id;
+            t.by_ino
+                .get(&ino)
+                .and_then(|id| Some((*id, t.nodes.get(id)?.handle.clone())))
+        };
+        let confirmed = candidate.filter(|(_, other)| same(other));
+        let mut t = self.lock();
+        // Another thread may have taken it in meanwhile.
+        if let Some(&id) = t.ids.get(handle) {
+            if t.count(id, handle) {
+                return id;
+            }
+        }
+        if let Some((id, _)) = confirmed {
+            if t.nodes.get(&id).is_some_and(|n| n.ino == Some(ino)) && t.count(id, handle) {
+                t.ids.insert(handle.clone(), id);
+                if let Some(n) = t.nodes.get_mut(&id) {
+                    n.aliases.push(handle.clone());
+                }
+                return id;
+            }
         }
         let id = t.next;
         t.next += 1;
         t.ids.insert(handle.clone(), id);
+        t.by_ino.insert(ino, id);
         t.nodes.insert(
             id,
             Node {
                 handle: handle.clone(),
+                aliases: vec![handle.clone()],
+                ino: Some(ino),
                 lookups: 1,
                 seen: None,
             },
@@ -106,7 +169,14 @@ impl Nodes {
         };
         if gone {
             if let Some(node) = t.nodes.remove(&id) {
-                t.ids.remove(&node.handle);
+                for h in &node.aliases {
+                    t.ids.remove(h);
+                }
+                if let Some(ino) = node.ino {
+                    if t.by_ino.get(&ino) == Some(&id) {
+                        t.by_ino.remove(&ino);
+                    }
+                }
             }
         }
     }
@@ -144,25 +214,59 @@ mod tests {
         FileHandle::new(vec![b; 20]).unwrap()
     }
 
+    fn never(_: &FileHandle) -> bool {
+        panic!("no other node has this inode number")
+    }
+
     #[test]
     fn lookups_and_forgets_balance() {
         let n = Nodes::new(h(1));
-        assert_eq!(n.looked_up(&h(1)), ROOT);
-        let a = n.looked_up(&h(2));
-        assert_eq!(n.looked_up(&h(2)), a);
-        let b = n.looked_up(&h(3));
+        assert_eq!(n.looked_up(&h(1), 1, never), ROOT);
+        let a = n.looked_up(&h(2), 2, never);
+        assert_eq!(n.looked_up(&h(2), 2, never), a);
+        let b = n.looked_up(&h(3), 3, never);
         assert_ne!(a, b);
         n.forget(a, 1);
         assert_eq!(n.handle(a), Some(h(2)));
         n.forget(a, 1);
         assert_eq!(n.handle(a), None);
         // A handle seen again after it was forgotten gets a fresh id.
-        assert_ne!(n.looked_up(&h(2)), a);
+        assert_ne!(n.looked_up(&h(2), 2, never), a);
         n.forget(ROOT, 100);
         assert_eq!(n.handle(ROOT), Some(h(1)));
         let t = (Timestamp { secs: 1, nanos: 0 }, 5);
         assert!(!n.seen(b, t));
         assert!(n.seen(b, t));
         assert!(!n.seen(b, (t.0, 6)));
+    }
+
+    #[test]
+    fn handles_of_one_file_share_its_node() {
+        let n = Nodes::new(h(1));
+        let a = n.looked_up(&h(2), 7, never);
+        // Another handle, same inode number, and the server says the first one still names
+        // it: the same node, which now uses the newer handle.
+        let mut asked = None;
+        let b = n.looked_up(&h(3), 7, |other| {
+            asked = Some(other.clone());
+            true
+        });
+        assert_eq!(asked, Some(h(2)));
+        assert_eq!(b, a);
+        assert_eq!(n.handle(a), Some(h(3)));
+        assert_eq!(n.peek(&h(2)), Some(a));
+        // Reached by the first handle again, it uses that one.
+        assert_eq!(n.looked_up(&h(2), 7, never), a);
+        assert_eq!(n.handle(a), Some(h(2)));
+        // A recycled inode number: the old handle is stale, so a node of its own.
+        let c = n.looked_up(&h(4), 7, |_| false);
+        assert_ne!(c, a);
+        // Forgetting drops every alias; the number then belongs to the newest node.
+        n.forget(a, 3);
+        assert_eq!(n.peek(&h(2)), None);
+        assert_eq!(n.peek(&h(3)), None);
+        assert_eq!(n.looked_up(&h(5), 7, |o| o == &h(4)), c);
+        n.forget(c, 2);
+        assert!(n.is_empty());
     }
 }

@@ -40,6 +40,12 @@ struct Args {
     /// Keep it to keep clients' handles valid across restarts.
     #[arg(long, value_name = "FILE")]
     handle_key: Option<PathBuf>,
+    /// INSECURE, for measuring only: do not check that the file a handle names is still
+    /// beneath the export. A client holding a directory that a local user moves out of the
+    /// export could then read and write outside it (as NFS's no_subtree_check). The server
+    /// warns at start-up.
+    #[arg(long)]
+    no_subtree_check: bool,
     /// Receive ring per connection, in bytes (a power of two, at least 2 MiB).
     #[arg(long, value_name = "BYTES", default_value_t = vmmc_sockets::DEFAULT_RING)]
     ring: u64,
@@ -99,6 +105,7 @@ fn run(args: Args) -> Result<(), String> {
         ring,
         copy_path: args.copy_path,
         spin: std::time::Duration::from_micros(args.spin_us),
+        subtree_check: !args.no_subtree_check,
         ..Config::new(&args.export, &args.listen, handle_key)
     };
     let server = Server::bind(config).map_err(|e| e.to_string())?;

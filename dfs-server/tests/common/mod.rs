@@ -2,7 +2,7 @@
 //! protocol clients with chosen credentials. Deterministic: no mount, no timing.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use dfs_client::{ConnectError, ConnectOptions, Connection};
@@ -75,7 +75,13 @@ impl Harness {
     }
 
     pub fn with(tweak: impl FnOnce(&mut Config)) -> Harness {
-        let tmp = tempfile::tempdir().unwrap();
+        Harness::on(&std::env::temp_dir(), tweak)
+    }
+
+    /// A server whose export and outside are in a fresh directory under `base` (a tmpfs the
+    /// test mounted, say).
+    pub fn on(base: &Path, tweak: impl FnOnce(&mut Config)) -> Harness {
+        let tmp = tempfile::tempdir_in(base).unwrap();
         let export = tmp.path().join("export");
         let outside = tmp.path().join("outside");
         std::fs::create_dir(&export).unwrap();
@@ -149,6 +155,42 @@ impl Harness {
             1,
             "something was created outside the export: {names:?}"
         );
+    }
+}
+
+/// A tmpfs mounted on a fresh temporary directory for one test, unmounted when dropped.
+pub struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// The mount. The tests run as root, where this cannot fail but for a broken machine: a
+    /// test that skipped its tmpfs case would prove nothing about it.
+    pub fn mount() -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "mode=0755,size=64m", "dfs-test"])
+            .arg(dir.path())
+            .status();
+        assert!(
+            mounted.is_ok_and(|s| s.success()),
+            "cannot mount a tmpfs on {}: the tmpfs cases need one (run the tests as root)",
+            dir.path().display()
+        );
+        Tmpfs { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
     }
 }
 

@@ -28,7 +28,7 @@ use nix::sys::stat::{
 use nix::sys::time::TimeSpec;
 use nix::unistd::{fchownat, Gid, Uid};
 
-use crate::creds::{act_as, Acting, Identity, Squash};
+use crate::creds::{act_as, Acting, Identity, Squash, Trust};
 use crate::dirents;
 use crate::handles::Handles;
 use crate::opens::{Opens, Session};
@@ -167,14 +167,20 @@ pub struct Caller<'a> {
 }
 
 impl Fs {
-    /// Checks a request's credentials and squashes them.
-    pub fn caller<'a>(&self, session: &'a Session, creds: &Creds) -> Result<Caller<'a>, Errno> {
+    /// The identity a request runs as: its claimed credentials if the connection's peer is
+    /// entitled to claim (`trust`), its own otherwise, then squashed.
+    pub fn caller<'a>(
+        &self,
+        session: &'a Session,
+        trust: &Trust,
+        creds: &Creds,
+    ) -> Result<Caller<'a>, Errno> {
         if creds.groups.len() > MAX_GROUPS {
             return Err(Errno::EINVAL);
         }
         Ok(Caller {
             session,
-            id: self.squash.apply(creds),
+            id: self.squash.identity(trust, creds),
         })
     }
 

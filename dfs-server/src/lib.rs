@@ -21,5 +21,5 @@ pub mod server;
 pub mod session;
 mod sys;
 
-pub use creds::Squash;
+pub use creds::{Squash, Trust};
 pub use server::{load_or_create_key, Config, Running, Server, StartError};

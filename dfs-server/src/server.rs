@@ -18,11 +18,22 @@ use vmmc_sockets::{PeerIdentity, RingSize, StreamOptions, VmmcListener};
 use crate::creds::Squash;
 use crate::fs::Fs;
 use crate::handles::Handles;
-use crate::opens::Opens;
+use crate::opens::{OpenLimits, Opens, MAX_OPENS_PER_SESSION};
 use crate::session;
 
-/// Most connections served at once (each has a thread); more are closed as they arrive.
+/// Most connections served at once unless set (each has threads and descriptors); more
+/// wait their turn.
 pub const MAX_CONNECTIONS: usize = 1024;
+/// Most connections from one peer (a local user other than root, or a remote address) unless
+/// set; more are refused, so one user's idle connections cannot take everyone's turn.
+pub const MAX_CONNECTIONS_PER_PEER: usize = 64;
+/// Descriptors one connection costs the server (its ring export, the client's import of it,
+/// the server's import of the client's ring, their watchers and events), measured with some
+/// margin: what the connection limit is derived from when descriptors are scarce.
+pub const FDS_PER_CONNECTION: usize = 16;
+/// Descriptors kept for what requests need for a moment (resolving a handle, listing a
+/// directory), unless the limit is tiny.
+pub const FD_RESERVE: usize = 256;
 
 /// How a server is set up.
 #[derive(Clone, Debug)]
@@ -53,6 +64,14 @@ pub struct Config {
     /// Refuse every handle whose file a local user moved out of the export (`ESTALE`; see
     /// [`crate::handles`]). Off only to measure what the check costs: it is not safe.
     pub subtree_check: bool,
+    /// On tcp without a secret, honour the uids clients claim: only for a network where every
+    /// host that can reach the port is trusted. Otherwise unauthenticated tcp clients act as
+    /// nobody.
+    pub trusted_network: bool,
+    /// Most connections at once (fewer if the descriptor limit cannot carry them).
+    pub max_connections: usize,
+    /// Most connections from one peer: a local user other than root, or a remote address.
+    pub max_connections_per_peer: usize,
 }
 
 impl Config {
@@ -73,6 +92,9 @@ impl Config {
             copy_path: false,
             spin: StreamOptions::default().spin,
             subtree_check: true,
+            trusted_network: false,
+            max_connections: MAX_CONNECTIONS,
+            max_connections_per_peer: MAX_CONNECTIONS_PER_PEER,
         }
     }
 }
@@ -117,6 +139,8 @@ pub struct Shared {
     pub stop: AtomicBool,
     /// Use the copying socket calls for file data (see [`Config::copy_path`]).
     pub copy_path: bool,
+    /// Honour claimed uids from unauthenticated tcp peers (see [`Config::trusted_network`]).
+    pub trusted_network: bool,
 }
 
 /// A bound server, ready to run.
@@ -156,7 +180,19 @@ impl Server {
                 dfs_proto::frame::MAX_FRAME,
             ));
         }
+        let tcp = config.listen.starts_with("tcp:");
+        if tcp
+            && config.secret.is_none()
+            && config.squash == Squash::None
+            && !config.trusted_network
+        {
+            return Err(StartError::Other(format!(
+                "refusing --squash none on {} without --secret: anyone who can reach the port could act as any user, root included. Give the clients a --secret, or add --trust-network if every host that can reach the port is trusted",
+                config.listen
+            )));
+        }
         let root_fd = open_export(&config.export)?;
+        let budget = budget(&config);
         let options = crate::handles::HandleOptions::new(config.subtree_check);
         let handles =
             Handles::new(root_fd, config.handle_key, options).map_err(|e| StartError::Export {
@@ -179,6 +215,12 @@ impl Server {
         let opts = StreamOptions {
             ring: config.ring,
             spin: config.spin,
+            max_connections: budget.connections,
+            max_connections_per_peer: budget.per_peer,
+            // Clients' rings as large as our own, or the default cap if that is larger.
+            max_peer_ring: RingSize::at_least(
+                config.ring.get().max(vmmc_sockets::DEFAULT_MAX_PEER_RING),
+            ),
             ..StreamOptions::default()
         };
         let listener =
@@ -187,15 +229,27 @@ impl Server {
                 source,
             })?;
         if config.secret.is_none() {
-            tracing::warn!(
-                "no --secret: anyone who can reach {} may connect",
-                listener.local_addr()
-            );
+            if !tcp {
+                tracing::warn!(
+                    "no --secret: any local user may connect to {} (each acts as itself)",
+                    listener.local_addr()
+                );
+            } else if config.trusted_network {
+                tracing::warn!(
+                    "no --secret and --trust-network: anyone who can reach {} may act as any user but root",
+                    listener.local_addr()
+                );
+            } else {
+                tracing::warn!(
+                    "no --secret: anyone who can reach {} may connect, and acts as nobody",
+                    listener.local_addr()
+                );
+            }
         }
         let shared = Arc::new(Shared {
             fs: Fs {
                 handles,
-                opens: Opens::default(),
+                opens: Opens::with_limits(budget.opens),
                 read_only: config.read_only,
                 squash: config.squash,
                 can_switch,
@@ -204,6 +258,7 @@ impl Server {
             root,
             stop: AtomicBool::new(false),
             copy_path: config.copy_path,
+            trusted_network: config.trusted_network,
         });
         Ok(Server { listener, shared })
     }
@@ -242,15 +297,9 @@ impl Server {
             }
             conns.retain(|t| !t.is_finished());
             loop {
+                // The listener admits no more than its limits allow; each one admitted runs.
                 match self.listener.accept() {
                     Ok((stream, peer)) => {
-                        if conns.len() >= MAX_CONNECTIONS {
-                            tracing::warn!(
-                                "client {} refused: {MAX_CONNECTIONS} connections already",
-                                describe(&peer)
-                            );
-                            continue;
-                        }
                         let shared = self.shared.clone();
                         let who = describe(&peer);
                         tracing::info!("client {who} connected");
@@ -258,7 +307,7 @@ impl Server {
                             std::thread::Builder::new()
                                 .name("dfs-conn".into())
                                 .spawn(move || {
-                                    let end = session::serve(stream, shared);
+                                    let end = session::serve(stream, shared, peer);
                                     match end {
                                         session::End::Closed | session::End::Stopping => {
                                             tracing::info!("client {who}: {end}")
@@ -268,10 +317,7 @@ impl Server {
                                 });
                         match spawned {
                             Ok(t) => conns.push(t),
-                            Err(e) => tracing::error!(
-                                "cannot start a thread for client {}: {e}",
-                                describe(&peer)
-                            ),
+                            Err(e) => tracing::error!("cannot start a thread for a client: {e}"),
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -310,7 +356,64 @@ impl Server {
 }
 
 fn describe(peer: &PeerIdentity) -> String {
-    format!("{peer:?}")
+    peer.to_string()
+}
+
+/// Raises the soft descriptor limit to the hard one, so that the limit an operator set is
+/// the one that counts; returns it.
+fn raise_fd_limit() -> usize {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) => {
+            if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+                return usize::try_from(hard).unwrap_or(usize::MAX);
+            }
+            usize::try_from(soft).unwrap_or(usize::MAX)
+        }
+        Err(_) => 1024,
+    }
+}
+
+/// What the descriptor limit allows: connections in all and per peer, and open files.
+#[derive(Debug)]
+struct Budget {
+    connections: usize,
+    per_peer: usize,
+    opens: OpenLimits,
+}
+
+/// Splits the descriptors (after raising the soft limit to the hard one): a share for what
+/// requests need for a moment (resolving a handle, listing a directory), half the rest at
+/// most for connections, whatever connections cannot take for open files, of which one peer
+/// (root excepted) may hold a quarter. So a flood of connections or of opens from one user
+/// runs into its own limit while everyone else can still connect and open files.
+fn budget(config: &Config) -> Budget {
+    let fds = raise_fd_limit();
+    let transient = FD_RESERVE.min(fds / 4).max(fds / 32);
+    let usable = fds.saturating_sub(transient);
+    let connections = config
+        .max_connections
+        .clamp(1, (usable / 2 / FDS_PER_CONNECTION).max(4));
+    let per_peer = config
+        .max_connections_per_peer
+        .clamp(1, (connections / 4).max(2));
+    let open_total = usable
+        .saturating_sub(connections * FDS_PER_CONNECTION)
+        .max(16);
+    let opens = OpenLimits {
+        total: open_total,
+        per_peer: (open_total / 4).max(8),
+        per_session: MAX_OPENS_PER_SESSION.min((open_total / 4).max(8)),
+    };
+    tracing::info!(
+        "descriptor limit {fds}: at most {connections} connections ({per_peer} per peer), {open_total} open files ({} per peer)",
+        opens.per_peer
+    );
+    Budget {
+        connections,
+        per_peer,
+        opens,
+    }
 }
 
 /// A server running on its own thread; dropping it stops it.

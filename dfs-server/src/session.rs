@@ -16,8 +16,9 @@ use dfs_proto::msg::{
 };
 use dfs_proto::Errno;
 use serde::Serialize;
-use vmmc_sockets::{RecvSlot, SendSlot, VmmcStream};
+use vmmc_sockets::{PeerIdentity, RecvSlot, SendSlot, VmmcStream};
 
+use crate::creds::Trust;
 use crate::opens::Session;
 use crate::server::Shared;
 
@@ -212,35 +213,78 @@ fn handshake(stream: &VmmcStream, shared: &Shared) -> Result<Session, End> {
     Ok(hello.session)
 }
 
-/// Serves one connection until it ends; the reason is logged by the caller.
-pub fn serve(stream: VmmcStream, shared: Arc<Shared>) -> End {
+/// What one connection's requests run with: the client session its opens belong to, and
+/// what its peer may claim about its callers.
+#[derive(Debug)]
+pub struct Conn {
+    /// The session, bound to the peer's principal.
+    pub session: Session,
+    /// Whose identity the peer's requests may run as.
+    pub trust: Trust,
+}
+
+/// The session a connection's opens belong to: the client's own session id, bound to who
+/// the peer is, so that knowing another client's session id (it travels in the hello) never
+/// lets a peer use opens made with someone else's rights.
+fn bind_session(client: &Session, peer: &PeerIdentity, trust: &Trust) -> Session {
+    let mut h = blake3::Hasher::new_derive_key("vmmc-dfs 2026 session binding v1");
+    h.update(client);
+    match (peer, trust) {
+        (PeerIdentity::Local { uid, .. }, _) => {
+            h.update(b"local");
+            h.update(&uid.to_le_bytes());
+        }
+        (PeerIdentity::Remote(_), Trust::Claims) => {
+            h.update(b"remote, entitled to claim");
+        }
+        (PeerIdentity::Remote(_), _) => {
+            h.update(b"remote, nobody");
+        }
+    }
+    let mut s = [0u8; 16];
+    s.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    s
+}
+
+/// Serves one connection until it ends; the reason is logged by the caller. `peer` is who
+/// the kernel says is at the other end (its process on shm, its address on tcp).
+pub fn serve(stream: VmmcStream, shared: Arc<Shared>, peer: PeerIdentity) -> End {
     if let Err(e) = stream
         .set_read_timeout(Some(POLL))
         .and_then(|()| stream.set_write_timeout(Some(POLL)))
     {
         return End::Io(e);
     }
-    let session = match handshake(&stream, &shared) {
+    let client_session = match handshake(&stream, &shared) {
         Ok(s) => s,
         Err(e) => return e,
     };
-    shared.fs.opens.attach(session);
+    // The handshake refuses a peer without the secret when there is one.
+    let trust = Trust::of(&peer, shared.secret.is_some(), shared.trusted_network);
+    let conn = Conn {
+        session: bind_session(&client_session, &peer, &trust),
+        trust,
+    };
+    shared
+        .fs
+        .opens
+        .attach(conn.session, crate::opens::Peer::of(&peer));
     let end = loop {
         let r = if shared.copy_path {
-            copying::serve_one(&stream, &shared, &session)
+            copying::serve_one(&stream, &shared, &conn)
         } else {
-            serve_one(&stream, &shared, &session)
+            serve_one(&stream, &shared, &conn)
         };
         if let Err(e) = r {
             break e;
         }
     };
-    shared.fs.opens.detach(session);
+    shared.fs.opens.detach(conn.session);
     end
 }
 
 /// Reads one request and answers it.
-fn serve_one(stream: &VmmcStream, shared: &Shared, session: &Session) -> Result<(), End> {
+fn serve_one(stream: &VmmcStream, shared: &Shared, conn: &Conn) -> Result<(), End> {
     let mut slot = next_frame(stream, shared, None)?;
     let (req, len, reply) = {
         let Ok(Some(f)) = Frame::parse(slot.data()) else {
@@ -253,7 +297,7 @@ fn serve_one(stream: &VmmcStream, shared: &Shared, session: &Session) -> Result<
             op => Some(
                 shared
                     .fs
-                    .caller(session, &req.creds)
+                    .caller(&conn.session, &conn.trust, &req.creds)
                     .and_then(|c| shared.fs.execute(&c, op, f.data)),
             ),
         };
@@ -262,17 +306,12 @@ fn serve_one(stream: &VmmcStream, shared: &Shared, session: &Session) -> Result<
     slot.consume(len)?;
     match reply {
         Some(result) => send(stream, &shared.stop, &Reply { id: req.id, result }),
-        None => send_read(stream, shared, session, &req),
+        None => send_read(stream, shared, conn, &req),
     }
 }
 
 /// Answers a read: the reply header, then `pread` straight into the client's ring behind it.
-fn send_read(
-    stream: &VmmcStream,
-    shared: &Shared,
-    session: &Session,
-    req: &Request,
-) -> Result<(), End> {
+fn send_read(stream: &VmmcStream, shared: &Shared, conn: &Conn, req: &Request) -> Result<(), End> {
     let Op::Read {
         handle,
         open,
@@ -292,11 +331,14 @@ fn send_read(
             .map_err(|e| End::Protocol(e.to_string()))
     };
     let start = head(buf, Ok(Body::Read { eof: false }), len)?;
-    let outcome = shared.fs.caller(session, &req.creds).and_then(|c| {
-        shared
-            .fs
-            .read(&c, handle, *open, *offset, &mut buf[start..start + len])
-    });
+    let outcome = shared
+        .fs
+        .caller(&conn.session, &conn.trust, &req.creds)
+        .and_then(|c| {
+            shared
+                .fs
+                .read(&c, handle, *open, *offset, &mut buf[start..start + len])
+        });
     let used = match outcome {
         Ok((n, eof)) => {
             // `eof` is one byte either way, so the data part stays where it was read to.
@@ -321,8 +363,7 @@ mod copying {
     use dfs_proto::msg::{Body, Op, Reply, Request};
     use vmmc_sockets::VmmcStream;
 
-    use super::End;
-    use crate::opens::Session;
+    use super::{Conn, End};
     use crate::server::Shared;
 
     fn read_all(stream: &VmmcStream, shared: &Shared, buf: &mut [u8]) -> Result<(), End> {
@@ -363,11 +404,7 @@ mod copying {
         codec::frame_to_vec(reply, data).map_err(|e| End::Protocol(e.to_string()))
     }
 
-    pub(super) fn serve_one(
-        stream: &VmmcStream,
-        shared: &Shared,
-        session: &Session,
-    ) -> Result<(), End> {
+    pub(super) fn serve_one(stream: &VmmcStream, shared: &Shared, conn: &Conn) -> Result<(), End> {
         let mut head = [0u8; HEADER];
         read_all(stream, shared, &mut head)?;
         let h = FrameHeader::parse(&head)
@@ -378,7 +415,7 @@ mod copying {
         let mut data = vec![0u8; h.data_len as usize];
         read_all(stream, shared, &mut data)?;
         let req: Request = codec::decode(&meta).map_err(|e| End::Protocol(e.to_string()))?;
-        let caller = shared.fs.caller(session, &req.creds);
+        let caller = shared.fs.caller(&conn.session, &conn.trust, &req.creds);
         let out = match &req.op {
             Op::Read {
                 handle,

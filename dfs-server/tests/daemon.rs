@@ -208,7 +208,9 @@ fn serves_warns_and_stops_gracefully() {
         ]);
         let lines = d.expect("serving");
         assert!(
-            lines.iter().any(|l| l.contains("anyone who can reach")),
+            lines
+                .iter()
+                .any(|l| l.contains("any local user may connect")),
             "{lines:#?}"
         );
         let mut c = Client {

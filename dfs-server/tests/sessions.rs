@@ -494,9 +494,8 @@ fn the_hello_negotiates_the_version() {
 
 #[test]
 fn the_same_protocol_over_tcp() {
-    let h = Harness::with(|c| c.listen = "tcp:127.0.0.1:0".into());
+    let (h, mut c) = tcp_with_secret("a shared secret for the tcp test");
     assert!(h.addr.starts_with("tcp:127.0.0.1:"));
-    let mut c = h.client();
     let top = c.root();
     let d = c.mkdir(&top, "d", 0o755).unwrap();
     let (f, open) = c.create(&d.handle, "f", 0o644, RW).unwrap();

@@ -59,7 +59,9 @@ pub fn run(o: &BenchOptions) -> Result<Report, String> {
     let s = &o.scratch;
     let export = s.join("export");
     let key = s.join("handle.key");
+    let secret = s.join("secret");
     std::fs::create_dir_all(&export).map_err(|e| e.to_string())?;
+    targets::make_secret(&secret)?;
     let pid = std::process::id();
     let mut targets: Vec<Target> = Vec::new();
     targets.push(Target::dfs(
@@ -67,6 +69,7 @@ pub fn run(o: &BenchOptions) -> Result<Report, String> {
         &export,
         &format!("shm:dfs-bench-{pid}"),
         &key,
+        &secret,
         &s.join("mnt-dfs"),
         false,
     )?);
@@ -76,6 +79,7 @@ pub fn run(o: &BenchOptions) -> Result<Report, String> {
             &export,
             &format!("shm:dfs-bench-copy-{pid}"),
             &key,
+            &secret,
             &s.join("mnt-copy"),
             true,
         )?);
@@ -84,6 +88,7 @@ pub fn run(o: &BenchOptions) -> Result<Report, String> {
             &export,
             "tcp:127.0.0.1:0",
             &key,
+            &secret,
             &s.join("mnt-tcp"),
             false,
         )?);

@@ -78,10 +78,11 @@ impl Target {
         export: &Path,
         listen: &str,
         key: &Path,
+        secret: &Path,
         mp: &Path,
         copy_path: bool,
     ) -> Result<Target, String> {
-        let (child, addr) = start_server(export, listen, key, copy_path)?;
+        let (child, addr) = start_server(export, listen, key, secret, copy_path)?;
         let mut t = Target {
             name: name.into(),
             dir: mp.join("dfs-bench"),
@@ -92,6 +93,7 @@ impl Target {
         let opts = MountOptions {
             keep_cache: false,
             copy_path,
+            secret: Some(secret.to_path_buf()),
             ..MountOptions::default()
         };
         let client = Arc::new(mount::connect(&addr, &opts)?);
@@ -172,10 +174,30 @@ fn server_bin() -> Result<PathBuf, String> {
 }
 
 /// Starts a server and returns it with the address it listens on (the real port for tcp).
+/// Makes the shared secret the bench's servers and mounts use, as a deployment would (on
+/// tcp, callers' uids count only from a client that proved it).
+pub fn make_secret(path: &Path) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| e.to_string())?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    f.write_all(hex.as_bytes())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
 fn start_server(
     export: &Path,
     listen: &str,
     key: &Path,
+    secret: &Path,
     copy_path: bool,
 ) -> Result<(Child, String), String> {
     let mut cmd = Command::new(server_bin()?);
@@ -183,7 +205,9 @@ fn start_server(
         .arg(export)
         .args(["--listen", listen, "--squash", "none"])
         .arg("--handle-key")
-        .arg(key);
+        .arg(key)
+        .arg("--secret")
+        .arg(secret);
     if copy_path {
         cmd.arg("--copy-path");
     }

@@ -13,8 +13,11 @@ use vmmc_sockets::RingSize;
 
 /// Serve a directory to vmmc-dfs clients.
 ///
-/// Everything a client does stays beneath the export directory. Without --secret anyone who
-/// can reach the address may connect (the server warns). Logs go to stderr; RUST_LOG
+/// Everything a client does stays beneath the export directory. Whose identity a request runs
+/// as: on shm the kernel says who the client is; a client running as root (a mount serving
+/// many users) acts for its callers, any other acts as itself. On tcp, callers' uids count
+/// only from clients that proved --secret; without it every tcp client acts as nobody
+/// (unless --trust-network). --squash then applies. Logs go to stderr; RUST_LOG
 /// (e.g. RUST_LOG=dfs_server=debug) or -v sets how much.
 #[derive(Parser, Debug)]
 #[command(name = "dfs-server", version)]
@@ -36,16 +39,22 @@ struct Args {
     /// are: each request runs with the caller's fsuid/fsgid), all (everyone is nobody).
     #[arg(long, value_name = "root|none|all", default_value = "root")]
     squash: Squash,
+    /// On tcp without --secret, believe the uids clients claim. Only for a network where
+    /// every host that can reach the port is trusted: anyone there may act as any user.
+    #[arg(long)]
+    trust_network: bool,
+    /// Most connections at once; more wait their turn. Fewer if the descriptor limit
+    /// (`ulimit -n`, raised to its hard limit at start) cannot carry them.
+    #[arg(long, value_name = "N", default_value_t = dfs_server::server::MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// Most connections from one local user (root excepted) or one remote address; more are
+    /// refused.
+    #[arg(long, value_name = "N", default_value_t = dfs_server::server::MAX_CONNECTIONS_PER_PEER)]
+    max_connections_per_peer: usize,
     /// Where the key that makes file handles unforgeable is kept (created if missing).
     /// Keep it to keep clients' handles valid across restarts.
     #[arg(long, value_name = "FILE")]
     handle_key: Option<PathBuf>,
-    /// INSECURE, for measuring only: do not check that the file a handle names is still
-    /// beneath the export. A client holding a directory that a local user moves out of the
-    /// export could then read and write outside it (as NFS's no_subtree_check). The server
-    /// warns at start-up.
-    #[arg(long)]
-    no_subtree_check: bool,
     /// Receive ring per connection, in bytes (a power of two, at least 2 MiB).
     #[arg(long, value_name = "BYTES", default_value_t = vmmc_sockets::DEFAULT_RING)]
     ring: u64,
@@ -53,6 +62,12 @@ struct Args {
     /// measuring what the copies cost; `dfs bench` uses it).
     #[arg(long, hide = true)]
     copy_path: bool,
+    /// INSECURE, for measuring only: do not check that the file a handle names is still
+    /// beneath the export. A client holding a directory that a local user moves out of the
+    /// export could then read and write outside it (as NFS's no_subtree_check). The server
+    /// warns at start-up.
+    #[arg(long)]
+    no_subtree_check: bool,
     /// How long a connection spins for the next request before sleeping, in microseconds.
     #[arg(long, value_name = "MICROS", default_value_t = 50)]
     spin_us: u64,
@@ -105,6 +120,9 @@ fn run(args: Args) -> Result<(), String> {
         ring,
         copy_path: args.copy_path,
         spin: std::time::Duration::from_micros(args.spin_us),
+        trusted_network: args.trust_network,
+        max_connections: args.max_connections,
+        max_connections_per_peer: args.max_connections_per_peer,
         subtree_check: !args.no_subtree_check,
         ..Config::new(&args.export, &args.listen, handle_key)
     };

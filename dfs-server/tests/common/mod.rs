@@ -380,3 +380,21 @@ pub fn read_request(id: u64, handle: &FileHandle, len: u32) -> Vec<u8> {
         .unwrap(),
     )
 }
+
+/// A server on loopback tcp that wants `key` as its secret, and root's client that knows it.
+pub fn tcp_with_secret(key: &str) -> (Harness, Client) {
+    let secret = || dfs_proto::auth::Secret::from_file_bytes(key.as_bytes()).unwrap();
+    let h = Harness::with(|c| {
+        c.listen = "tcp:127.0.0.1:0".into();
+        c.secret = Some(secret());
+    });
+    let opts = ConnectOptions {
+        secret: Some(secret()),
+        ..ConnectOptions::new().unwrap()
+    };
+    let c = Client {
+        conn: h.connect(&opts).unwrap(),
+        creds: ROOT,
+    };
+    (h, c)
+}

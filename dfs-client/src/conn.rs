@@ -119,11 +119,42 @@ pub fn current_creds() -> Creds {
     }
 }
 
+/// Request ids nobody else can predict: a keyed hash of a counter, with a key from the
+/// operating system's CSPRNG. A reply is matched to its request by id, so an id someone could
+/// guess would let a peer that can write replies but not read requests plant one that is
+/// believed.
+struct RequestIds {
+    key: [u8; 32],
+    n: u64,
+}
+
+impl RequestIds {
+    fn new() -> io::Result<RequestIds> {
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).map_err(io::Error::other)?;
+        Ok(RequestIds { key, n: 0 })
+    }
+
+    fn next(&mut self) -> u64 {
+        self.n += 1;
+        let h = blake3::keyed_hash(&self.key, &self.n.to_le_bytes());
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&h.as_bytes()[..8]);
+        u64::from_le_bytes(id)
+    }
+}
+
+impl std::fmt::Debug for RequestIds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestIds").field("n", &self.n).finish()
+    }
+}
+
 /// A connection to a server, after the handshake.
 #[derive(Debug)]
 pub struct Connection {
     stream: VmmcStream,
-    next_id: u64,
+    ids: RequestIds,
     root: FileHandle,
     read_only: bool,
     broken: bool,
@@ -193,7 +224,7 @@ impl Connection {
                 }
                 Ok(Connection {
                     stream,
-                    next_id: 1,
+                    ids: RequestIds::new()?,
                     root,
                     read_only,
                     broken: false,
@@ -280,8 +311,7 @@ impl Connection {
         f: impl FnOnce(Reply, &[u8]) -> R,
     ) -> Result<R, CallError> {
         self.check()?;
-        let id = self.next_id;
-        self.next_id += 1;
+        let id = self.ids.next();
         let req = Request {
             id,
             creds: creds.clone(),

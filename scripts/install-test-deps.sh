@@ -41,6 +41,13 @@ command -v sshfs >/dev/null 2>&1 || missing+=(sshfs)
 command -v cc >/dev/null 2>&1 || missing+=(gcc)
 command -v git >/dev/null 2>&1 || missing+=(git)
 command -v mount >/dev/null 2>&1 || missing+=(mount)
+# The attack tests run as real unprivileged accounts (useradd, setpriv), under a descriptor
+# limit (prlimit), with clients in network namespaces (ip, nsenter).
+command -v useradd >/dev/null 2>&1 || missing+=(passwd)
+for t in setpriv prlimit nsenter; do
+    command -v "$t" >/dev/null 2>&1 || { missing+=(util-linux); break; }
+done
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "install-test-deps: installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive

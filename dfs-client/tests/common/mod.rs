@@ -69,30 +69,27 @@ pub struct ServerProc {
 impl ServerProc {
     /// Serves `export` with `--squash none` (the tests pick their users) on a fresh address.
     pub fn start(export: &Path, key: &Path, extra: &[&str]) -> ServerProc {
-        let addr = fresh_addr();
-        let mut args: Vec<String> = vec![
-            "--export".into(),
-            export.to_str().unwrap().into(),
-            "--listen".into(),
-            addr.clone(),
-            "--handle-key".into(),
-            key.to_str().unwrap().into(),
-            "--squash".into(),
-            "none".into(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let child = ServerProc::spawn(&args);
-        ServerProc {
-            child,
-            addr,
-            export: export.into(),
-            key: key.into(),
-            args,
-        }
+        let mut args = vec!["--squash", "none"];
+        args.extend_from_slice(extra);
+        ServerProc::launch(&[], &fresh_addr(), export, key, &args)
     }
 
     fn spawn(args: &[String]) -> Child {
-        let mut child = Command::new(server_bin())
+        ServerProc::spawn_via(&[], args).0
+    }
+
+    /// Starts `dfs-server ARGS` (through `wrapper`, say `prlimit --nofile=…`, which execs it)
+    /// and returns it with the address it says it serves on.
+    fn spawn_via(wrapper: &[&str], args: &[String]) -> (Child, String) {
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(server_bin());
+                c
+            }
+            None => Command::new(server_bin()),
+        };
+        let mut child = cmd
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -100,16 +97,46 @@ impl ServerProc {
             .unwrap();
         let lines = lines_of(&mut child);
         let deadline = Instant::now() + WAIT;
-        loop {
+        let addr = loop {
             match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(l) if l.contains("serving") => break,
+                Ok(l) if l.contains("serving") => {
+                    break l.rsplit(" on ").next().unwrap_or_default().to_string()
+                }
                 Ok(_) => {}
                 Err(_) => panic!("dfs-server did not start"),
             }
-        }
+        };
         // Keep draining its stderr so it never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        child
+        (child, addr)
+    }
+
+    /// Serves `export` on `listen` with exactly `args` besides the export, address and key,
+    /// started through `wrapper` (empty for none).
+    pub fn launch(
+        wrapper: &[&str],
+        listen: &str,
+        export: &Path,
+        key: &Path,
+        extra: &[&str],
+    ) -> ServerProc {
+        let mut args: Vec<String> = vec![
+            "--export".into(),
+            export.to_str().unwrap().into(),
+            "--listen".into(),
+            listen.into(),
+            "--handle-key".into(),
+            key.to_str().unwrap().into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let (child, addr) = ServerProc::spawn_via(wrapper, &args);
+        ServerProc {
+            child,
+            addr,
+            export: export.into(),
+            key: key.into(),
+            args,
+        }
     }
 
     /// SIGKILL, no goodbye.
@@ -139,8 +166,20 @@ pub struct MountProc {
 
 impl MountProc {
     pub fn start(addr: &str, mp: &Path, opts: &[&str]) -> MountProc {
+        MountProc::start_via(&[], addr, mp, opts)
+    }
+
+    /// As [`MountProc::start`], with `dfs` run through `wrapper` (`nsenter --net=…`, say).
+    pub fn start_via(wrapper: &[&str], addr: &str, mp: &Path, opts: &[&str]) -> MountProc {
         std::fs::create_dir_all(mp).unwrap();
-        let mut cmd = Command::new(DFS);
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(DFS);
+                c
+            }
+            None => Command::new(DFS),
+        };
         cmd.arg("mount").arg(addr).arg(mp).arg("--foreground");
         for o in opts {
             cmd.arg("-o").arg(o);

@@ -12,6 +12,7 @@ use dfs_proto::handle::{FileHandle, OpenId};
 use dfs_proto::msg::{Body, Creds, DirPage, Op, OpenFlags, RenameMode};
 use dfs_proto::name::{LinkTarget, Name, XattrName};
 use dfs_proto::Errno;
+use vmmc_sockets::SharedBytes;
 
 use crate::conn::{CallError, ConnectError, ConnectOptions, Connection};
 
@@ -295,8 +296,8 @@ impl Client {
     }
 
     /// Reads up to `len` bytes at `offset` and hands them to `f` in place, in the connection's
-    /// receive ring (no copy on this side unless `f` makes one); `eof` says whether the file
-    /// ended first.
+    /// receive ring (no copy on this side unless `f` makes one; the server may still write
+    /// them, hence [`SharedBytes`]); `eof` says whether the file ended first.
     pub fn read_with<R>(
         &self,
         creds: &Creds,
@@ -304,7 +305,7 @@ impl Client {
         open: Option<OpenId>,
         offset: u64,
         len: u32,
-        mut f: impl FnMut(&[u8], bool) -> R,
+        mut f: impl FnMut(SharedBytes<'_>, bool) -> R,
     ) -> Result<R, Errno> {
         self.with_connection(true, |c| {
             c.read_in_place(

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use dfs_proto::auth::{proofs_match, Secret};
 use dfs_proto::codec;
-use dfs_proto::frame::{self, Frame, FrameHeader, HEADER};
+use dfs_proto::frame::{self, Arrival, FrameHeader, HEADER};
 use dfs_proto::handle::{FileHandle, OpenId};
 use dfs_proto::msg::{
     AuthMode, ClientHello, ClientProof, Creds, Op, Reply, Request, ServerChallenge, ServerVerdict,
@@ -13,7 +13,7 @@ use dfs_proto::msg::{
 };
 use dfs_proto::Errno;
 use serde::Serialize;
-use vmmc_sockets::{RecvSlot, RingSize, StreamOptions, VmmcStream};
+use vmmc_sockets::{RecvSlot, RingSize, SharedBytes, StreamOptions, VmmcStream};
 
 /// How to connect.
 #[derive(Clone, Debug)]
@@ -274,11 +274,13 @@ impl Connection {
 
     /// Sends `op` (with `data` as a write's data part) and waits for its reply.
     pub fn call(&mut self, creds: &Creds, op: Op, data: &[u8]) -> Result<Reply, CallError> {
-        self.exchange(creds, op, data, |reply, _data| reply)
+        self.exchange(creds, op, data, |reply, _data| Ok(reply))
     }
 
     /// Reads and hands the bytes to `f` where they arrived, in the receive ring: no copy on
-    /// this side unless `f` makes one. `f` gets the reply (an errno, or `eof`) and the bytes.
+    /// this side unless `f` makes one. `f` gets the reply (an errno, or `eof`) and the bytes,
+    /// as [`SharedBytes`]: the server may still write them. A reply with more bytes than asked
+    /// for is a protocol error (the caller's buffer was sized by what it asked).
     pub fn read_in_place<R>(
         &mut self,
         creds: &Creds,
@@ -286,19 +288,23 @@ impl Connection {
         open: Option<OpenId>,
         offset: u64,
         len: u32,
-        f: impl FnOnce(Reply, &[u8]) -> R,
+        f: impl FnOnce(Reply, SharedBytes<'_>) -> R,
     ) -> Result<R, CallError> {
-        self.exchange(
-            creds,
-            Op::Read {
-                handle,
-                open,
-                offset,
-                len,
-            },
-            &[],
-            f,
-        )
+        let op = Op::Read {
+            handle,
+            open,
+            offset,
+            len,
+        };
+        self.exchange(creds, op, &[], |reply, data| {
+            if data.len() > len as usize {
+                return Err(CallError::Protocol(format!(
+                    "the server answered a read of {len} bytes with {}",
+                    data.len()
+                )));
+            }
+            Ok(f(reply, data))
+        })
     }
 
     /// One request and its reply, whose data part `f` gets in place (or, on the copy path,
@@ -308,7 +314,7 @@ impl Connection {
         creds: &Creds,
         op: Op,
         data: &[u8],
-        f: impl FnOnce(Reply, &[u8]) -> R,
+        f: impl FnOnce(Reply, SharedBytes<'_>) -> Result<R, CallError>,
     ) -> Result<R, CallError> {
         self.check()?;
         let id = self.ids.next();
@@ -318,7 +324,8 @@ impl Connection {
             op,
         };
         if self.copy_path {
-            let r = copying::call(&self.stream, &req, data).map(|(reply, data)| f(reply, &data));
+            let r = copying::call(&self.stream, &req, data)
+                .and_then(|(reply, data)| f(reply, SharedBytes::from(&data[..])));
             return r.or_else(|e| self.fail(e));
         }
         if let Err(e) = send(&self.stream, &req, data) {
@@ -343,33 +350,53 @@ fn send<T: Serialize>(stream: &VmmcStream, msg: &T, data: &[u8]) -> Result<(), C
     let meta = codec::encode_to_vec(msg).map_err(|e| CallError::Protocol(e.to_string()))?;
     let total = HEADER + meta.len() + data.len();
     let mut slot = stream.reserve_at_least(total, total)?;
-    let buf = slot.buf();
+    let mut head = [0u8; HEADER];
     FrameHeader {
         meta_len: meta.len() as u32,
         data_len: data.len() as u32,
     }
-    .emit(buf);
-    buf[HEADER..HEADER + meta.len()].copy_from_slice(&meta);
-    buf[HEADER + meta.len()..total].copy_from_slice(data);
+    .emit(&mut head);
+    {
+        let mut buf = slot.buf()?;
+        let placed = [&head[..], &meta, data]
+            .iter()
+            .try_fold(0usize, |at, part| {
+                let mut to = buf.get_mut(at..at + part.len())?;
+                (to.copy_from(part) == part.len()).then_some(at + part.len())
+            });
+        if placed != Some(total) {
+            return Err(CallError::Io(io::Error::other(
+                "the send slot is shorter than asked",
+            )));
+        }
+    }
     slot.commit(total)?;
     Ok(())
 }
 
-/// Waits for a whole frame and returns it in place.
-fn next_frame(stream: &VmmcStream) -> Result<RecvSlot<'_>, CallError> {
+/// Waits for a whole frame; returns it with its header and meta part copied out (once: the
+/// server may still write the ring), its data part in place.
+fn next_frame(stream: &VmmcStream) -> Result<(RecvSlot<'_>, FrameHeader, Vec<u8>), CallError> {
     let mut need = HEADER;
     loop {
-        let mut slot = stream.readable_at_least(need)?;
+        let slot = stream.readable_at_least(need)?;
         if slot.is_empty() {
             return Err(CallError::Io(io::Error::new(
                 ErrorKind::UnexpectedEof,
                 "the server closed the connection",
             )));
         }
-        let want = frame::needed(slot.data()).map_err(|e| CallError::Protocol(e.to_string()))?;
-        if slot.len() >= want {
-            return Ok(slot);
-        }
+        let seen = {
+            let bytes = slot.data()?;
+            frame::arrival(slot.len(), |at, dst| {
+                bytes.get(at..).map_or(0, |b| b.copy_to(dst))
+            })
+            .map_err(|e| CallError::Protocol(e.to_string()))?
+        };
+        let want = match seen {
+            Arrival::Whole { header, meta } => return Ok((slot, header, meta)),
+            Arrival::Need(want) => want,
+        };
         if slot.len() < need {
             return Err(CallError::Io(io::Error::new(
                 ErrorKind::UnexpectedEof,
@@ -381,43 +408,33 @@ fn next_frame(stream: &VmmcStream) -> Result<RecvSlot<'_>, CallError> {
 }
 
 fn recv<T: serde::de::DeserializeOwned>(stream: &VmmcStream) -> Result<T, CallError> {
-    let mut slot = next_frame(stream)?;
-    let (v, len) = {
-        let f = Frame::parse(slot.data())
-            .ok()
-            .flatten()
-            .ok_or_else(|| CallError::Protocol("frame vanished".into()))?;
-        (
-            codec::decode::<T>(f.meta).map_err(|e| CallError::Protocol(e.to_string()))?,
-            f.len(),
-        )
-    };
-    slot.consume(len)?;
+    let (slot, header, meta) = next_frame(stream)?;
+    let v = codec::decode::<T>(&meta).map_err(|e| CallError::Protocol(e.to_string()))?;
+    slot.consume(header.total())?;
     Ok(v)
 }
 
 fn recv_reply<R>(
     stream: &VmmcStream,
     id: u64,
-    f: impl FnOnce(Reply, &[u8]) -> R,
+    f: impl FnOnce(Reply, SharedBytes<'_>) -> Result<R, CallError>,
 ) -> Result<R, CallError> {
-    let mut slot = next_frame(stream)?;
-    let (r, len) = {
-        let fr = Frame::parse(slot.data())
-            .ok()
-            .flatten()
+    let (slot, header, meta) = next_frame(stream)?;
+    let reply: Reply = codec::decode(&meta).map_err(|e| CallError::Protocol(e.to_string()))?;
+    if reply.id != id {
+        return Err(CallError::Protocol(format!(
+            "reply {} to request {id}",
+            reply.id
+        )));
+    }
+    let r = {
+        let data = slot
+            .data()?
+            .get(HEADER + header.meta_len as usize..header.total())
             .ok_or_else(|| CallError::Protocol("frame vanished".into()))?;
-        let reply: Reply =
-            codec::decode(fr.meta).map_err(|e| CallError::Protocol(e.to_string()))?;
-        if reply.id != id {
-            return Err(CallError::Protocol(format!(
-                "reply {} to request {id}",
-                reply.id
-            )));
-        }
-        (f(reply, fr.data), fr.len())
+        f(reply, data)?
     };
-    slot.consume(len)?;
+    slot.consume(header.total())?;
     Ok(r)
 }
 

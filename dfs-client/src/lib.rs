@@ -21,6 +21,8 @@ mod conn;
 pub mod fuse;
 #[cfg(target_os = "linux")]
 pub mod mount;
+#[cfg(target_os = "linux")]
+mod sys;
 
 pub use client::Client;
 pub use conn::{current_creds, CallError, ConnectError, ConnectOptions, Connection};

@@ -68,7 +68,48 @@ pub fn needed(bytes: &[u8]) -> Result<usize, DecodeError> {
     Ok(FrameHeader::parse(bytes)?.map_or(HEADER, |h| h.total()))
 }
 
-/// A whole frame, borrowed from the buffer (a ring slice) it arrived in.
+/// What has arrived of a frame in memory the sender may still write (a ring).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Arrival {
+    /// Wait until this many bytes have arrived, then look again.
+    Need(usize),
+    /// The whole frame is there: its header and meta part, copied out.
+    Whole {
+        /// The checked header: the frame occupies `header.total()` bytes, and its data part
+        /// follows the meta part.
+        header: FrameHeader,
+        /// The encoded meta part.
+        meta: Vec<u8>,
+    },
+}
+
+/// Looks at the frame at the start of `available` bytes that the sender may still change
+/// (`copy_at(offset, dst)` copies bytes from `offset` into `dst` and returns how many). The
+/// header and the meta part are copied out exactly once and everything after is decided on
+/// the copies: a sender that rewrites the lengths after they were checked changes nothing
+/// the receiver acts on. The data part stays where it is, for the caller to move with one
+/// copy of its own (or none).
+pub fn arrival(
+    available: usize,
+    copy_at: impl Fn(usize, &mut [u8]) -> usize,
+) -> Result<Arrival, DecodeError> {
+    let mut head = [0u8; HEADER];
+    let got = copy_at(0, &mut head[..available.min(HEADER)]);
+    let Some(header) = FrameHeader::parse(&head[..got])? else {
+        return Ok(Arrival::Need(HEADER));
+    };
+    if available < header.total() {
+        return Ok(Arrival::Need(header.total()));
+    }
+    let mut meta = vec![0u8; header.meta_len as usize];
+    if copy_at(HEADER, &mut meta) != meta.len() {
+        return Ok(Arrival::Need(header.total()));
+    }
+    Ok(Arrival::Whole { header, meta })
+}
+
+/// A whole frame, borrowed from a buffer of this process's own (for memory another process
+/// may write, see [`arrival`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Frame<'a> {
     /// The checked header.
@@ -100,5 +141,92 @@ impl<'a> Frame<'a> {
     /// Whether the frame is empty (never: a header is always there).
     pub fn is_empty(&self) -> bool {
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    fn frame(meta: &[u8], data: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; HEADER];
+        FrameHeader {
+            meta_len: meta.len() as u32,
+            data_len: data.len() as u32,
+        }
+        .emit(&mut f);
+        f.extend_from_slice(meta);
+        f.extend_from_slice(data);
+        f
+    }
+
+    fn copier(bytes: &[u8]) -> impl Fn(usize, &mut [u8]) -> usize + '_ {
+        move |at, dst| {
+            let src = bytes.get(at..).unwrap_or(&[]);
+            let n = src.len().min(dst.len());
+            dst[..n].copy_from_slice(&src[..n]);
+            n
+        }
+    }
+
+    #[test]
+    fn frames_arrive_in_pieces() {
+        let f = frame(b"meta", b"data!");
+        for cut in 0..HEADER {
+            assert_eq!(arrival(cut, copier(&f)), Ok(Arrival::Need(HEADER)));
+        }
+        for cut in HEADER..f.len() {
+            assert_eq!(arrival(cut, copier(&f)), Ok(Arrival::Need(f.len())));
+        }
+        assert_eq!(
+            arrival(f.len(), copier(&f)),
+            Ok(Arrival::Whole {
+                header: FrameHeader {
+                    meta_len: 4,
+                    data_len: 5
+                },
+                meta: b"meta".to_vec()
+            })
+        );
+        let mut huge = vec![0u8; HEADER];
+        FrameHeader {
+            meta_len: MAX_META as u32 + 1,
+            data_len: 0,
+        }
+        .emit(&mut huge);
+        assert!(arrival(HEADER, copier(&huge)).is_err());
+    }
+
+    #[test]
+    fn lengths_rewritten_after_the_look_change_nothing() {
+        // The sender announces 4 bytes of meta, then, once the header has been copied,
+        // claims far more: the meta copied is the 4 bytes the first header said.
+        let honest = frame(b"meta", b"");
+        let mut liar = honest.clone();
+        FrameHeader {
+            meta_len: MAX_META as u32,
+            data_len: MAX_DATA as u32,
+        }
+        .emit(&mut liar);
+        let calls = Cell::new(0);
+        let lying = |at: usize, dst: &mut [u8]| {
+            calls.set(calls.get() + 1);
+            let now = if calls.get() == 1 { &honest } else { &liar };
+            copier(now)(at, dst)
+        };
+        match arrival(honest.len(), lying).unwrap() {
+            Arrival::Whole { header, meta } => {
+                assert_eq!(header.meta_len, 4);
+                assert_eq!(meta, b"meta");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Bytes that stop short of what the header promised are not a whole frame.
+        let short = |at: usize, dst: &mut [u8]| if at == 0 { copier(&honest)(at, dst) } else { 0 };
+        assert_eq!(
+            arrival(honest.len(), short),
+            Ok(Arrival::Need(honest.len()))
+        );
     }
 }

@@ -27,6 +27,7 @@ use nix::sys::stat::{
 };
 use nix::sys::time::TimeSpec;
 use nix::unistd::{fchownat, Gid, Uid};
+use vmmc_sockets::{SharedBytes, SharedBytesMut};
 
 use crate::creds::{act_as, Acting, Identity, Squash, Trust};
 use crate::dirents;
@@ -226,8 +227,9 @@ impl Fs {
     }
 
     /// Runs every operation but a read (see [`Fs::read`]). `data` is a write's data part,
-    /// in place in the ring it arrived in.
-    pub fn execute(&self, c: &Caller<'_>, op: &Op, data: &[u8]) -> Result<Body, Errno> {
+    /// in place in the ring it arrived in (which the client may still write: `pwrite` takes
+    /// the bytes as they are when it copies them).
+    pub fn execute(&self, c: &Caller<'_>, op: &Op, data: SharedBytes<'_>) -> Result<Body, Errno> {
         if self.read_only && op.mutates() {
             return Err(Errno::EROFS);
         }
@@ -312,7 +314,8 @@ impl Fs {
                 };
                 let fd = self.io_fd(c, handle, *open, flags)?;
                 let (done, _) = positional(data.len(), *offset, |done, at| {
-                    nix::sys::uio::pwrite(fd.as_fd(), &data[done..], at)
+                    let rest = data.get(done..).ok_or(nix::Error::EINVAL)?;
+                    rest.pwrite_to(fd.as_fd(), at).map_err(io_to_nix)
                 })?;
                 Ok(Body::Written { len: done as u32 })
             }
@@ -708,11 +711,12 @@ impl Fs {
         handle: &FileHandle,
         open: Option<OpenId>,
         offset: u64,
-        buf: &mut [u8],
+        buf: &mut SharedBytesMut<'_>,
     ) -> Result<(usize, bool), Errno> {
         let fd = self.io_fd(c, handle, open, OFlag::O_RDONLY)?;
         positional(buf.len(), offset, |done, at| {
-            nix::sys::uio::pread(fd.as_fd(), &mut buf[done..], at)
+            let mut rest = buf.get_mut(done..).ok_or(nix::Error::EINVAL)?;
+            rest.pread_from(fd.as_fd(), at).map_err(io_to_nix)
         })
     }
 }
@@ -740,6 +744,11 @@ fn positional(
         }
     }
     Ok((done, false))
+}
+
+/// The errno of an I/O error from a system call, for [`positional`].
+fn io_to_nix(e: io::Error) -> nix::Error {
+    nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
 /// Maps an I/O error to the protocol's errno.

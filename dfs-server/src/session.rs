@@ -9,14 +9,14 @@ use std::time::{Duration, Instant};
 
 use dfs_proto::auth::proofs_match;
 use dfs_proto::codec;
-use dfs_proto::frame::{self, Frame, HEADER, MAX_DATA};
+use dfs_proto::frame::{self, Arrival, FrameHeader, HEADER, MAX_DATA};
 use dfs_proto::msg::{
     AuthMode, Body, ClientHello, ClientProof, Op, Reply, Request, ServerChallenge, ServerVerdict,
     MAGIC, PROTOCOL_VERSION,
 };
 use dfs_proto::Errno;
 use serde::Serialize;
-use vmmc_sockets::{PeerIdentity, RecvSlot, SendSlot, VmmcStream};
+use vmmc_sockets::{PeerIdentity, RecvSlot, SendSlot, SharedBytes, SharedBytesMut, VmmcStream};
 
 use crate::creds::Trust;
 use crate::opens::Session;
@@ -49,24 +49,58 @@ pub enum End {
     Io(#[from] io::Error),
 }
 
-/// Waits for the next whole frame and returns it in place. `deadline` bounds the wait (the
-/// handshake); the stop flag is looked at every [`POLL`].
+/// A whole frame at the head of the receive ring: its header and meta part copied out once,
+/// its data part still in the ring.
+struct Incoming<'s> {
+    slot: RecvSlot<'s>,
+    header: FrameHeader,
+    meta: Vec<u8>,
+}
+
+impl Incoming<'_> {
+    /// The data part, in place in the ring (which the client may still write: a write's
+    /// bytes are taken as they are when `pwrite` copies them).
+    fn data(&self) -> Result<SharedBytes<'_>, End> {
+        let start = HEADER + self.header.meta_len as usize;
+        self.slot
+            .data()?
+            .get(start..self.header.total())
+            .ok_or_else(|| End::Protocol("frame vanished".into()))
+    }
+
+    /// Releases the frame's bytes to the client.
+    fn consume(self) -> Result<(), End> {
+        let n = self.header.total();
+        self.slot.consume(n)?;
+        Ok(())
+    }
+}
+
+/// Waits for the next whole frame. `deadline` bounds the wait (the handshake); the stop flag
+/// is looked at every [`POLL`].
 fn next_frame<'s>(
     stream: &'s VmmcStream,
     shared: &Shared,
     deadline: Option<Instant>,
-) -> Result<RecvSlot<'s>, End> {
+) -> Result<Incoming<'s>, End> {
     let mut need = HEADER;
     loop {
         match stream.readable_at_least(need) {
-            Ok(mut slot) => {
+            Ok(slot) => {
                 if slot.is_empty() {
                     return Err(End::Closed);
                 }
-                let want = frame::needed(slot.data()).map_err(|e| End::Protocol(e.to_string()))?;
-                if slot.len() >= want {
-                    return Ok(slot);
-                }
+                let seen = {
+                    let bytes = slot.data()?;
+                    frame::arrival(slot.len(), |at, dst| {
+                        bytes.get(at..).map_or(0, |b| b.copy_to(dst))
+                    })
+                    .map_err(|e| End::Protocol(e.to_string()))?
+                };
+                let want = match seen {
+                    Arrival::Whole { header, meta } => return Ok(Incoming { slot, header, meta }),
+                    Arrival::Need(want) => want,
+                };
                 if slot.len() < need {
                     return Err(End::Protocol(format!(
                         "connection closed in the middle of a {need}-byte message"
@@ -92,21 +126,13 @@ fn next_frame<'s>(
     }
 }
 
-/// Decodes the meta part of the frame at the head of `slot` and consumes the frame.
-fn take<T: serde::de::DeserializeOwned>(mut slot: RecvSlot<'_>) -> Result<T, End> {
-    let (value, len) = {
-        let Ok(Some(f)) = Frame::parse(slot.data()) else {
-            return Err(End::Protocol("frame vanished".into()));
-        };
-        if f.header.data_len != 0 {
-            return Err(End::Protocol("unexpected data part".into()));
-        }
-        (
-            codec::decode::<T>(f.meta).map_err(|e| End::Protocol(e.to_string()))?,
-            f.len(),
-        )
-    };
-    slot.consume(len)?;
+/// Decodes the meta part of a frame that carries no data, and consumes the frame.
+fn take<T: serde::de::DeserializeOwned>(frame: Incoming<'_>) -> Result<T, End> {
+    if frame.header.data_len != 0 {
+        return Err(End::Protocol("unexpected data part".into()));
+    }
+    let value = codec::decode::<T>(&frame.meta).map_err(|e| End::Protocol(e.to_string()))?;
+    frame.consume()?;
     Ok(value)
 }
 
@@ -134,7 +160,11 @@ fn reserve<'s>(
 fn send<T: Serialize>(stream: &VmmcStream, stop: &AtomicBool, msg: &T) -> Result<(), End> {
     let frame = codec::frame_to_vec(msg, &[]).map_err(|e| End::Protocol(e.to_string()))?;
     let mut slot = reserve(stream, stop, frame.len())?;
-    slot.buf()[..frame.len()].copy_from_slice(&frame);
+    if slot.buf()?.copy_from(&frame) != frame.len() {
+        return Err(End::Protocol(
+            "the reply's slot is shorter than asked".into(),
+        ));
+    }
     slot.commit(frame.len())?;
     Ok(())
 }
@@ -265,11 +295,8 @@ pub fn serve(stream: VmmcStream, shared: Arc<Shared>, peer: PeerIdentity) -> End
         session: bind_session(&client_session, &peer, &trust),
         trust,
     };
-    shared
-        .fs
-        .opens
-        .attach(conn.session, crate::opens::Peer::of(&peer));
-    let end = loop {
+    let _attached = Attached::new(&shared, conn.session, &peer);
+    loop {
         let r = if shared.copy_path {
             copying::serve_one(&stream, &shared, &conn)
         } else {
@@ -278,32 +305,51 @@ pub fn serve(stream: VmmcStream, shared: Arc<Shared>, peer: PeerIdentity) -> End
         if let Err(e) = r {
             break e;
         }
-    };
-    shared.fs.opens.detach(conn.session);
-    end
+    }
+}
+
+/// A connection's place in its session: while any connection of a session lives, its opens
+/// stay. Detached on drop, so that even a connection thread that unwinds (a bug; no peer can
+/// cause one) leaves no open files behind.
+struct Attached<'a> {
+    shared: &'a Shared,
+    session: Session,
+}
+
+impl<'a> Attached<'a> {
+    fn new(shared: &'a Shared, session: Session, peer: &PeerIdentity) -> Attached<'a> {
+        shared
+            .fs
+            .opens
+            .attach(session, crate::opens::Peer::of(peer));
+        Attached { shared, session }
+    }
+}
+
+impl Drop for Attached<'_> {
+    fn drop(&mut self) {
+        self.shared.fs.opens.detach(self.session);
+    }
 }
 
 /// Reads one request and answers it.
 fn serve_one(stream: &VmmcStream, shared: &Shared, conn: &Conn) -> Result<(), End> {
-    let mut slot = next_frame(stream, shared, None)?;
-    let (req, len, reply) = {
-        let Ok(Some(f)) = Frame::parse(slot.data()) else {
-            return Err(End::Protocol("frame vanished".into()));
-        };
-        let req: Request = codec::decode(f.meta).map_err(|e| End::Protocol(e.to_string()))?;
-        // A write's bytes are used where they lie, in this side's ring: `pwrite` from the slot.
-        let reply = match &req.op {
-            Op::Read { .. } if f.data.is_empty() => None,
-            op => Some(
+    let frame = next_frame(stream, shared, None)?;
+    let req: Request = codec::decode(&frame.meta).map_err(|e| End::Protocol(e.to_string()))?;
+    // A write's bytes are used where they lie, in this side's ring: `pwrite` from there.
+    let reply = match &req.op {
+        Op::Read { .. } if frame.header.data_len == 0 => None,
+        op => {
+            let data = frame.data()?;
+            Some(
                 shared
                     .fs
                     .caller(&conn.session, &conn.trust, &req.creds)
-                    .and_then(|c| shared.fs.execute(&c, op, f.data)),
-            ),
-        };
-        (req, f.len(), reply)
+                    .and_then(|c| shared.fs.execute(&c, op, data)),
+            )
+        }
     };
-    slot.consume(len)?;
+    frame.consume()?;
     match reply {
         Some(result) => send(stream, &shared.stop, &Reply { id: req.id, result }),
         None => send_read(stream, shared, conn, &req),
@@ -325,28 +371,34 @@ fn send_read(stream: &VmmcStream, shared: &Shared, conn: &Conn, req: &Request) -
     let len = (*len as usize).min(MAX_DATA).min(room);
     let total = HEADER + READ_META_ROOM + len;
     let mut slot = reserve(stream, &shared.stop, total)?;
-    let buf = slot.buf();
-    let head = |buf: &mut [u8], result: Result<Body, Errno>, n: usize| {
-        codec::emit_head(buf, &Reply { id: req.id, result }, n)
-            .map_err(|e| End::Protocol(e.to_string()))
+    let mut buf = slot.buf()?;
+    // The header and meta are made here and copied in; the file's bytes go straight from the
+    // page cache into the client's ring behind them.
+    let mut head = [0u8; HEADER + READ_META_ROOM];
+    let mut put_head = |buf: &mut SharedBytesMut<'_>, result: Result<Body, Errno>, n: usize| {
+        let start = codec::emit_head(&mut head, &Reply { id: req.id, result }, n)
+            .map_err(|e| End::Protocol(e.to_string()))?;
+        buf.copy_from(&head[..start]);
+        Ok::<usize, End>(start)
     };
-    let start = head(buf, Ok(Body::Read { eof: false }), len)?;
+    let start = put_head(&mut buf, Ok(Body::Read { eof: false }), len)?;
+    let Some(mut into) = buf.get_mut(start..start + len) else {
+        return Err(End::Protocol(
+            "the reply's slot is shorter than asked".into(),
+        ));
+    };
     let outcome = shared
         .fs
         .caller(&conn.session, &conn.trust, &req.creds)
-        .and_then(|c| {
-            shared
-                .fs
-                .read(&c, handle, *open, *offset, &mut buf[start..start + len])
-        });
+        .and_then(|c| shared.fs.read(&c, handle, *open, *offset, &mut into));
     let used = match outcome {
         Ok((n, eof)) => {
             // `eof` is one byte either way, so the data part stays where it was read to.
-            let again = head(buf, Ok(Body::Read { eof }), n)?;
+            let again = put_head(&mut buf, Ok(Body::Read { eof }), n)?;
             debug_assert_eq!(again, start);
             start + n
         }
-        Err(errno) => head(buf, Err(errno), 0)?,
+        Err(errno) => put_head(&mut buf, Err(errno), 0)?,
     };
     slot.commit(used)?;
     Ok(())
@@ -361,7 +413,7 @@ mod copying {
     use dfs_proto::codec;
     use dfs_proto::frame::{FrameHeader, HEADER, MAX_DATA};
     use dfs_proto::msg::{Body, Op, Reply, Request};
-    use vmmc_sockets::VmmcStream;
+    use vmmc_sockets::{SharedBytes, SharedBytesMut, VmmcStream};
 
     use super::{Conn, End};
     use crate::server::Shared;
@@ -424,7 +476,8 @@ mod copying {
                 len,
             } if data.is_empty() => {
                 let mut buf = vec![0u8; (*len as usize).min(MAX_DATA)];
-                match caller.and_then(|c| shared.fs.read(&c, handle, *open, *offset, &mut buf)) {
+                let mut into = SharedBytesMut::from(&mut buf[..]);
+                match caller.and_then(|c| shared.fs.read(&c, handle, *open, *offset, &mut into)) {
                     Ok((n, eof)) => frame(
                         &Reply {
                             id: req.id,
@@ -442,7 +495,8 @@ mod copying {
                 }
             }
             op => {
-                let result = caller.and_then(|c| shared.fs.execute(&c, op, &data));
+                let result =
+                    caller.and_then(|c| shared.fs.execute(&c, op, SharedBytes::from(&data[..])));
                 frame(&Reply { id: req.id, result }, &[])?
             }
         };

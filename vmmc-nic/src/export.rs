@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::notify::Notifier;
 use crate::serve::{self, End, Wire};
 use crate::span::Span;
-use crate::sys::Region;
+use crate::sys::{Region, SharedBytes};
 use crate::{shm, tcp};
 
 /// Greetings an export holds (queued, or taken and not yet dropped) before it refuses more
@@ -774,11 +774,12 @@ impl Export {
     }
 
     /// The bytes at `offset..offset + len`, in place: the receive side of zero-copy. A peer
-    /// with deposit access may change them while you look; they cannot go away while the
-    /// borrow lives. Offsets up to `len() + mirror()` are valid.
-    pub fn slice(&mut self, offset: u64, len: u64) -> Result<&[u8]> {
+    /// with deposit access may change them at any moment, hence [`SharedBytes`] rather than a
+    /// reference; they cannot go away while the borrow of `self` lives. Offsets up to `len() +
+    /// mirror()` are valid.
+    pub fn bytes(&self, offset: u64, len: u64) -> Result<SharedBytes<'_>> {
         let span = self.span(offset, len)?;
-        Ok(self.shared.region.slice(span))
+        Ok(self.shared.region.bytes(span))
     }
 
     /// Takes the oldest greeting that came with an import, without blocking. A greeting

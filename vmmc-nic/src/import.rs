@@ -12,6 +12,7 @@ use crate::counters;
 use crate::error::{Error, Result};
 use crate::shm::{self, ShmImport};
 use crate::span::Span;
+use crate::sys::SharedBytesMut;
 use crate::tcp::{self, TcpImport};
 use crate::watch::Watcher;
 use crate::wire::{Frame, Refusal};
@@ -290,16 +291,17 @@ impl Import {
         Span::new(self.len + self.mirror, offset, len)
     }
 
-    /// The remote bytes at `offset..offset + len` as a slice of this process's memory, to
-    /// write in place (the send side of zero-copy: build the data where it will be read, then
-    /// publish it with [`Import::store_u64`]). Writes through the slice count as deposited,
-    /// copied-by-software bytes only if the caller reports them; the NIC cannot see them.
+    /// The remote bytes at `offset..offset + len`, to write in place (the send side of
+    /// zero-copy: build the data where it will be read, then publish it with
+    /// [`Import::store_u64`]). The exporter may read or change them at any moment, hence
+    /// [`SharedBytesMut`] rather than a reference. Writes into them count as deposited,
+    /// copied-by-software bytes only if the caller reports them ([`Import::count_in_place`]).
     /// Only the shm backend maps the peer's memory.
-    pub fn slice_mut(&mut self, offset: u64, len: u64) -> Result<&mut [u8]> {
+    pub fn bytes_mut(&self, offset: u64, len: u64) -> Result<SharedBytesMut<'_>> {
         self.ready(Access::DEPOSIT)?;
         let span = self.span(offset, len)?;
-        match &mut self.backend {
-            Backend::Shm(s) => Ok(s.region.slice_mut(span)),
+        match &self.backend {
+            Backend::Shm(s) => Ok(s.region.bytes_mut(span)),
             Backend::Tcp(_) => Err(Error::NeedsSharedMemory("writing remote memory in place")),
         }
     }
@@ -473,7 +475,7 @@ impl Import {
         Ok(())
     }
 
-    /// Records `n` bytes that the caller wrote in place through [`Import::slice_mut`] and is
+    /// Records `n` bytes that the caller wrote in place through [`Import::bytes_mut`] and is
     /// about to publish, so the counters see them as deposited (with no software copy by the
     /// NIC: whatever produced them, a `pread` from the page cache say, was the one copy).
     pub fn count_in_place(&self, n: usize) {

@@ -74,6 +74,7 @@ pub use export::{
 pub use handover::{recv_handover, send_handover, ExportHandover, ImportHandover, Received};
 pub use import::{Dialed, Import, ImportOptions, Notify, DEFAULT_TIMEOUT};
 pub use span::MAX_REGION_LEN;
+pub use sys::{SharedBytes, SharedBytesMut};
 pub use wire::MAX_GREETING_LEN;
 
 #[cfg(test)]

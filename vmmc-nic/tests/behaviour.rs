@@ -101,7 +101,7 @@ fn mirrored_tails_read_and_write_across_the_wrap(b: Backend) {
     const LEN: u64 = 4 * 4096;
     const MIRROR: u64 = 3 * 4096; // a ring at [4096, 16384), mapped again at [16384, 28672)
     let (mut child, addr, id) = spawn_mirrored_exporter(b, LEN, MIRROR, "open");
-    let mut imp = Import::open(&addr, id, Access::ALL).unwrap();
+    let imp = Import::open(&addr, id, Access::ALL).unwrap();
     assert_eq!((imp.len(), imp.mirror()), (LEN, MIRROR));
     // A deposit that runs past the end of the ring lands at the ring's start.
     imp.write_at(LEN - 3, b"abcdef", Notify::Yes).unwrap();
@@ -121,16 +121,19 @@ fn mirrored_tails_read_and_write_across_the_wrap(b: Backend) {
     assert!(imp.write_at(LEN + MIRROR - 2, b"xyz", Notify::No).is_err());
     match b {
         Backend::Shm => {
-            // In place: one slice across the wrap.
-            let s = imp.slice_mut(LEN - 2, 4).unwrap();
-            s.copy_from_slice(b"WXYZ");
+            // In place: one span across the wrap.
+            let mut s = imp.bytes_mut(LEN - 2, 4).unwrap();
+            assert_eq!(s.copy_from(b"WXYZ"), 4);
+            assert_eq!(s.as_shared().to_vec(), b"WXYZ");
+            assert!(s.get_mut(3..5).is_none(), "beyond the span");
+            assert_eq!(s.get_mut(1..3).unwrap().as_shared().to_vec(), b"XY");
             assert_eq!(
                 child.ok(&format!("read {} 2", LEN - MIRROR)),
                 hex_encode(b"YZ")
             );
         }
         Backend::Tcp => assert!(matches!(
-            imp.slice_mut(0, 1).unwrap_err(),
+            imp.bytes_mut(0, 1).unwrap_err(),
             Error::NeedsSharedMemory(_)
         )),
     }

@@ -21,9 +21,10 @@
 //! let mut c = VmmcStream::connect(&addr).unwrap();
 //! c.write_all(b"hello").unwrap();
 //!
-//! // The pointer API: the received bytes, in place in the ring.
-//! let mut slot = c.readable().unwrap();
-//! assert_eq!(slot.data(), b"hello");
+//! // The pointer API: the received bytes, in place in the ring. The peer could still write
+//! // them, so they come as `SharedBytes`: copied out, or handed to a system call.
+//! let slot = c.readable().unwrap();
+//! assert_eq!(slot.data().unwrap().to_vec(), b"hello");
 //! slot.consume(5).unwrap();
 //! server.join().unwrap();
 //! ```
@@ -50,4 +51,4 @@ pub use layout::{RingSize, DEFAULT_RING, MAX_RING, MIN_RING};
 pub use listener::{VmmcListener, BACKLOG};
 pub use options::{StreamOptions, DEFAULT_MAX_PEER_RING};
 pub use stream::{Readiness, RecvSlot, SendSlot, VmmcStream};
-pub use vmmc_nic::{Counters, NodeAddr, PeerIdentity};
+pub use vmmc_nic::{Counters, NodeAddr, PeerIdentity, SharedBytes, SharedBytesMut};

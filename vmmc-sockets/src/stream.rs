@@ -13,7 +13,7 @@ use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use vmmc_nic::{Export, Import, NodeAddr, Notify, Wake};
+use vmmc_nic::{Export, Import, NodeAddr, Notify, SharedBytes, SharedBytesMut, Wake};
 
 use crate::layout::*;
 use crate::options::StreamOptions;
@@ -102,11 +102,12 @@ impl Core {
     }
 
     /// Takes pending notifications; remembers when the peer's import of my ring went away.
+    /// One look per call: the peer holds a copy of my eventfd, and one that writes it without
+    /// pause must not keep this loop (and the lock it runs under) going. A departure behind a
+    /// notification is seen at the next call, which every wait makes.
     fn pump(&mut self) {
-        while let Some(w) = self.rx_export.try_wait() {
-            if w == Wake::ImporterLeft {
-                self.peer_left = true;
-            }
+        if self.rx_export.try_wait() == Some(Wake::ImporterLeft) {
+            self.peer_left = true;
         }
     }
 
@@ -185,25 +186,24 @@ impl Core {
 
     /// Where the next `len` bytes to send go: the peer's ring itself (shm) or the staging
     /// buffer that a commit deposits from (tcp).
-    fn send_span(&mut self, len: usize) -> io::Result<&mut [u8]> {
+    fn send_span(&mut self, len: usize) -> io::Result<SharedBytesMut<'_>> {
         if self.shm {
             let at = Core::ring_at(self.tx.write_offset());
-            self.tx_import.slice_mut(at, len as u64).map_err(nic_error)
-        } else {
-            match self.staging.as_mut() {
-                Some(b) if len <= b.len() => Ok(&mut b.as_mut_slice()[..len]),
-                _ => Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("a send slot of {len} bytes does not fit the peer's ring"),
-                )),
-            }
+            return self.tx_import.bytes_mut(at, len as u64).map_err(nic_error);
+        }
+        match self.staging.as_mut() {
+            Some(b) if len <= b.len() => Ok(SharedBytesMut::from(&mut b.as_mut_slice()[..len])),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a send slot of {len} bytes does not fit the peer's ring"),
+            )),
         }
     }
 
     /// The next `len` received bytes, in place in my ring.
-    fn recv_span(&mut self, len: usize) -> io::Result<&[u8]> {
+    fn recv_span(&self, len: usize) -> io::Result<SharedBytes<'_>> {
         let at = Core::ring_at(self.rx.read_offset());
-        self.rx_export.slice(at, len as u64).map_err(nic_error)
+        self.rx_export.bytes(at, len as u64).map_err(nic_error)
     }
 
     fn set_waiting(&mut self, on: bool) {
@@ -898,11 +898,12 @@ impl std::fmt::Debug for SendSlot<'_> {
 }
 
 impl SendSlot<'_> {
-    /// The writable bytes: one contiguous span, even across the ring's wrap.
-    pub fn buf(&mut self) -> &mut [u8] {
+    /// The writable bytes: one contiguous span, even across the ring's wrap. In the peer's
+    /// memory on shm, which it may read or change at any moment: [`SharedBytesMut`], never a
+    /// reference. Fails if the peer went away since the slot was made.
+    pub fn buf(&mut self) -> io::Result<SharedBytesMut<'_>> {
         let len = self.len;
-        // Empty only if the peer went away since the slot was made; the commit reports it.
-        self.core.send_span(len).unwrap_or(&mut [])
+        self.core.send_span(len)
     }
 
     /// Bytes available in this slot.
@@ -954,11 +955,11 @@ impl std::fmt::Debug for RecvSlot<'_> {
 }
 
 impl RecvSlot<'_> {
-    /// The received bytes: one contiguous span, even across the ring's wrap.
-    pub fn data(&mut self) -> &[u8] {
-        let len = self.len;
-        // The slot's length came from the ring's own bookkeeping, so the span always fits.
-        self.core.recv_span(len).unwrap_or(&[])
+    /// The received bytes: one contiguous span, even across the ring's wrap. In my ring,
+    /// which the peer may write at any moment: [`SharedBytes`], never a reference. Copy out
+    /// what is to be parsed before checking it.
+    pub fn data(&self) -> io::Result<SharedBytes<'_>> {
+        self.core.recv_span(self.len)
     }
 
     /// Bytes in this slot; 0 at end of stream.

@@ -105,12 +105,12 @@ fn pointer_api_both_ways_across_the_wrap(b: Backend) {
     let mut got = 0usize;
     let mut max_slot = 0usize;
     while got < want.len() {
-        let mut slot = c.readable().unwrap();
+        let slot = c.readable().unwrap();
         assert!(!slot.is_empty());
         let n = slot.len().min(want.len() - got);
         max_slot = max_slot.max(slot.len());
         assert!(
-            slot.data()[..n] == want[got..got + n],
+            slot.data().unwrap().get(..n).unwrap().to_vec() == want[got..got + n],
             "bytes at {got} differ"
         );
         slot.consume(n).unwrap();
@@ -125,7 +125,7 @@ fn pointer_api_both_ways_across_the_wrap(b: Backend) {
     while at < data.len() {
         let mut slot = c.reserve((data.len() - at).min(40_000)).unwrap();
         let n = slot.len();
-        slot.buf().copy_from_slice(&data[at..at + n]);
+        slot.buf().unwrap().copy_from(&data[at..at + n]);
         slot.commit(n).unwrap();
         at += n;
     }
@@ -338,14 +338,14 @@ fn whole_messages_with_at_least(b: Backend) {
         (&s).write_all(b"defgh").unwrap();
         s
     });
-    let mut slot = c.readable_at_least(8).unwrap();
-    assert_eq!(slot.data(), b"abcdefgh");
+    let slot = c.readable_at_least(8).unwrap();
+    assert_eq!(slot.data().unwrap().to_vec(), b"abcdefgh");
     slot.consume(8).unwrap();
     let s = writer.join().unwrap();
     // Fill the peer's ring, then ask for all of it: the slot comes only once the reader
     // has given every byte back.
     let mut slot = c.reserve_at_least(cap, cap).unwrap();
-    slot.buf().fill(7);
+    slot.buf().unwrap().copy_from(&vec![7u8; cap]);
     slot.commit(cap).unwrap();
     let reader = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(50));

@@ -461,7 +461,7 @@ impl Filesystem for DfsFuse {
                 size.min(MAX_IO),
                 |data, _eof| {
                     if let Some(r) = reply.take() {
-                        r.data(data);
+                        crate::sys::reply_from_ring(r, data);
                     }
                 },
             )

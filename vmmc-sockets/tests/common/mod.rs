@@ -81,7 +81,7 @@ fn run(
             while at < data.len() {
                 let mut slot = s.reserve(data.len() - at).map_err(e)?;
                 let n = slot.len();
-                slot.buf().copy_from_slice(&data[at..at + n]);
+                slot.buf().map_err(e)?.copy_from(&data[at..at + n]);
                 slot.commit(n).map_err(e)?;
                 at += n;
             }
@@ -95,12 +95,13 @@ fn run(
             let mut left = num(1) as usize;
             let mut h = FNV_START;
             while left > 0 {
-                let mut slot = s.readable().map_err(e)?;
+                let slot = s.readable().map_err(e)?;
                 if slot.is_empty() {
                     return Err("early EOF".into());
                 }
                 let n = slot.len().min(left);
-                h = fnv(&slot.data()[..n], h);
+                let got = slot.data().map_err(e)?.get(..n).map(|d| d.to_vec());
+                h = fnv(&got.ok_or("a short slot")?, h);
                 slot.consume(n).map_err(e)?;
                 left -= n;
             }

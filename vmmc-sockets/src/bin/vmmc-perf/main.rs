@@ -589,7 +589,7 @@ fn fill_slots(stream: &VmmcStream, src: &[u8], total: usize) -> io::Result<u64> 
         while at < n {
             let mut slot = stream.reserve(n - at)?;
             let k = slot.len();
-            let buf = slot.buf();
+            let mut buf = slot.buf()?;
             if k == 0 || k > n - at || buf.len() != k {
                 return Err(io::Error::other(format!(
                     "asked for a send slot of up to {} bytes, got one of {k} bytes with a \
@@ -598,7 +598,7 @@ fn fill_slots(stream: &VmmcStream, src: &[u8], total: usize) -> io::Result<u64> 
                     buf.len()
                 )));
             }
-            buf.copy_from_slice(&src[at..at + k]);
+            buf.copy_from(&src[at..at + k]);
             slot.commit(k)?;
             copied += k as u64;
             at += k;
@@ -615,7 +615,7 @@ fn sink_in_place(stream: &VmmcStream, phases: &[usize]) -> io::Result<()> {
     for &want in phases {
         let mut got = 0;
         while got < want {
-            let mut slot = stream.readable()?;
+            let slot = stream.readable()?;
             let n = slot.len().min(want - got);
             if n == 0 {
                 return Err(io::Error::new(
@@ -623,9 +623,13 @@ fn sink_in_place(stream: &VmmcStream, phases: &[usize]) -> io::Result<()> {
                     format!("the stream ended after {got} of {want} bytes"),
                 ));
             }
-            let data = slot.data();
-            match (data.first(), data.get(n - 1)) {
-                (Some(&first), Some(&last)) => {
+            let data = slot.data()?;
+            // The first and last byte, copied out: the bytes stay in the ring.
+            let (mut first, mut last) = ([0u8], [0u8]);
+            match (data.get(..1), data.get(n - 1..n)) {
+                (Some(a), Some(b)) => {
+                    a.copy_to(&mut first);
+                    b.copy_to(&mut last);
                     std::hint::black_box((first, last));
                 }
                 _ => {

@@ -6,10 +6,15 @@
 #   deploy/quickstart.sh --foreground the same, then wait; Ctrl-C unmounts and stops the server
 #   deploy/quickstart.sh stop         unmount and stop the server
 #
+# It installs copies of dfs and dfs-server in /usr/local/bin and of dfs as /sbin/mount.dfs
+# (for `mount -t dfs` and fstab), so that the commands it prints work as typed and keep
+# working when this clone moves.
+#
 # Settings (environment): DFS_EXPORT (default /srv/dfs), DFS_MOUNT (/mnt/dfs), DFS_ADDR
 # (shm:dfs), DFS_STATE (/run/dfs: logs, pid file), DFS_SECRET (/etc/dfs/secret, made if
-# missing), DFS_PROFILE (release; debug builds faster), DFS_BIN (use the binaries in this
-# directory and build nothing).
+# missing), DFS_PROFILE (release; debug builds faster), DFS_BIN (install the binaries in this
+# directory and build nothing), DFS_PREFIX (/usr/local: binaries go to its bin/), DFS_SBIN
+# (/sbin: where mount.dfs goes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,12 +24,15 @@ addr="${DFS_ADDR:-shm:dfs}"
 state="${DFS_STATE:-/run/dfs}"
 secret="${DFS_SECRET:-/etc/dfs/secret}"
 profile="${DFS_PROFILE:-release}"
-bin="${DFS_BIN:-target/$profile}"
+built="${DFS_BIN:-target/$profile}"
+bin="${DFS_PREFIX:-/usr/local}/bin"
+sbin="${DFS_SBIN:-/sbin}"
 pidfile="$state/server.pid"
 
 say() { echo "quickstart: $*"; }
 
 stop() {
+    [ -x "$bin/dfs" ] || bin="$built"
     if grep -qs " $mount_dir fuse" /proc/mounts; then
         "$bin/dfs" umount "$mount_dir" || "$bin/dfs" umount --lazy "$mount_dir"
         say "unmounted $mount_dir"
@@ -50,13 +58,25 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 if [ -z "${DFS_BIN:-}" ]; then
-    say "building ($profile)"
+    say "building ($profile; the first build takes a few minutes on 2 cores)"
     if [ "$profile" = release ]; then
-        cargo build --quiet --release -p dfs-server -p dfs-client
+        cargo build --release -p dfs-server -p dfs-client
     else
-        cargo build --quiet -p dfs-server -p dfs-client
+        cargo build -p dfs-server -p dfs-client
     fi
 fi
+
+# Copies, not links: they keep working when the clone moves or its target/ is cleaned.
+# Through a temporary name, so that a running mount never meets half a file.
+install_copy() {
+    mkdir -p "$(dirname "$2")"
+    install -m 0755 "$1" "$2.new"
+    mv -f "$2.new" "$2"
+}
+install_copy "$built/dfs" "$bin/dfs"
+install_copy "$built/dfs-server" "$bin/dfs-server"
+install_copy "$built/dfs" "$sbin/mount.dfs"
+say "installed $bin/dfs, $bin/dfs-server and $sbin/mount.dfs"
 
 mkdir -p "$export_dir" "$mount_dir" "$state" "$(dirname "$secret")"
 if [ ! -s "$secret" ]; then
@@ -79,7 +99,6 @@ else
     say "dfs-server serves $export_dir on $addr (log: $state/server.log)"
 fi
 
-[ -n "${DFS_BIN:-}" ] || "$bin/dfs" install-helper --path /sbin/mount.dfs >/dev/null 2>&1 || true
 if grep -qs " $mount_dir fuse" /proc/mounts; then
     say "$mount_dir is already mounted"
 else
@@ -97,5 +116,6 @@ if [ "$foreground" = yes ]; then
     while grep -qs " $mount_dir fuse" /proc/mounts; do sleep 1; done
     stop
 else
-    say "mounted on $mount_dir and left running; stop both with: deploy/quickstart.sh stop"
+    say "mounted on $mount_dir and left running"
+    say "unmount with: dfs umount $mount_dir; stop both with: deploy/quickstart.sh stop"
 fi

@@ -48,6 +48,9 @@ for t in setpriv prlimit nsenter; do
     command -v "$t" >/dev/null 2>&1 || { missing+=(util-linux); break; }
 done
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+# The mount tests run lsattr (its ioctls) and pgrep.
+command -v lsattr >/dev/null 2>&1 || missing+=(e2fsprogs)
+command -v pgrep >/dev/null 2>&1 || missing+=(procps)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "install-test-deps: installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive

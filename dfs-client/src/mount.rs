@@ -12,7 +12,7 @@ use fuser::{Config, MountOption, SessionACL};
 use nix::sys::signal::{SigSet, Signal};
 
 use crate::fuse::{CacheTimes, DfsFuse};
-use crate::{Client, ConnectOptions};
+use crate::{Client, ConnectError, ConnectOptions};
 
 /// What `-o` can say.
 #[derive(Clone, Debug)]
@@ -134,12 +134,23 @@ impl MountOptions {
     }
 }
 
-/// The kernel-side FUSE configuration every mount of ours uses (the bench's in-memory
-/// file system too, so that both are measured alike).
-pub fn fuse_config(fsname: &str, read_only: bool, opts: &MountOptions) -> Config {
+/// The subtype of a dfs mount: `/proc/mounts` shows its type as `fuse.dfs`, and that is how
+/// `dfs umount` and everything else here tell a dfs mount from any other.
+pub const SUBTYPE: &str = "dfs";
+
+/// The kernel-side FUSE configuration every mount of ours uses (the bench's in-memory file
+/// system too, under a subtype of its own, so that both are measured alike).
+pub fn fuse_config(fsname: &str, subtype: &str, read_only: bool, opts: &MountOptions) -> Config {
+    // fuser mounts by itself as root and gives the kernel only kernel options, where the
+    // subtype must then go; through fusermount3 (not root) the subtype option does it.
+    let subtype = if nix::unistd::geteuid().is_root() {
+        MountOption::CUSTOM(format!("subtype={subtype}"))
+    } else {
+        MountOption::Subtype(subtype.into())
+    };
     let mut mount_options = vec![
         MountOption::FSName(fsname.to_string()),
-        MountOption::Subtype("dfs".into()),
+        subtype,
         MountOption::DefaultPermissions,
         if read_only {
             MountOption::RO
@@ -166,12 +177,36 @@ pub fn connect(addr: &str, opts: &MountOptions) -> Result<Client, String> {
     copts.timeout = opts.timeout;
     copts.copy_path = opts.copy_path;
     if let Some(p) = &opts.secret {
-        let bytes =
-            std::fs::read(p).map_err(|e| format!("cannot read the secret {}: {e}", p.display()))?;
+        let bytes = std::fs::read(p).map_err(|e| {
+            format!(
+                "cannot read the secret {}: {}",
+                p.display(),
+                dfs_proto::errno::plain(&e)
+            )
+        })?;
         copts.secret =
             Some(Secret::from_file_bytes(&bytes).map_err(|e| format!("{}: {e}", p.display()))?);
     }
-    Client::connect(addr, copts).map_err(|e| format!("cannot connect to {addr}: {e}"))
+    Client::connect(addr, copts)
+        .map_err(|e| format!("cannot connect to {addr}: {}", why_not_connected(&e)))
+}
+
+/// What a user should know about a failed connection, and what to check.
+fn why_not_connected(e: &ConnectError) -> String {
+    let ConnectError::Io(io) = e else {
+        return e.to_string();
+    };
+    let nic = io
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<vmmc_sockets::NicError>());
+    if matches!(nic, Some(vmmc_sockets::NicError::NoEndpoint(_))) {
+        return "no dfs-server is listening there (is it running? see dfs-server --help)".into();
+    }
+    if io.kind() == io::ErrorKind::TimedOut {
+        return "the server did not answer in time (is the address right? is it overloaded?)"
+            .into();
+    }
+    dfs_proto::errno::plain(io)
 }
 
 /// Mounts `client`'s export on `mountpoint` (the session serves it once run or spawned).
@@ -183,7 +218,7 @@ pub fn mount_session(
 ) -> Result<fuser::Session<DfsFuse>, String> {
     check_mountpoint(mountpoint)?;
     let ro = opts.read_only || client.read_only();
-    let config = fuse_config(addr, ro, opts);
+    let config = fuse_config(addr, SUBTYPE, ro, opts);
     let fs = DfsFuse::new(client, opts.times, opts.keep_cache);
     let session = fuser::Session::new(fs, mountpoint, &config)
         .map_err(|e| format!("cannot mount on {}: {e}", mountpoint.display()))?;
@@ -231,7 +266,14 @@ pub fn run_foreground(addr: &str, mountpoint: &Path, opts: &MountOptions) -> Res
 
 /// Refuses a mount point that is missing, not a directory, or already a FUSE mount.
 pub fn check_mountpoint(mp: &Path) -> Result<(), String> {
-    let md = std::fs::metadata(mp).map_err(|e| format!("mount point {}: {e}", mp.display()))?;
+    let md = std::fs::metadata(mp).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => format!("mount point {} does not exist", mp.display()),
+        _ => format!(
+            "mount point {}: {}",
+            mp.display(),
+            dfs_proto::errno::plain(&e)
+        ),
+    })?;
     if !md.is_dir() {
         return Err(format!("mount point {} is not a directory", mp.display()));
     }
@@ -301,13 +343,20 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Whether a FUSE file system (ours, or the remains of one whose daemon died) is mounted on
-/// `mp`, according to `/proc/self/mountinfo`.
+/// Whether a FUSE file system (any: ours, another, or the remains of one whose daemon died)
+/// is mounted on `mp`, according to `/proc/self/mountinfo`.
 pub fn is_fuse_mount(mp: &Path) -> bool {
-    // fuser's own mount (no libfuse) leaves out the subtype: any FUSE mount counts.
     mounts_on(mp)
         .iter()
         .any(|(_, fstype)| fstype == "fuse" || fstype.starts_with("fuse."))
+}
+
+/// Whether the topmost mount on `mp` is a dfs mount (type `fuse.dfs`, also one whose daemon
+/// died), according to `/proc/self/mountinfo`.
+pub fn is_dfs_mount(mp: &Path) -> bool {
+    mounts_on(mp)
+        .last()
+        .is_some_and(|(_, fstype)| fstype == &format!("fuse.{SUBTYPE}"))
 }
 
 /// Starts the daemon in the background (this program again, with `--foreground`), waits until
@@ -328,7 +377,10 @@ pub fn run_background(
         .map_err(|e| format!("log {}: {e}", log.display()))?;
     let start_len = logf.metadata().map(|m| m.len()).unwrap_or(0);
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    // Named `dfs` whatever this copy is called (`mount.dfs`, for mount(8)), so that the daemon
+    // reads its arguments as `dfs mount`.
     let mut child = Command::new(exe)
+        .arg0("dfs")
         .args(args)
         .arg("--foreground")
         .stdin(Stdio::null())
@@ -339,7 +391,7 @@ pub fn run_background(
         .map_err(|e| format!("cannot start the mount daemon: {e}"))?;
     let deadline = Instant::now() + wait;
     loop {
-        if is_fuse_mount(mountpoint) {
+        if is_dfs_mount(mountpoint) {
             return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
@@ -350,6 +402,13 @@ pub fn run_background(
                         .trim()
                         .to_string()
                 })
+                .unwrap_or_default();
+            // The daemon ends with `dfs: error: …`: the caller says `dfs: error:` itself.
+            let said = said
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .map(|l| l.trim_start_matches("dfs: error: ").to_string())
                 .unwrap_or_default();
             return Err(if said.is_empty() {
                 format!("the mount daemon exited ({status})")
@@ -373,7 +432,17 @@ use std::os::unix::process::CommandExt;
 
 /// Unmounts a dfs mount; `lazy` detaches it even while it is busy. Works when the daemon
 /// is dead too (the kernel then answers every access with `ENOTCONN` until this runs).
+/// Anything else mounted there is refused: this is not a general `umount`.
 pub fn umount(mp: &Path, lazy: bool) -> io::Result<()> {
+    if !is_dfs_mount(mp) {
+        let what = match mounts_on(mp).last() {
+            Some((_, fstype)) => format!("{} is a {fstype} mount, not a dfs one", mp.display()),
+            None => format!("{} is not mounted", mp.display()),
+        };
+        return Err(io::Error::other(format!(
+            "{what}; dfs umount unmounts only dfs mounts"
+        )));
+    }
     let flags = if lazy {
         nix::mount::MntFlags::MNT_DETACH
     } else {
@@ -403,7 +472,11 @@ pub fn umount(mp: &Path, lazy: bool) -> io::Result<()> {
         Err(nix::Error::EINVAL) => {
             Err(io::Error::other(format!("{} is not mounted", mp.display())))
         }
-        Err(e) => Err(io::Error::other(format!("{}: {e}", mp.display()))),
+        Err(e) => Err(io::Error::other(format!(
+            "{}: {}",
+            mp.display(),
+            dfs_proto::errno::plain(&e.into())
+        ))),
     }
 }
 

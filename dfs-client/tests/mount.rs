@@ -84,8 +84,23 @@ fn background_mount_helper_and_fstab() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("dfs umount"));
-    assert!(dfs_client::mount::is_fuse_mount(&mp));
+    assert!(dfs_client::mount::is_dfs_mount(&mp));
+    // /proc/mounts shows it as what it is: the server's address, type fuse.dfs.
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    assert!(
+        mounts.lines().any(|l| l.starts_with(&format!(
+            "{} {} fuse.dfs ",
+            server.addr,
+            mp.display()
+        ))),
+        "{mounts}"
+    );
     std::fs::write(mp.join("f"), b"through the background mount").unwrap();
+    // A program's ioctls, which the mount does not serve, are not warnings in its log:
+    // lsattr asks FS_IOC_GETFLAGS of each file.
+    for _ in 0..50 {
+        let _ = run(Command::new("lsattr").arg(mp.join("f")));
+    }
     // Mounting twice is refused with a clear message.
     let again = run(Command::new(DFS)
         .args(["mount", &server.addr])
@@ -105,6 +120,28 @@ fn background_mount_helper_and_fstab() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!dfs_client::mount::is_fuse_mount(&mp));
+    // The log, once the daemon has gone: plain text, each line once, no warning for a
+    // clean mount, a program's ioctls and an unmount.
+    let deadline = std::time::Instant::now() + WAIT;
+    let said = loop {
+        let said = std::fs::read_to_string(&log).unwrap();
+        let gone = !Command::new("pgrep")
+            .args(["-f", &format!("{} --foreground", mp.display())])
+            .status()
+            .unwrap()
+            .success();
+        if gone || std::time::Instant::now() > deadline {
+            break said;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(!said.contains('\x1b'), "colour codes in the log: {said:?}");
+    assert!(!said.contains("WARN") && !said.contains("ERROR"), "{said}");
+    let lines: Vec<&str> = said.lines().collect();
+    let mut unique = lines.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(lines.len(), unique.len(), "a line written twice: {said}");
     // The helper, as mount(8) calls it: `mount.dfs SPEC DIR -o OPTIONS`.
     let helper = s.tmp.path().join("mount.dfs");
     std::os::unix::fs::symlink(DFS, &helper).unwrap();
@@ -122,22 +159,9 @@ fn background_mount_helper_and_fstab() {
         b"through the background mount"
     );
     run(Command::new(DFS).arg("umount").arg(&mp));
-    // `mount -t dfs` and an fstab line, through /sbin/mount.dfs (installed here unless
-    // something else is there already).
-    let sbin = std::path::Path::new("/sbin/mount.dfs");
-    let ours = std::fs::read_link(sbin)
-        .ok()
-        .is_some_and(|t| t.file_name() == Some("dfs".as_ref()));
-    if sbin.exists() && !ours {
-        eprintln!("/sbin/mount.dfs is not ours; not testing mount -t dfs");
-        return;
-    }
-    let out = run(Command::new(DFS).args(["install-helper", "--path", "/sbin/mount.dfs"]));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // `mount -t dfs` and an fstab line: mount(8) looks for /sbin/mount.dfs, so this build's
+    // helper stands there for the test, and whatever was there before is put back.
+    let _helper = HelperInstalled::new();
     let out = run(Command::new("mount")
         .args(["-t", "dfs", &server.addr])
         .arg(&mp));
@@ -177,9 +201,6 @@ fn background_mount_helper_and_fstab() {
         b"through the background mount"
     );
     run(Command::new(DFS).arg("umount").arg(&mp));
-    if !ours {
-        let _ = std::fs::remove_file(sbin);
-    }
 }
 
 #[test]
@@ -305,10 +326,15 @@ fn read_only_mounts_and_exports() {
 #[test]
 fn bad_mount_requests_fail_with_one_clear_line() {
     let s = Setup::new();
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 6] = [
         (
             &["mount", "shm:nobody-listens-here", "/nonexistent-dir"],
-            "mount point /nonexistent-dir",
+            "mount point /nonexistent-dir does not exist",
+        ),
+        // In the background: the daemon's failure, said once.
+        (
+            &["mount", "shm:nobody-listens-here", "/tmp", "-o", "timeout=1"],
+            "cannot connect to shm:nobody-listens-here: no dfs-server is listening there (is it running? see dfs-server --help)",
         ),
         (
             &[
@@ -333,6 +359,11 @@ fn bad_mount_requests_fail_with_one_clear_line() {
             "cannot connect to shm:nobody-listens-here",
         ),
         (&["umount", "/tmp"], "not mounted"),
+        // Not a general umount: /proc is mounted, but not by dfs.
+        (
+            &["umount", "/proc"],
+            "/proc is a proc mount, not a dfs one; dfs umount unmounts only dfs mounts",
+        ),
     ];
     for (args, want) in cases {
         let out = run(Command::new(DFS).args(args));
@@ -342,7 +373,18 @@ fn bad_mount_requests_fail_with_one_clear_line() {
             err.starts_with("dfs: error: ") && err.contains(want),
             "{args:?}: {err}"
         );
+        // One prefix, one line, in words: no errno names or "(os error N)".
+        assert_eq!(err.matches("dfs: error:").count(), 1, "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            !err.contains("os error") && !err.contains("ENOENT"),
+            "{err}"
+        );
     }
+    assert!(
+        std::path::Path::new("/proc/self").exists(),
+        "dfs umount left /proc alone"
+    );
     let server = s.server(&["--secret", &{
         let p = s.tmp.path().join("secret");
         std::fs::write(&p, b"sixteen bytes or more of secret").unwrap();
@@ -408,4 +450,41 @@ fn a_file_linked_from_two_directories_is_one_file_through_both_names() {
         b"ONE\nTWO\n"
     );
     m.umount();
+}
+
+/// This build's `mount.dfs` at /sbin/mount.dfs for as long as it lives; then the machine's
+/// own (or nothing) again, whatever happened in between.
+struct HelperInstalled {
+    backup: Option<std::path::PathBuf>,
+}
+
+impl HelperInstalled {
+    const PATH: &'static str = "/sbin/mount.dfs";
+
+    fn new() -> HelperInstalled {
+        let path = std::path::Path::new(Self::PATH);
+        let backup = std::fs::symlink_metadata(path).ok().map(|_| {
+            let b = path.with_extension(format!("dfs-test-backup-{}", std::process::id()));
+            std::fs::rename(path, &b).unwrap();
+            b
+        });
+        let guard = HelperInstalled { backup };
+        let out = run(Command::new(DFS).args(["install-helper", "--path", Self::PATH]));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        guard
+    }
+}
+
+impl Drop for HelperInstalled {
+    fn drop(&mut self) {
+        let path = std::path::Path::new(Self::PATH);
+        let _ = std::fs::remove_file(path);
+        if let Some(b) = &self.backup {
+            let _ = std::fs::rename(b, path);
+        }
+    }
 }

@@ -26,7 +26,10 @@ fn quickstart_serves_mounts_and_stops() {
             .env("DFS_ADDR", fresh_addr())
             .env("DFS_STATE", tmp.path().join("run"))
             .env("DFS_SECRET", tmp.path().join("secret"))
-            .env("DFS_BIN", bin_dir);
+            .env("DFS_BIN", bin_dir)
+            // Never the machine's own /usr/local and /sbin.
+            .env("DFS_PREFIX", tmp.path().join("prefix"))
+            .env("DFS_SBIN", tmp.path().join("sbin"));
         run(&mut c)
     };
     let out = quick(None);
@@ -38,7 +41,21 @@ fn quickstart_serves_mounts_and_stops() {
         "{said}"
     );
     assert!(said.contains("deploy/quickstart.sh stop"), "{said}");
-    assert!(dfs_client::mount::is_fuse_mount(&mp));
+    assert!(dfs_client::mount::is_dfs_mount(&mp));
+    // It installed copies (not links into this clone) where the commands it prints find them.
+    for p in ["prefix/bin/dfs", "prefix/bin/dfs-server", "sbin/mount.dfs"] {
+        let md = std::fs::symlink_metadata(tmp.path().join(p)).unwrap();
+        assert!(md.file_type().is_file(), "{p} is not a plain file");
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&md.permissions()) & 0o111,
+            0o111,
+            "{p} is not executable"
+        );
+    }
+    assert!(
+        said.contains(&format!("unmount with: dfs umount {}", mp.display())),
+        "{said}"
+    );
     assert!(
         std::fs::read_to_string(tmp.path().join("export/hello-from-dfs.txt"))
             .unwrap()
@@ -57,6 +74,36 @@ fn quickstart_serves_mounts_and_stops() {
         String::from_utf8_lossy(&again.stdout).contains("already"),
         "{again:?}"
     );
+    // The unmount it prints works as typed, with the installed `dfs` on the PATH; the
+    // helper it installed mounts through mount(8)'s way of calling it.
+    let path = format!(
+        "{}:{}",
+        tmp.path().join("prefix/bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = run(Command::new("dfs")
+        .env("PATH", &path)
+        .arg("umount")
+        .arg(&mp));
+    assert!(out.status.success(), "{out:?}");
+    assert!(!dfs_client::mount::is_fuse_mount(&mp));
+    let secret = format!("secret={}", tmp.path().join("secret").display());
+    let addr = std::fs::read_to_string(tmp.path().join("run/server.log"))
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.rsplit(" on ")
+                .next()
+                .filter(|_| l.contains("dfs-server: serving"))
+        })
+        .map(str::to_string)
+        .expect("the server says where it serves");
+    let out = run(Command::new(tmp.path().join("sbin/mount.dfs"))
+        .arg(&addr)
+        .arg(&mp)
+        .args(["-o", &secret]));
+    assert!(out.status.success(), "mount.dfs: {out:?}");
+    assert!(dfs_client::mount::is_dfs_mount(&mp));
     let out = quick(Some("stop"));
     assert!(out.status.success(), "{out:?}");
     assert!(!dfs_client::mount::is_fuse_mount(&mp));

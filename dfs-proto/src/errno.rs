@@ -58,8 +58,37 @@ impl std::fmt::Debug for Errno {
 }
 
 impl std::fmt::Display for Errno {
+    /// The plain sentence for people ("no such file or directory"); `Debug` has the number.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::io::Error::from_raw_os_error(self.0).fmt(f)
+        f.write_str(&plain(&std::io::Error::from_raw_os_error(self.0)))
+    }
+}
+
+/// An I/O error as people read it: the system's description, starting in lower case to go
+/// after a colon, without Rust's "(os error 2)" or nix's "ENOENT: " in front.
+///
+/// ```
+/// let e = std::io::Error::from_raw_os_error(2);
+/// assert_eq!(dfs_proto::errno::plain(&e), "no such file or directory");
+/// ```
+pub fn plain(e: &std::io::Error) -> String {
+    let text = match e.raw_os_error() {
+        Some(n) => {
+            let full = std::io::Error::from_raw_os_error(n).to_string();
+            match full.rfind(" (os error ") {
+                Some(at) => full[..at].to_string(),
+                None => full,
+            }
+        }
+        None => e.to_string(),
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        // Lower-case a sentence's first letter, but not an acronym's ("EOF", "TCP").
+        Some(c) if chars.clone().next().is_some_and(|d| d.is_lowercase()) => {
+            c.to_lowercase().chain(chars).collect()
+        }
+        _ => text,
     }
 }
 

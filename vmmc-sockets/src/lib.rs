@@ -51,4 +51,7 @@ pub use layout::{RingSize, DEFAULT_RING, MAX_RING, MIN_RING};
 pub use listener::{VmmcListener, BACKLOG};
 pub use options::{StreamOptions, DEFAULT_MAX_PEER_RING};
 pub use stream::{Readiness, RecvSlot, SendSlot, VmmcStream};
+/// The NIC's error, carried inside the `io::Error`s of this crate (`get_ref` and
+/// `downcast_ref` tell a missing endpoint from a refusal, say).
+pub use vmmc_nic::Error as NicError;
 pub use vmmc_nic::{Counters, NodeAddr, PeerIdentity, SharedBytes, SharedBytesMut};

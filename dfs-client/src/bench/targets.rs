@@ -112,7 +112,7 @@ impl Target {
         std::fs::create_dir_all(mp).map_err(|e| format!("{}: {e}", mp.display()))?;
         mount::check_mountpoint(mp)?;
         let opts = MountOptions::default();
-        let config = mount::fuse_config("memfs", false, &opts);
+        let config = mount::fuse_config("memfs", "dfs-ceiling", false, &opts);
         let session = fuser::Session::new(super::memfs::MemFs::default(), mp, &config)
             .map_err(|e| format!("mounting the in-memory file system: {e}"))?;
         let _ = mount::set_readahead(mp, opts.readahead_kib);

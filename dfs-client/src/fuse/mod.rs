@@ -232,6 +232,25 @@ impl DfsFuse {
 }
 
 impl Filesystem for DfsFuse {
+    /// No ioctl is served (the server has none to offer). Programs probe ioctls all the time
+    /// (a stress test asked 1,792 times), so this is said once, at debug level, not warned
+    /// per call as fuser's default does.
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: fuser::FileHandle,
+        _flags: fuser::IoctlFlags,
+        cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| tracing::debug!("ioctls are not supported (first asked: {cmd:#x})"));
+        reply.error(fuser::Errno::ENOTTY);
+    }
+
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(MAX_IO);
         // The kernel offers its current readahead as the most; the mount raises the device's

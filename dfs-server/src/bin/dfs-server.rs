@@ -91,14 +91,24 @@ fn run(args: Args) -> Result<(), String> {
     let secret = match &args.secret {
         None => None,
         Some(p) => {
-            let bytes = std::fs::read(p)
-                .map_err(|e| format!("cannot read the secret {}: {e}", p.display()))?;
+            let bytes = std::fs::read(p).map_err(|e| {
+                format!(
+                    "cannot read the secret {}: {}",
+                    p.display(),
+                    dfs_proto::errno::plain(&e)
+                )
+            })?;
             Some(Secret::from_file_bytes(&bytes).map_err(|e| format!("{}: {e}", p.display()))?)
         }
     };
     let key_path = args.handle_key.clone().unwrap_or_else(default_key_path);
-    let handle_key = load_or_create_key(&key_path)
-        .map_err(|e| format!("cannot keep the handle key at {}: {e}", key_path.display()))?;
+    let handle_key = load_or_create_key(&key_path).map_err(|e| {
+        format!(
+            "cannot keep the handle key at {}: {}",
+            key_path.display(),
+            dfs_proto::errno::plain(&e)
+        )
+    })?;
     let ring = RingSize::new(args.ring).ok_or_else(|| {
         format!(
             "--ring {}: not a power of two in the allowed range",
@@ -158,9 +168,11 @@ fn main() -> ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // Colour codes only for a person at a terminal: a daemon's log is a file.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,

@@ -121,7 +121,7 @@ enum Cmd {
         #[arg(long, value_name = "DIR")]
         scratch: Option<PathBuf>,
     },
-    /// Install /sbin/mount.dfs (a symlink to this program) so `mount -t dfs` and fstab work.
+    /// Install /sbin/mount.dfs (a copy of this program) so `mount -t dfs` and fstab work.
     InstallHelper {
         /// Where to put it.
         #[arg(long, default_value = "/sbin/mount.dfs")]
@@ -301,17 +301,41 @@ fn bench_cmd(
     Ok(())
 }
 
+/// Copies this program to `path` (a copy, not a link: it keeps working when the build it
+/// came from moves or goes), through a temporary name so that a mount running meanwhile
+/// never finds half a file.
+fn install_helper(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let plain = |e: std::io::Error| dfs_proto::errno::plain(&e);
+    let exe = std::env::current_exe().map_err(plain)?;
+    let tmp = path.with_extension("dfs-new");
+    std::fs::copy(&exe, &tmp).map_err(|e| format!("{}: {}", tmp.display(), plain(e)))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            format!("{}: {}", path.display(), plain(e))
+        })?;
+    println!("{} (a copy of {})", path.display(), exe.display());
+    Ok(())
+}
+
 fn init_logging(verbose: u8) {
     let level = match verbose {
         0 => "warn",
         1 => "info",
         _ => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // fuser warns when it finds its mount already gone at the end, which is how every
+    // `dfs umount` ends: said only at debug level. (Those are its only warnings there.)
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{level},fuser::session=error,fuser::mnt=error"))
+    });
+    // Colour codes only for a person at a terminal: a background mount's log is a file.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
@@ -377,15 +401,7 @@ fn main() -> ExitCode {
             Cmd::Umount { mountpoint, lazy } => {
                 mount::umount(&mountpoint, lazy).map_err(|e| e.to_string())
             }
-            Cmd::InstallHelper { path } => std::env::current_exe()
-                .map_err(|e| e.to_string())
-                .and_then(|exe| {
-                    let _ = std::fs::remove_file(&path);
-                    std::os::unix::fs::symlink(&exe, &path)
-                        .map_err(|e| format!("{}: {e}", path.display()))?;
-                    println!("{} -> {}", path.display(), exe.display());
-                    Ok(())
-                }),
+            Cmd::InstallHelper { path } => install_helper(&path),
         }
     };
     match result {

@@ -125,7 +125,9 @@ impl Client {
                             return Ok(r);
                         }
                         Err(e) => {
-                            if !(e.unsent() || idempotent) {
+                            // A server that broke the protocol would break it again: EIO
+                            // now, not a retry until the reconnect time runs out.
+                            if matches!(e, CallError::Protocol(_)) || !(e.unsent() || idempotent) {
                                 return Err(e.errno());
                             }
                             e.errno()

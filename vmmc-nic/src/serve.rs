@@ -4,8 +4,9 @@
 //! before it touches memory; anything else ends that connection with a logged reason and
 //! nothing more.
 
-use std::io;
+use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd};
+use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::sync::Arc;
@@ -46,6 +47,152 @@ pub(crate) trait Wire {
     /// Waits until a frame may be read or `stop` is signalled; true for stop. Stopping only
     /// between frames is what lets another process take the connection over mid-stream.
     fn wait_or_stop(&mut self, stop: BorrowedFd<'_>) -> io::Result<bool>;
+    /// A frame has started to arrive (its first bytes are readable): from now on the rest of
+    /// it must arrive within [`FRAME_DEADLINE`]. Connections that cannot stall need nothing.
+    fn begin_frame(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// How long the rest of a frame may take once its first bytes have arrived. Between frames
+/// an importer may stay quiet as long as it likes (the exporter waits in `poll`); inside one,
+/// a peer that stops sending would otherwise hold the connection's reader, and any handover
+/// of the export (which waits for frame boundaries), until the export is revoked. Honest
+/// frames arrive in microseconds; a few seconds leave room for a congested network and stay
+/// below the handover's own wait, so a stalled peer is cut off before it can make a handover
+/// fail.
+pub(crate) const FRAME_DEADLINE: Duration = Duration::from_secs(3);
+
+/// Below this difference, lowering the socket's receive timeout is not worth a system call.
+const REARM_SLACK: Duration = Duration::from_millis(50);
+
+/// A stream socket whose receive timeout (`SO_RCVTIMEO`) can be set.
+pub(crate) trait RecvTimeout {
+    fn set_recv_timeout(&self, t: Option<Duration>) -> io::Result<()>;
+}
+
+impl RecvTimeout for std::net::TcpStream {
+    fn set_recv_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        self.set_read_timeout(t)
+    }
+}
+
+impl RecvTimeout for std::os::unix::net::UnixStream {
+    fn set_recv_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        self.set_read_timeout(t)
+    }
+}
+
+/// The deadline of the frame being read on one granted connection, enforced with the
+/// socket's receive timeout, under which every read of a frame's bytes runs (the payload's
+/// too, which `sys.rs` receives straight into the region). From the grant on the timeout
+/// is [`FRAME_DEADLINE`]: waiting between frames is `poll`, which it does not touch, and a
+/// frame that arrives in one piece costs no system call. It is lowered only to what is left
+/// of the deadline when a frame arrives in pieces, and set back at the next frame.
+///
+/// The header and a deposit's trailer are held to the deadline exactly. A payload is held
+/// to it at its start, and after that each wait for more of it to the time that was left
+/// then: a peer that stops sending is cut off in time, one that trickles a byte at a time
+/// is bounded per byte, not in all (that would take a receive that reports partial
+/// progress, which `Region::recv_into` does not).
+#[derive(Debug, Default)]
+pub(crate) struct FrameClock {
+    deadline: Option<Instant>,
+    /// The receive timeout the socket has now, when known.
+    armed: Option<Duration>,
+}
+
+impl FrameClock {
+    /// The socket's timeout was just set to [`FRAME_DEADLINE`] (at the grant, or when an
+    /// adopted connection is taken up), and no frame has begun.
+    pub(crate) fn granted() -> FrameClock {
+        FrameClock {
+            deadline: None,
+            armed: Some(FRAME_DEADLINE),
+        }
+    }
+
+    /// A frame begins now.
+    pub(crate) fn start(&mut self, sock: &impl RecvTimeout) -> io::Result<()> {
+        self.deadline = Some(Instant::now() + FRAME_DEADLINE);
+        if self.armed != Some(FRAME_DEADLINE) {
+            sock.set_recv_timeout(Some(FRAME_DEADLINE))?;
+            self.armed = Some(FRAME_DEADLINE);
+        }
+        Ok(())
+    }
+
+    /// Before a read inside a frame that may block: fails once the deadline has passed, and
+    /// makes the socket's timeout end no later than the deadline (within [`REARM_SLACK`]).
+    /// Outside a granted connection's frames (the handshake) it does nothing.
+    pub(crate) fn arm(&mut self, sock: &impl RecvTimeout) -> io::Result<()> {
+        let Some(deadline) = self.deadline else {
+            return Ok(());
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(frame_overdue());
+        }
+        if self.armed.is_none_or(|a| left + REARM_SLACK < a) {
+            sock.set_recv_timeout(Some(left))?;
+            self.armed = Some(left);
+        }
+        Ok(())
+    }
+
+    /// Reads exactly `buf.len()` bytes of the current frame. With `eof_ok`, a clean end of
+    /// stream before the first byte is `Ok(false)`.
+    pub(crate) fn read_exact<S: RecvTimeout>(
+        &mut self,
+        sock: &S,
+        buf: &mut [u8],
+        eof_ok: bool,
+    ) -> io::Result<bool>
+    where
+        for<'a> &'a S: Read,
+    {
+        let mut got = 0;
+        while got < buf.len() {
+            self.arm(sock)?;
+            let mut r: &S = sock;
+            match r.read(&mut buf[got..]) {
+                Ok(0) if got == 0 && eof_ok => return Ok(false),
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if self.deadline.is_some() => return Err(overdue_if_timeout(e)),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    /// [`FrameClock::read_exact`] for a frame header: `None` at a clean end of stream.
+    pub(crate) fn read_header<S: RecvTimeout>(
+        &mut self,
+        sock: &S,
+    ) -> io::Result<Option<[u8; FRAME_LEN]>>
+    where
+        for<'a> &'a S: Read,
+    {
+        let mut hdr = [0u8; FRAME_LEN];
+        Ok(self.read_exact(sock, &mut hdr, true)?.then_some(hdr))
+    }
+}
+
+fn frame_overdue() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("a frame not complete within {FRAME_DEADLINE:?} of its start"),
+    )
+}
+
+/// A receive timeout inside a frame is the frame's deadline passing.
+pub(crate) fn overdue_if_timeout(e: io::Error) -> io::Error {
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => frame_overdue(),
+        _ => e,
+    }
 }
 
 /// How a connection ended.
@@ -145,6 +292,30 @@ pub(crate) fn serve<W: Wire>(w: &mut W, export: &ExportShared, access: Access) -
 
 fn serve_inner<W: Wire>(w: &mut W, export: &ExportShared, access: Access) -> Result<(), End> {
     let region = export.region();
+    loop {
+        if w.wait_or_stop(export.handover_fd())? {
+            return Err(End::HandedOver);
+        }
+        w.begin_frame()?;
+        match serve_frame(w, export, region, access) {
+            Ok(true) => {}
+            Ok(false) => return Ok(()),
+            // A peer that stopped halfway through a frame broke the protocol.
+            Err(End::Io(e)) if e.kind() == io::ErrorKind::TimedOut => {
+                return Err(End::Violation(e.to_string()))
+            }
+            Err(end) => return Err(end),
+        }
+    }
+}
+
+/// Reads and applies one frame; false at a clean end of stream before it.
+fn serve_frame<W: Wire>(
+    w: &mut W,
+    export: &ExportShared,
+    region: &Region,
+    access: Access,
+) -> Result<bool, End> {
     let need = |right: Access| {
         if access.contains(right) {
             Ok(())
@@ -155,66 +326,60 @@ fn serve_inner<W: Wire>(w: &mut W, export: &ExportShared, access: Access) -> Res
     let span = |offset, len| {
         Span::new(region.len(), offset, len).map_err(|e| End::Violation(e.to_string()))
     };
-    loop {
-        if w.wait_or_stop(export.handover_fd())? {
-            return Err(End::HandedOver);
+    let Some(hdr) = w.recv_frame()? else {
+        return Ok(false);
+    };
+    let frame = Frame::parse(&hdr).map_err(|e| End::Violation(e.to_string()))?;
+    if !w.carries_data() {
+        return Err(End::Violation(format!(
+            "unexpected {frame:?} on a shm control connection"
+        )));
+    }
+    match frame {
+        Frame::Deposit {
+            offset,
+            len,
+            notify,
+            word,
+        } => {
+            need(Access::DEPOSIT)?;
+            let s = span(offset, len)?;
+            w.recv_into(region, s)?;
+            if word {
+                let mut t = [0u8; WORD_TRAILER];
+                w.recv_exact(&mut t)?;
+                let (at, value) = split_trailer(&t);
+                let ws = Span::word(region.len(), at).map_err(|e| End::Violation(e.to_string()))?;
+                region.store_u64(ws, value);
+            }
+            if notify {
+                export.notifier().signal();
+            }
         }
-        let Some(hdr) = w.recv_frame()? else {
-            return Ok(());
-        };
-        let frame = Frame::parse(&hdr).map_err(|e| End::Violation(e.to_string()))?;
-        if !w.carries_data() {
+        Frame::StoreWord {
+            offset,
+            value,
+            notify,
+        } => {
+            need(Access::DEPOSIT)?;
+            let s = Span::word(region.len(), offset).map_err(|e| End::Violation(e.to_string()))?;
+            region.store_u64(s, value);
+            if notify {
+                export.notifier().signal();
+            }
+        }
+        Frame::FetchReq { offset, len } => {
+            need(Access::FETCH)?;
+            let s = span(offset, len)?;
+            w.send_from(&Frame::FetchResp { len }, region, s)?;
+        }
+        other => {
             return Err(End::Violation(format!(
-                "unexpected {frame:?} on a shm control connection"
-            )));
-        }
-        match frame {
-            Frame::Deposit {
-                offset,
-                len,
-                notify,
-                word,
-            } => {
-                need(Access::DEPOSIT)?;
-                let s = span(offset, len)?;
-                w.recv_into(region, s)?;
-                if word {
-                    let mut t = [0u8; WORD_TRAILER];
-                    w.recv_exact(&mut t)?;
-                    let (at, value) = split_trailer(&t);
-                    let ws =
-                        Span::word(region.len(), at).map_err(|e| End::Violation(e.to_string()))?;
-                    region.store_u64(ws, value);
-                }
-                if notify {
-                    export.notifier().signal();
-                }
-            }
-            Frame::StoreWord {
-                offset,
-                value,
-                notify,
-            } => {
-                need(Access::DEPOSIT)?;
-                let s =
-                    Span::word(region.len(), offset).map_err(|e| End::Violation(e.to_string()))?;
-                region.store_u64(s, value);
-                if notify {
-                    export.notifier().signal();
-                }
-            }
-            Frame::FetchReq { offset, len } => {
-                need(Access::FETCH)?;
-                let s = span(offset, len)?;
-                w.send_from(&Frame::FetchResp { len }, region, s)?;
-            }
-            other => {
-                return Err(End::Violation(format!(
-                    "unexpected {other:?} from an importer"
-                )))
-            }
+                "unexpected {other:?} from an importer"
+            )))
         }
     }
+    Ok(true)
 }
 
 /// [`Wire::wait_or_stop`] for a real socket.

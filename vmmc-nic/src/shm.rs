@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::socket::{getsockopt, sendmsg, sockopt, ControlMessage, MsgFlags};
+use nix::sys::stat::{fchmod, Mode};
 
 use crate::access::{Access, PeerIdentity};
 use crate::addr::{ExportId, NodeAddr, ShmName};
@@ -19,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::export::{run_connection, EndpointInner, ExportShared, Listener, HANDSHAKE_TIMEOUT};
 use crate::import::{refusal_error, ImportOptions};
 use crate::notify::RemoteNotifier;
-use crate::serve::Wire;
+use crate::serve::{FrameClock, Wire, FRAME_DEADLINE};
 use crate::span::Span;
 use crate::sys::{recv_with_fds, Region};
 use crate::wire::{Frame, FRAME_LEN};
@@ -60,7 +61,10 @@ pub(crate) fn handle(inner: Arc<EndpointInner>, stream: UnixStream, peer: PeerId
     {
         return;
     }
-    let mut conn = ShmConn { stream };
+    let mut conn = ShmConn {
+        stream,
+        clock: FrameClock::default(),
+    };
     if let Some((export, access)) = run_connection(&inner, &mut conn, peer) {
         export.push_handed(conn.stream.into(), access, false);
     }
@@ -69,6 +73,9 @@ pub(crate) fn handle(inner: Arc<EndpointInner>, stream: UnixStream, peer: PeerId
 /// The exporter's end of a shm control connection.
 struct ShmConn {
     stream: UnixStream,
+    /// The deadline of a frame once the import is granted (any frame is a violation then,
+    /// but a part of one must not hold the connection).
+    clock: FrameClock,
 }
 
 impl AsFd for ShmConn {
@@ -94,11 +101,11 @@ pub(crate) fn read_frame(r: &mut impl Read) -> io::Result<Option<[u8; FRAME_LEN]
 
 impl Wire for ShmConn {
     fn recv_frame(&mut self) -> io::Result<Option<[u8; FRAME_LEN]>> {
-        read_frame(&mut self.stream)
+        self.clock.read_header(&self.stream)
     }
 
     fn recv_exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
-        self.stream.read_exact(buf)
+        self.clock.read_exact(&self.stream, buf, false).map(drop)
     }
 
     fn recv_into(&mut self, _: &Region, _: Span) -> io::Result<()> {
@@ -124,6 +131,12 @@ impl Wire for ShmConn {
         let region_fd: OwnedFd = if access.contains(Access::DEPOSIT) {
             memfd.try_clone_to_owned()?
         } else {
+            // A memfd is created mode 0777, and its holder can reopen `/proc/self/fd/N` with
+            // any access its mode allows: a read-only descriptor would be worth a writable
+            // one. Owner-read-only first, so only the exporter's user (who could ptrace the
+            // exporter anyway) or root can reopen it at all; the exporter keeps its own
+            // descriptor, and deposit importers get that one, never a reopen.
+            fchmod(memfd, Mode::S_IRUSR)?;
             std::fs::File::open(format!("/proc/self/fd/{}", memfd.as_raw_fd()))?.into()
         };
         let event_fd = export.notifier().dup()?;
@@ -149,8 +162,11 @@ impl Wire for ShmConn {
         if sent != bytes.len() {
             return Err(io::Error::other("short send of the import grant"));
         }
-        // From now on the importer never speaks; we block until it closes.
-        self.stream.set_read_timeout(None)
+        // From now on the importer never speaks: we wait (in `poll`, without a timeout) until
+        // it closes, and a frame it starts anyway must not hold the connection.
+        self.stream.set_read_timeout(Some(FRAME_DEADLINE))?;
+        self.clock = FrameClock::granted();
+        Ok(())
     }
 
     fn carries_data(&self) -> bool {
@@ -159,6 +175,10 @@ impl Wire for ShmConn {
 
     fn wait_or_stop(&mut self, stop: std::os::fd::BorrowedFd<'_>) -> io::Result<bool> {
         crate::serve::poll_or_stop(&self.stream, stop)
+    }
+
+    fn begin_frame(&mut self) -> io::Result<()> {
+        self.clock.start(&self.stream)
     }
 }
 
@@ -310,7 +330,13 @@ pub(crate) fn serve_adopted(
     let Ok(peer) = peer_identity(&stream) else {
         return;
     };
-    let mut conn = ShmConn { stream };
+    if stream.set_read_timeout(Some(FRAME_DEADLINE)).is_err() {
+        return;
+    }
+    let mut conn = ShmConn {
+        stream,
+        clock: FrameClock::granted(),
+    };
     if let Some((export, access)) =
         crate::export::serve_registered(&addr, &mut conn, export, access, &peer, reg)
     {

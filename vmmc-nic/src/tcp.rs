@@ -17,7 +17,7 @@ use crate::export::{
     lock, run_connection, EndpointInner, ExportShared, Listener, HANDSHAKE_TIMEOUT,
 };
 use crate::import::{refusal_error, ImportOptions};
-use crate::serve::Wire;
+use crate::serve::{overdue_if_timeout, FrameClock, Wire, FRAME_DEADLINE};
 use crate::shm::read_frame;
 use crate::span::{check_region_len, Span};
 use crate::sys::{check_mirror, Region};
@@ -47,7 +47,10 @@ pub(crate) fn handle(inner: Arc<EndpointInner>, stream: TcpStream, peer: SocketA
     {
         return;
     }
-    let mut conn = TcpConn { stream };
+    let mut conn = TcpConn {
+        stream,
+        clock: FrameClock::default(),
+    };
     if let Some((export, access)) = run_connection(&inner, &mut conn, PeerIdentity::Remote(peer)) {
         export.push_handed(conn.stream.into(), access, true);
     }
@@ -56,6 +59,30 @@ pub(crate) fn handle(inner: Arc<EndpointInner>, stream: TcpStream, peer: SocketA
 /// The exporter's end of a tcp import connection.
 struct TcpConn {
     stream: TcpStream,
+    /// The deadline of the frame being received, once the import is granted.
+    clock: FrameClock,
+}
+
+impl TcpConn {
+    /// A connection whose import was granted (in another process, before a handover).
+    fn granted(stream: TcpStream) -> io::Result<TcpConn> {
+        let mut c = TcpConn {
+            stream,
+            clock: FrameClock::default(),
+        };
+        c.arm_granted()?;
+        Ok(c)
+    }
+
+    /// The importer may stay quiet for as long as it likes between frames (the wait for the
+    /// next one is a `poll`, without a timeout), but not in the middle of one: from the grant
+    /// on, reads and writes inside a frame block for at most [`FRAME_DEADLINE`].
+    fn arm_granted(&mut self) -> io::Result<()> {
+        self.stream.set_read_timeout(Some(FRAME_DEADLINE))?;
+        self.stream.set_write_timeout(Some(FRAME_DEADLINE))?;
+        self.clock = FrameClock::granted();
+        Ok(())
+    }
 }
 
 impl AsFd for TcpConn {
@@ -66,15 +93,18 @@ impl AsFd for TcpConn {
 
 impl Wire for TcpConn {
     fn recv_frame(&mut self) -> io::Result<Option<[u8; FRAME_LEN]>> {
-        read_frame(&mut self.stream)
+        self.clock.read_header(&self.stream)
     }
 
     fn recv_exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
-        self.stream.read_exact(buf)
+        self.clock.read_exact(&self.stream, buf, false).map(drop)
     }
 
     fn recv_into(&mut self, region: &Region, span: Span) -> io::Result<()> {
-        region.recv_into(self.stream.as_fd(), span)
+        self.clock.arm(&self.stream)?;
+        region
+            .recv_into(self.stream.as_fd(), span)
+            .map_err(overdue_if_timeout)
     }
 
     fn send_frame(&mut self, frame: &Frame) -> io::Result<()> {
@@ -82,7 +112,10 @@ impl Wire for TcpConn {
     }
 
     fn send_from(&mut self, frame: &Frame, region: &Region, span: Span) -> io::Result<()> {
-        region.send_from(self.stream.as_fd(), &frame.emit(), span)
+        // A fetch response that the importer stops taking is its frame stalling too.
+        region
+            .send_from(self.stream.as_fd(), &frame.emit(), span)
+            .map_err(overdue_if_timeout)
     }
 
     fn grant(&mut self, export: &ExportShared, _: Access) -> io::Result<()> {
@@ -90,8 +123,7 @@ impl Wire for TcpConn {
             len: export.region().file_len(),
             mirror: export.region().mirror(),
         })?;
-        // The importer may stay quiet for as long as it likes once it holds the import.
-        self.stream.set_read_timeout(None)
+        self.arm_granted()
     }
 
     fn carries_data(&self) -> bool {
@@ -100,6 +132,10 @@ impl Wire for TcpConn {
 
     fn wait_or_stop(&mut self, stop: BorrowedFd<'_>) -> io::Result<bool> {
         crate::serve::poll_or_stop(&self.stream, stop)
+    }
+
+    fn begin_frame(&mut self) -> io::Result<()> {
+        self.clock.start(&self.stream)
     }
 }
 
@@ -308,7 +344,9 @@ pub(crate) fn serve_adopted(
         Ok(sa) => PeerIdentity::Remote(sa),
         Err(_) => return,
     };
-    let mut conn = TcpConn { stream };
+    let Ok(mut conn) = TcpConn::granted(stream) else {
+        return;
+    };
     if let Some((export, access)) =
         crate::export::serve_registered(&addr, &mut conn, export, access, &peer, reg)
     {

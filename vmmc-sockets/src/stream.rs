@@ -228,8 +228,10 @@ impl Core {
         }
         // Only the peer's departure from *my* ring counts here: it is ordered after every
         // deposit the peer made into it (on tcp, the same connection carried them), while its
-        // export can vanish while some of those deposits are still in flight.
-        if self.peer_left {
+        // export can vanish while some of those deposits are still in flight. A peer that
+        // holds no import of my ring has nothing in flight: if its own ring is gone too (it
+        // died before importing mine), it is gone.
+        if self.peer_left || (self.rx_export.importers() == 0 && !self.tx_import.is_alive()) {
             return Err(io::Error::new(
                 io::ErrorKind::ConnectionReset,
                 "the peer went away without closing the connection",

@@ -3,10 +3,13 @@
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use common::*;
+use test_support::{test_user, TestUser};
 
 /// pjdfstest's users: it switches to them to test permissions.
 const PJDFSTEST_CONFIG: &str = r#"
@@ -27,6 +30,96 @@ entries = [
   ["bin", "bin"],
 ]
 "#;
+
+/// The same, with other users than `nobody` to switch to: on a server that squashes root,
+/// root's own files belong to nobody, and a test that expects "another user" to be refused
+/// on them would be asking nobody about nobody's files.
+fn config_without_nobody() -> String {
+    PJDFSTEST_CONFIG.replace(r#"["nobody", "nogroup"],"#, r#"["sys", "sys"],"#)
+}
+
+/// Runs pjdfstest in `dir` (as `user`, or root), and returns its summary line, the names of
+/// the tests that failed, and the counts of (failed, passed).
+fn pjdfstest(
+    tmp: &Path,
+    dir: &Path,
+    config: &str,
+    user: Option<&TestUser>,
+) -> (String, Vec<String>, u32, u32) {
+    let conf = tmp.join("pjdfstest.toml");
+    std::fs::write(&conf, config).unwrap();
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // A copy any user may run: the clone may sit where they cannot look (/root).
+    let bin = tmp.join("pjdfstest");
+    std::fs::copy(tool("pjdfstest"), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut cmd = match user {
+        None => Command::new(&bin),
+        Some(u) => {
+            let mut c = Command::new("setpriv");
+            c.args([
+                "--reuid",
+                &u.uid.to_string(),
+                "--regid",
+                &u.gid.to_string(),
+                "--clear-groups",
+                "--inh-caps=-all",
+                "--",
+            ])
+            .arg(&bin);
+            c
+        }
+    };
+    // Into a file: failures come with backtraces, more than a pipe holds.
+    let log = tmp.join("pjdfstest.log");
+    let mut child = cmd
+        .arg("-c")
+        .arg(&conf)
+        .arg("-p")
+        .arg(dir)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::options().append(true).open(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(600);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("pjdfstest took longer than 600 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = String::from_utf8_lossy(&std::fs::read(&log).unwrap()).into_owned();
+    let summary = text
+        .lines()
+        .find(|l| l.starts_with("Summary:"))
+        .unwrap_or_else(|| panic!("no summary from pjdfstest:\n{text}"))
+        .to_owned();
+    let count = |what: &str| -> u32 {
+        summary
+            .trim_start_matches("Summary: ")
+            .split(", ")
+            .find_map(|p| p.strip_suffix(what))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let failed: Vec<String> = text
+        .lines()
+        .filter(|l| l.trim_end().ends_with("FAILED"))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect();
+    (summary.clone(), failed, count(" failed"), count(" passed"))
+}
+
+/// A temporary directory every user may pass through.
+fn open_tempdir() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    tmp
+}
 
 #[test]
 fn pjdfstest_passes() {
@@ -70,6 +163,81 @@ fn pjdfstest_passes() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
     assert!(passed >= 380, "{summary}");
+    m.umount();
+}
+
+/// Why a pjdfstest case run by root fails on a server that squashes root (the default), if
+/// squashing explains it: root acts as nobody there, so what only root may do is refused, as
+/// it is to nobody on a local disk.
+fn squashing_explains(test: &str) -> Option<&'static str> {
+    if test.ends_with("::char") || test.ends_with("::block") {
+        // Making device nodes needs CAP_MKNOD.
+        return Some("device nodes");
+    }
+    if test.ends_with("::uid_gid_eq_euid_egid") {
+        // The test's root makes a file and expects to own it; it belongs to nobody.
+        return Some("root's new files are nobody's");
+    }
+    if test == "chmod::clear_isgid_bit" || test.starts_with("link::share_metadata::") {
+        // They give a file to another user first: chown needs CAP_CHOWN.
+        return Some("chown to another user");
+    }
+    None
+}
+
+#[test]
+fn pjdfstest_with_root_squashed_fails_only_where_root_is_nobody() {
+    let tmp = open_tempdir();
+    let export = tmp.path().join("export");
+    std::fs::create_dir(&export).unwrap();
+    let server = ServerProc::launch(&[], &fresh_addr(), &export, &tmp.path().join("key"), &[]);
+    let m = MountProc::start(&server.addr, &tmp.path().join("mnt"), &[]);
+    // A directory nobody (root, squashed) may write in.
+    std::fs::create_dir(export.join("pjdfstest")).unwrap();
+    std::fs::set_permissions(
+        export.join("pjdfstest"),
+        std::fs::Permissions::from_mode(0o1777),
+    )
+    .unwrap();
+    let dir = m.mp.join("pjdfstest");
+    let (summary, failed, _, passed) = pjdfstest(tmp.path(), &dir, &config_without_nobody(), None);
+    let mut why = std::collections::BTreeMap::<&str, u32>::new();
+    let mut unexplained = Vec::new();
+    for t in &failed {
+        match squashing_explains(t) {
+            Some(w) => *why.entry(w).or_default() += 1,
+            None => unexplained.push(t.as_str()),
+        }
+    }
+    println!("pjdfstest as root on a default-squash mount: {summary}; failures: {why:?}");
+    assert!(
+        unexplained.is_empty(),
+        "{summary}: failures that squashing does not explain: {unexplained:#?}"
+    );
+    assert!(passed >= 285, "{summary}");
+    m.umount();
+}
+
+#[test]
+fn pjdfstest_as_an_ordinary_user_passes() {
+    let user = test_user("user");
+    let tmp = open_tempdir();
+    let export = tmp.path().join("export");
+    std::fs::create_dir(&export).unwrap();
+    let server = ServerProc::launch(&[], &fresh_addr(), &export, &tmp.path().join("key"), &[]);
+    let m = MountProc::start(&server.addr, &tmp.path().join("mnt"), &[]);
+    std::fs::create_dir(export.join("pjdfstest")).unwrap();
+    std::os::unix::fs::chown(export.join("pjdfstest"), Some(user.uid), Some(user.gid)).unwrap();
+    let dir = m.mp.join("pjdfstest");
+    // The tests that need root (to switch users, make device nodes, chown) skip themselves.
+    let (summary, failed, nfailed, passed) =
+        pjdfstest(tmp.path(), &dir, PJDFSTEST_CONFIG, Some(&user));
+    println!(
+        "pjdfstest as {} on a default-squash mount: {summary}",
+        user.name
+    );
+    assert!(nfailed == 0 && failed.is_empty(), "{summary}: {failed:#?}");
+    assert!(passed >= 250, "{summary}");
     m.umount();
 }
 

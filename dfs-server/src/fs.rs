@@ -482,8 +482,8 @@ impl Fs {
                 Ok(Body::Done)
             }
             Op::GetXattr { handle, name, size } => {
-                self.xattr_allowed(c, name)?;
                 let fd = self.h(handle)?;
+                self.xattr_readable(c, name)?;
                 let _as = self.act(c)?;
                 let cname = CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL)?;
                 let path = proc_path(fd.as_fd());
@@ -502,11 +502,15 @@ impl Fs {
                 value,
                 flags,
             } => {
-                self.xattr_allowed(c, name)?;
+                // The kernel's order: the flags, the size, the file, then the permission.
+                if *flags & !((libc::XATTR_CREATE | libc::XATTR_REPLACE) as u32) != 0 {
+                    return Err(Errno::EINVAL);
+                }
                 if value.len() > MAX_XATTR_VALUE {
                     return Err(Errno(libc::E2BIG));
                 }
                 let fd = self.h(handle)?;
+                self.xattr_writable(c, name)?;
                 let _as = self.act(c)?;
                 let cname = CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL)?;
                 sys::setxattr(&proc_path(fd.as_fd()), &cname, value, *flags as i32)
@@ -523,7 +527,7 @@ impl Fs {
                 buf.truncate(n);
                 let mut list = Vec::with_capacity(buf.len());
                 for n in buf.split(|&b| b == 0).filter(|n| !n.is_empty()) {
-                    if XattrName::new(n).is_ok_and(|x| self.xattr_allowed(c, &x).is_ok()) {
+                    if XattrName::new(n).is_ok_and(|x| self.xattr_listed(c, &x)) {
                         list.extend_from_slice(n);
                         list.push(0);
                     }
@@ -537,8 +541,8 @@ impl Fs {
                 Ok(Body::XattrData(list))
             }
             Op::RemoveXattr { handle, name } => {
-                self.xattr_allowed(c, name)?;
                 let fd = self.h(handle)?;
+                self.xattr_writable(c, name)?;
                 let _as = self.act(c)?;
                 let cname = CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL)?;
                 sys::removexattr(&proc_path(fd.as_fd()), &cname).map_err(Errno::from)?;
@@ -547,15 +551,45 @@ impl Fs {
         }
     }
 
-    /// `trusted.*` and `security.*` need capabilities a switched fsuid keeps (`CAP_SYS_ADMIN`),
-    /// so only a caller who is root after squashing may touch them.
-    fn xattr_allowed(&self, c: &Caller<'_>, name: &XattrName) -> Result<(), Errno> {
-        let n = name.as_bytes();
-        if n.starts_with(b"user.") || n.starts_with(b"system.posix_acl_") || c.id.uid == 0 {
-            Ok(())
-        } else {
-            Err(Errno::EPERM)
+    /// Whether the caller may read `name` as far as privilege goes.
+    ///
+    /// The kernel answers a caller without `CAP_SYS_ADMIN` in the `trusted.*` and `security.*`
+    /// namespaces before it looks at the file's owner or mode, and the server must give those
+    /// answers itself: the serving thread keeps `CAP_SYS_ADMIN` whatever fsuid it acts as
+    /// (switching the fsuid drops only the file-system capabilities), so the kernel would let
+    /// every caller in. Only a caller who is root after squashing has the privilege; everyone
+    /// else gets what a local file system gives them (fs/xattr.c, `cap_inode_setxattr`):
+    ///
+    /// | namespace | read | write (set, remove) |
+    /// |---|---|---|
+    /// | `trusted.*` | `ENODATA`: absent, and not listed | `EPERM` |
+    /// | `security.*` | as stored (`ENODATA` where absent), listed | `EPERM` |
+    /// | `user.*`, `system.*`, others | the kernel decides, as the caller | the kernel decides |
+    ///
+    /// Everything the kernel decides by the file's owner and mode (`user.*` needs read or write
+    /// permission, a sticky directory's `user.*` its owner, an ACL the owner) it decides itself,
+    /// with the caller's fsuid, fsgid and groups on the thread.
+    fn xattr_readable(&self, c: &Caller<'_>, name: &XattrName) -> Result<(), Errno> {
+        if c.id.uid != 0 && name.as_bytes().starts_with(b"trusted.") {
+            return Err(Errno::ENODATA);
         }
+        Ok(())
+    }
+
+    /// Whether the caller may set or remove `name` as far as privilege goes (see
+    /// [`Fs::xattr_readable`]); the kernel decides the rest.
+    fn xattr_writable(&self, c: &Caller<'_>, name: &XattrName) -> Result<(), Errno> {
+        let n = name.as_bytes();
+        if c.id.uid != 0 && (n.starts_with(b"trusted.") || n.starts_with(b"security.")) {
+            return Err(Errno::EPERM);
+        }
+        Ok(())
+    }
+
+    /// Whether `listxattr` shows the caller `name`: all but `trusted.*` to a caller without
+    /// the privilege, as the kernel lists them.
+    fn xattr_listed(&self, c: &Caller<'_>, name: &XattrName) -> bool {
+        self.xattr_readable(c, name).is_ok()
     }
 
     fn setattr(

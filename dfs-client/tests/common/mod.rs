@@ -305,3 +305,30 @@ impl Drop for UnmountOnDrop {
         lazy_umount(&self.0);
     }
 }
+
+/// Runs `bash -euo pipefail -c SCRIPT` as `user`: its own uid and group, no supplementary
+/// groups, no capabilities, with `HOME` at `dir` and `dir` as its working directory (which
+/// the user must be able to reach), within `limit`.
+pub fn sh_as(user: &test_support::TestUser, dir: &Path, script: &str, limit: Duration) -> Output {
+    run_within(
+        Command::new("setpriv")
+            .args([
+                "--reuid",
+                &user.uid.to_string(),
+                "--regid",
+                &user.gid.to_string(),
+                "--clear-groups",
+                "--inh-caps=-all",
+                "--",
+                "bash",
+                "-euo",
+                "pipefail",
+                "-c",
+            ])
+            .arg(format!("cd \"$DFS_TEST_DIR\"\n{script}"))
+            .env("DFS_TEST_DIR", dir)
+            .env("HOME", dir)
+            .current_dir("/"),
+        limit,
+    )
+}

@@ -1,12 +1,13 @@
 //! A throwaway sshd on 127.0.0.1 with a throwaway key, for the sshfs baseline.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The running sshd; dropping it stops it.
 pub struct Sshd {
-    child: Child,
+    child: Option<Child>,
     port: u16,
     key: PathBuf,
 }
@@ -77,6 +78,8 @@ impl Sshd {
             ),
         )
         .map_err(|e| e.to_string())?;
+        // In a process group of its own (as every child of the bench), so that a Ctrl-C on
+        // the terminal reaches only the bench, which stops it after unmounting.
         let child = Command::new(sshd)
             .arg("-D")
             .arg("-e")
@@ -84,39 +87,80 @@ impl Sshd {
             .arg(&config)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
             .map_err(|e| format!("starting sshd: {e}"))?;
+        let sshd = Sshd {
+            child: Some(child),
+            port,
+            key,
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            super::stop::check().map_err(|e| e.to_string())?;
             if Instant::now() > deadline {
                 return Err("the throwaway sshd did not start".into());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(Sshd { child, port, key })
+        Ok(sshd)
     }
 
-    /// Mounts `remote` (a directory on this host, through sshd) on `mp`.
-    pub fn mount(&self, remote: &Path, mp: &Path) -> Result<(), String> {
+    /// Mounts `remote` (a directory on this host, through sshd) on `mp`: sshfs runs in the
+    /// foreground as a child of ours (its log in `scratch/ssh/sshfs.log`), returned once the
+    /// mount is there.
+    pub fn mount(&self, remote: &Path, mp: &Path, scratch: &Path) -> Result<Child, String> {
         let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
             .ok()
             .flatten()
             .map_or("root".to_string(), |u| u.name);
-        ok(
-            Command::new("sshfs")
-                .arg(format!("{user}@127.0.0.1:{}", remote.display()))
-                .arg(mp)
-                .args(["-p", &self.port.to_string()])
-                .arg("-o")
-                .arg(format!("IdentityFile={},StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null,BatchMode=yes,LogLevel=ERROR", self.key.display())),
-            "sshfs",
-        )
+        let log_path = scratch.join("ssh").join("sshfs.log");
+        let log =
+            std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+        let mut child = Command::new(need("sshfs")?)
+            .arg(format!("{user}@127.0.0.1:{}", remote.display()))
+            .arg(mp)
+            .arg("-f")
+            .args(["-p", &self.port.to_string()])
+            .arg("-o")
+            .arg(format!("IdentityFile={},StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null,BatchMode=yes,LogLevel=ERROR", self.key.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("sshfs: {e}"))?;
+        let mut exited = None;
+        let up = super::targets::wait_for(
+            || {
+                exited = child.try_wait().ok().flatten();
+                exited.is_some() || super::stop::check().is_err() || crate::mount::is_fuse_mount(mp)
+            },
+            Duration::from_secs(20),
+        );
+        if up.is_ok() && exited.is_none() && super::stop::check().is_ok() {
+            return Ok(child);
+        }
+        super::targets::stop_group(child);
+        if let Err(e) = super::stop::check() {
+            return Err(e.to_string());
+        }
+        let said = std::fs::read_to_string(&log_path).unwrap_or_default();
+        Err(format!(
+            "sshfs: {}",
+            match (exited, said.trim()) {
+                (Some(st), "") => format!("exited ({st})"),
+                (Some(_), said) => said.to_string(),
+                (None, _) => "the mount did not appear within 20 s".to_string(),
+            }
+        ))
     }
 }
 
 impl Drop for Sshd {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(c) = self.child.take() {
+            super::targets::stop_group(c);
+        }
     }
 }

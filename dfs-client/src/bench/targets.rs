@@ -2,6 +2,7 @@
 //! the export read directly, the in-memory FUSE ceiling, sshfs, and any named directory.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -16,8 +17,9 @@ pub struct Target {
     pub name: String,
     /// Where its files go.
     pub dir: PathBuf,
-    /// For DFS targets: the client, to read the server's counters.
-    pub client: Option<Arc<Client>>,
+    /// For DFS targets: a client of the server's own, to read its counters (with a short
+    /// timeout: a server that stops answering holds the bench up for 2 s, not 30).
+    pub client: Option<Client>,
     /// Mounts and processes, torn down in order when dropped.
     keep: Vec<Keep>,
 }
@@ -32,32 +34,89 @@ impl std::fmt::Debug for Target {
 }
 
 enum Keep {
-    Session(fuser::BackgroundSession),
+    /// A FUSE session of this process, with its mount point.
+    Session(fuser::BackgroundSession, PathBuf),
+    /// A child process in a process group of its own (a server, sshfs).
     Process(Child),
+    /// A mount served by another process (sshfs).
     Unmount(PathBuf),
     Sshd(super::sshfs::Sshd),
 }
+
+/// How long each step of the teardown may take before the next, harsher one.
+const STEP: Duration = Duration::from_secs(5);
 
 impl Drop for Target {
     fn drop(&mut self) {
         for k in self.keep.drain(..) {
             match k {
-                Keep::Session(s) => {
-                    if let Err(e) = s.umount_and_join() {
-                        tracing::warn!("unmounting: {e}");
-                    }
-                }
-                Keep::Process(mut c) => {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                }
-                Keep::Unmount(p) => {
-                    let _ = mount::umount(&p, true);
-                }
+                Keep::Session(s, mp) => unmount_session(s, &mp),
+                Keep::Process(c) => stop_group(c),
+                Keep::Unmount(p) => unmount(&p),
                 Keep::Sshd(s) => drop(s),
             }
         }
     }
+}
+
+/// Unmounts one of this process's FUSE mounts and joins its session, with a time limit on
+/// each step: a mount still busy or a session that does not end gets its connection aborted
+/// (which fails whatever is pending on it) and a lazy unmount.
+fn unmount_session(bg: fuser::BackgroundSession, mp: &Path) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let joiner = std::thread::Builder::new()
+        .name("dfs-bench-umount".into())
+        .spawn(move || {
+            let _ = tx.send(bg.umount_and_join());
+        });
+    // A clean unmount ends the session in milliseconds; one that takes longer has a thread
+    // stuck in the file system (on a server that does not answer, say).
+    let clean = joiner.is_ok() && matches!(rx.recv_timeout(STEP / 2), Ok(Ok(())));
+    if !clean {
+        tracing::debug!("{}: aborting the FUSE connection", mp.display());
+        super::stop::abort_mount(mp);
+        if super::stop::is_mounted(mp) {
+            let _ = super::stop::umount(mp, true);
+        }
+        // The session ends once its connection does and its threads are out of the file
+        // system, which may wait for the server that is stopped next: if it has not ended
+        // by then, its thread is left to the process's exit.
+        let _ = rx.recv_timeout(Duration::from_secs(1));
+    }
+    if super::stop::is_mounted(mp) {
+        let _ = super::stop::umount(mp, true);
+    }
+    super::stop::unregister_mount(mp);
+}
+
+/// Unmounts a mount served by another process (lazily if busy).
+fn unmount(mp: &Path) {
+    if super::stop::is_mounted(mp) && super::stop::umount(mp, false).is_err() {
+        super::stop::abort_mount(mp);
+        let _ = super::stop::umount(mp, true);
+    }
+    super::stop::unregister_mount(mp);
+}
+
+/// Stops a child and whatever it started in its process group: SIGTERM, then SIGKILL after
+/// [`STEP`]; returns once the group is empty (or after another step).
+pub(super) fn stop_group(mut child: Child) {
+    use nix::sys::signal::{kill, killpg, Signal};
+    use nix::unistd::Pid;
+    let pid = Pid::from_raw(child.id() as i32);
+    let _ = killpg(pid, Signal::SIGTERM);
+    let _ = kill(pid, Signal::SIGTERM);
+    // A stopped process (SIGSTOP, a debugger) takes its SIGTERM only once it runs again.
+    let _ = killpg(pid, Signal::SIGCONT);
+    let gone = |child: &mut Child| {
+        matches!(child.try_wait(), Ok(Some(_)) | Err(_)) && killpg(pid, None).is_err()
+    };
+    if wait_for(|| gone(&mut child), STEP).is_err() {
+        let _ = killpg(pid, Signal::SIGKILL);
+        let _ = child.kill();
+        let _ = wait_for(|| gone(&mut child), STEP);
+    }
+    let _ = child.try_wait();
 }
 
 impl Target {
@@ -97,12 +156,21 @@ impl Target {
             ..MountOptions::default()
         };
         let client = Arc::new(mount::connect(&addr, &opts)?);
-        let session = mount::mount_session(client.clone(), &addr, mp, &opts)?;
+        let stats = mount::connect(
+            &addr,
+            &MountOptions {
+                timeout: Duration::from_secs(2),
+                ..opts.clone()
+            },
+        )?;
+        let session = mount::mount_session(client, &addr, mp, &opts)?;
         let bg = session
             .spawn()
             .map_err(|e| format!("serving the mount: {e}"))?;
-        t.keep.insert(0, Keep::Session(bg));
-        t.client = Some(client);
+        super::stop::register_mount(mp);
+        t.keep.insert(0, Keep::Session(bg, mp.to_path_buf()));
+        t.client = Some(stats);
+        super::stop::check().map_err(|e| e.to_string())?;
         std::fs::create_dir_all(&t.dir).map_err(|e| format!("{}: {e}", t.dir.display()))?;
         Ok(t)
     }
@@ -117,38 +185,47 @@ impl Target {
             .map_err(|e| format!("mounting the in-memory file system: {e}"))?;
         let _ = mount::set_readahead(mp, opts.readahead_kib);
         let bg = session.spawn().map_err(|e| e.to_string())?;
-        let dir = mp.join("dfs-bench");
+        super::stop::register_mount(mp);
+        let t = Target {
+            name: name.into(),
+            dir: mp.join("dfs-bench"),
+            client: None,
+            keep: vec![Keep::Session(bg, mp.to_path_buf())],
+        };
         // The first access waits for the kernel's INIT to be answered.
         wait_for(
-            || std::fs::create_dir_all(&dir).is_ok(),
+            || super::stop::check().is_err() || std::fs::create_dir_all(&t.dir).is_ok(),
             Duration::from_secs(10),
         )
         .map_err(|_| "the in-memory file system did not answer".to_string())?;
-        Ok(Target {
-            name: name.into(),
-            dir,
-            client: None,
-            keep: vec![Keep::Session(bg)],
-        })
+        super::stop::check().map_err(|e| e.to_string())?;
+        Ok(t)
     }
 
     /// sshfs of `export` over a throwaway sshd on loopback, on `mp`.
     pub fn sshfs(name: &str, export: &Path, mp: &Path, scratch: &Path) -> Result<Target, String> {
         std::fs::create_dir_all(mp).map_err(|e| format!("{}: {e}", mp.display()))?;
         let sshd = super::sshfs::Sshd::start(scratch)?;
-        sshd.mount(export, mp)?;
-        let dir = mp.join("dfs-bench");
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        Ok(Target {
+        let mut t = Target {
             name: name.into(),
-            dir,
+            dir: mp.join("dfs-bench"),
             client: None,
-            keep: vec![Keep::Unmount(mp.to_path_buf()), Keep::Sshd(sshd)],
-        })
+            keep: vec![Keep::Sshd(sshd)],
+        };
+        let Some(Keep::Sshd(sshd)) = t.keep.first() else {
+            unreachable!()
+        };
+        let sshfs = sshd.mount(export, mp, scratch)?;
+        super::stop::register_mount(mp);
+        t.keep.insert(0, Keep::Process(sshfs));
+        t.keep.insert(0, Keep::Unmount(mp.to_path_buf()));
+        super::stop::check().map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(&t.dir).map_err(|e| format!("{}: {e}", t.dir.display()))?;
+        Ok(t)
     }
 }
 
-fn wait_for(mut ok: impl FnMut() -> bool, limit: Duration) -> Result<(), ()> {
+pub(super) fn wait_for(mut ok: impl FnMut() -> bool, limit: Duration) -> Result<(), ()> {
     let deadline = Instant::now() + limit;
     while !ok() {
         if Instant::now() > deadline {
@@ -211,9 +288,12 @@ fn start_server(
     if copy_path {
         cmd.arg("--copy-path");
     }
+    // In a process group of its own, so that a Ctrl-C on the terminal reaches only the bench,
+    // which stops its servers after unmounting.
     let mut child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
+        .process_group(0)
         .spawn()
         .map_err(|e| format!("starting dfs-server: {e}"))?;
     let err = child.stderr.take().ok_or("no stderr")?;
@@ -225,7 +305,12 @@ fn start_server(
     });
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        if let Err(e) = super::stop::check() {
+            stop_group(child);
+            return Err(e.to_string());
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left.min(Duration::from_millis(100))) {
             Ok(l) => {
                 if let Some(addr) = l
                     .strip_prefix("dfs-server: serving ")
@@ -236,12 +321,13 @@ fn start_server(
                     return Ok((child, addr));
                 }
                 if l.contains("error") {
-                    let _ = child.kill();
+                    stop_group(child);
                     return Err(l);
                 }
             }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if !left.is_zero() => {}
             Err(_) => {
-                let _ = child.kill();
+                stop_group(child);
                 return Err("dfs-server did not start".into());
             }
         }

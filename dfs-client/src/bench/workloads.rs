@@ -7,6 +7,8 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Instant;
 
+use super::stop::check;
+
 /// One measurement.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Workload {
@@ -102,6 +104,7 @@ pub fn prepare(dir: &Path, p: &Params) -> io::Result<()> {
         let block = pattern(1 << 20);
         let mut left = p.size;
         while left > 0 {
+            check()?;
             let n = left.min(block.len() as u64) as usize;
             f.write_all(&block[..n])?;
             left -= n as u64;
@@ -114,6 +117,7 @@ pub fn prepare(dir: &Path, p: &Params) -> io::Result<()> {
         let _ = std::fs::remove_dir_all(&big);
         std::fs::create_dir_all(&big)?;
         for i in 0..p.dir_entries {
+            check()?;
             File::create(big.join(format!("entry-{i:06}")))?;
         }
     }
@@ -163,6 +167,7 @@ pub fn run(w: Workload, dir: &Path, p: &Params, round: usize) -> io::Result<(f64
             let mut f = File::create(&path)?;
             let mut left = p.size;
             while left > 0 {
+                check()?;
                 let n = left.min(bs as u64) as usize;
                 f.write_all(&block[..n])?;
                 left -= n as u64;
@@ -180,6 +185,7 @@ pub fn run(w: Workload, dir: &Path, p: &Params, round: usize) -> io::Result<(f64
             let mut buf = vec![0u8; bs];
             let mut total = 0u64;
             loop {
+                check()?;
                 let n = f.read(&mut buf)?;
                 if n == 0 {
                     break;
@@ -199,6 +205,7 @@ pub fn run(w: Workload, dir: &Path, p: &Params, round: usize) -> io::Result<(f64
             let mut buf = [0u8; 4096];
             let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ round as u64);
             for _ in 0..p.random_ops {
+                check()?;
                 f.read_exact_at(&mut buf, (rng.next() % rand_span) * 4096)?;
             }
             (p.random_ops as f64, p.random_ops as u64 * 4096)
@@ -208,6 +215,7 @@ pub fn run(w: Workload, dir: &Path, p: &Params, round: usize) -> io::Result<(f64
             let buf = pattern(4096);
             let mut rng = Rng(0x2545_f491_4f6c_dd1d ^ round as u64);
             for _ in 0..p.random_ops {
+                check()?;
                 f.write_all_at(&buf, (rng.next() % rand_span) * 4096)?;
             }
             if p.fsync {
@@ -219,6 +227,7 @@ pub fn run(w: Workload, dir: &Path, p: &Params, round: usize) -> io::Result<(f64
             std::fs::create_dir_all(&meta)?;
             let body = pattern(1024);
             for path in files() {
+                check()?;
                 let mut f = File::create(path)?;
                 f.write_all(&body)?;
                 if p.fsync {
@@ -229,19 +238,26 @@ pub fn run(w: Workload, dir: &Path, p: &Params, round: usize) -> io::Result<(f64
         }
         Workload::Stat => {
             for path in files() {
+                check()?;
                 std::fs::metadata(path)?;
             }
             (p.files as f64, 0)
         }
         Workload::Unlink => {
             for path in files() {
+                check()?;
                 std::fs::remove_file(path)?;
             }
             std::fs::remove_dir(&meta)?;
             (p.files as f64, 0)
         }
         Workload::Readdir => {
-            let n = std::fs::read_dir(dir.join("big-dir"))?.count();
+            let mut n = 0usize;
+            for e in std::fs::read_dir(dir.join("big-dir"))? {
+                check()?;
+                e?;
+                n += 1;
+            }
             (n as f64, 0)
         }
     };

@@ -71,12 +71,20 @@ enum Cmd {
     /// targets re-read from their server at each open, the local file system from its page
     /// cache); --cold drops every cache before each read.
     ///
-    /// JSON (--json FILE) keys: config (size_bytes, rounds, files, dir_entries, random_ops,
-    /// fsync, cache, scratch); targets (column order); results[] (workload, target, unit,
-    /// median, min, max, runs[]); ratios.WORKLOAD ("dfs_fuse/fuse_ceiling", "dfs_fuse/local",
-    /// "dfs_fuse/sshfs", "pointer/copy" = dfs_fuse over dfs_copy, "dfs_tcp/dfs_fuse", of
-    /// medians, where both ran); copies_per_byte.TARGET (software copies per byte read
-    /// sequentially, from the NIC counters of the mount and its server).
+    /// Progress goes to stderr: on a terminal a bar with the elapsed time and what it is
+    /// doing, otherwise one line per stage and per measurement. Ctrl-C (SIGINT), SIGTERM or
+    /// SIGHUP stops a run cleanly: the current operation ends, the mounts are removed, the
+    /// servers stopped, and the exit status is 128 + the signal (130, 143, 129).
+    ///
+    /// JSON (--json FILE) keys: config: size_bytes (bytes), rounds, files, dir_entries,
+    /// random_ops (counts; random_ops per run), fsync and cold (booleans), workloads (the
+    /// keys run), scratch (a path); targets (column order); results[]: workload, target,
+    /// unit ("MB/s" = 10^6 bytes per second, "ops/s", "entries/s"), median, min, max and
+    /// runs[] (one per round), all in that unit; ratios.WORKLOAD: "dfs_fuse/fuse_ceiling",
+    /// "dfs_fuse/local", "dfs_fuse/sshfs", "pointer/copy" (dfs_fuse over dfs_copy),
+    /// "dfs_tcp/dfs_fuse": ratios of medians (no unit), where both ran;
+    /// copies_per_byte.TARGET: software copies per byte read sequentially, from the NIC
+    /// counters of the mount and its server.
     Bench {
         /// Size of the sequential file (K, M, G suffixes).
         #[arg(long, default_value = "1G", value_parser = parse_size)]
@@ -114,7 +122,8 @@ enum Cmd {
         /// Write every figure and ratio as JSON.
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
-        /// Draw grouped bars per workload and target (.svg, or .png with rsvg-convert).
+        /// Draw the figures (.svg or .png): a panel per workload, a bar per target with its
+        /// median written on it, on a logarithmic axis in the workload's unit.
         #[arg(long, value_name = "FILE")]
         plot: Option<PathBuf>,
         /// Where exports and mounts go (removed afterwards unless it existed).
@@ -281,14 +290,21 @@ fn bench_cmd(
         with_sshfs,
         variants: !no_variants,
         extra: targets,
-        scratch: scratch.clone(),
-        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        scratch,
+        remove_scratch: made,
+        progress: if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            dfs_client::bench::Progress::Bar
+        } else {
+            dfs_client::bench::Progress::Lines
+        },
     };
-    let result = dfs_client::bench::run(&opts);
-    if made {
-        let _ = std::fs::remove_dir_all(&scratch);
-    }
-    let report = result?;
+    // Stopped by a signal: torn down by now; exit 128 + the signal, as a shell expects.
+    let report = dfs_client::bench::run(&opts).inspect_err(|e| {
+        if let Some(code) = dfs_client::bench::exit_code() {
+            eprintln!("dfs bench: {e}");
+            std::process::exit(code);
+        }
+    })?;
     print!("{}", report.table());
     if let Some(p) = json {
         report.write_json(&p)?;

@@ -232,6 +232,12 @@ impl Core {
         // holds no import of my ring has nothing in flight: if its own ring is gone too (it
         // died before importing mine), it is gone.
         if self.peer_left || (self.rx_export.importers() == 0 && !self.tx_import.is_alive()) {
+            // The departure may have come after the look above: what the peer sent before it
+            // (its last bytes, its end of stream) is visible now, and still counts.
+            self.refresh_rx()?;
+            if self.rx.available() >= min || self.rx.at_eof() {
+                return Ok(true);
+            }
             return Err(io::Error::new(
                 io::ErrorKind::ConnectionReset,
                 "the peer went away without closing the connection",

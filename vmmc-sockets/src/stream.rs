@@ -453,6 +453,9 @@ impl Inner {
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"));
             }
             if now - start < self.spin {
+                // A thread this one's peer waits for may be ready to run on this core (on a
+                // machine with few cores, the one that would send what we wait for).
+                std::thread::yield_now();
                 continue;
             }
             {

@@ -1,6 +1,8 @@
 //! Between the protocol's types and fuser's.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dfs_proto::attr::{Attr, FileKind, SetTime, Timestamp};
 use dfs_proto::msg::{Creds, OpenFlags, MAX_GROUPS};
@@ -117,10 +119,21 @@ pub fn open_flags(flags: i32) -> OpenFlags {
     }
 }
 
-/// The caller's credentials: the kernel gives uid, gid and pid; the supplementary groups are
-/// read from `/proc/PID/status` (a caller that is gone has none).
-pub fn creds(uid: u32, gid: u32, pid: u32) -> Creds {
-    let groups = std::fs::read_to_string(format!("/proc/{pid}/status"))
+/// How long a caller's groups, once read, are used for its next requests.
+const GROUPS_FRESH: Duration = Duration::from_millis(250);
+/// Most callers whose groups are kept; past it the table starts over.
+const MAX_CALLERS: usize = 4096;
+
+/// A caller's groups as last read, and when.
+struct Groups {
+    uid: u32,
+    gid: u32,
+    at: Instant,
+    groups: Vec<u32>,
+}
+
+fn read_groups(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines().find_map(|l| l.strip_prefix("Groups:")).map(|g| {
@@ -130,7 +143,46 @@ pub fn creds(uid: u32, gid: u32, pid: u32) -> Creds {
                     .collect()
             })
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// The caller's credentials: the kernel gives uid, gid and pid; the supplementary groups are
+/// read from `/proc/PID/status` (a caller that is gone has none). Reading them costs more
+/// than a round trip to the server (the kernel writes out the whole status), and a `create`
+/// is five requests, so a caller's groups are used for [`GROUPS_FRESH`] while its uid and
+/// gid stay the same. A process that changes its groups alone (only root may) is seen with
+/// its old ones for that long by the server; the kernel's own check of every request
+/// (`default_permissions`) uses its groups of the moment.
+pub fn creds(uid: u32, gid: u32, pid: u32) -> Creds {
+    static KNOWN: Mutex<Option<HashMap<u32, Groups>>> = Mutex::new(None);
+    let now = Instant::now();
+    {
+        let known = KNOWN.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(g) = known.as_ref().and_then(|m| m.get(&pid)) {
+            if g.uid == uid && g.gid == gid && now.duration_since(g.at) < GROUPS_FRESH {
+                return Creds {
+                    uid,
+                    gid,
+                    groups: g.groups.clone(),
+                };
+            }
+        }
+    }
+    let groups = read_groups(pid);
+    let mut known = KNOWN.lock().unwrap_or_else(|p| p.into_inner());
+    let m = known.get_or_insert_with(HashMap::new);
+    if m.len() >= MAX_CALLERS {
+        m.clear();
+    }
+    m.insert(
+        pid,
+        Groups {
+            uid,
+            gid,
+            at: now,
+            groups: groups.clone(),
+        },
+    );
     Creds { uid, gid, groups }
 }
 

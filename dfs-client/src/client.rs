@@ -155,6 +155,17 @@ impl Client {
         }
     }
 
+    /// Opens this session's notice channel: a connection of its own, on which the server
+    /// tells what others change (see [`crate::conn::Notices`]).
+    pub fn subscribe(&self) -> Result<crate::conn::Notices, CallError> {
+        Connection::connect(&self.addr, &self.opts)
+            .map_err(|e| match e {
+                ConnectError::Io(e) => CallError::Io(e),
+                e => CallError::Protocol(e.to_string()),
+            })?
+            .subscribe()
+    }
+
     /// Sends `op` with `data` (a write's bytes) and returns the server's answer.
     pub fn call(&self, creds: &Creds, op: Op, data: &[u8]) -> Result<Body, Errno> {
         let idempotent = op.is_idempotent();
@@ -250,6 +261,32 @@ impl Client {
         }
     }
 
+    /// A page of `dir` from `cookie` (0 at the start) of at most `max_entries` entries, with
+    /// each entry's handle and attributes if `attrs`, and the directory's own attributes as
+    /// they were before the page was read.
+    pub fn list_dir(
+        &self,
+        creds: &Creds,
+        dir: &FileHandle,
+        cookie: u64,
+        max_entries: u32,
+        attrs: bool,
+    ) -> Result<(DirPage, Attr), Errno> {
+        match self.call(
+            creds,
+            Op::ListDir {
+                dir: dir.clone(),
+                cookie,
+                max_entries,
+                attrs,
+            },
+            &[],
+        )? {
+            Body::Listing { page, dir } => Ok((page, dir)),
+            b => Err(unexpected(b)),
+        }
+    }
+
     /// Opens an existing file.
     pub fn open(
         &self,
@@ -337,7 +374,8 @@ impl Client {
         self.read_with(creds, handle, open, offset, len, |d, _| d.to_vec())
     }
 
-    /// Writes `data` at `offset` (at the end for an append open); returns the bytes written.
+    /// Writes `data` at `offset` (at the end for an append open); returns the bytes written
+    /// and the file's attributes after them.
     pub fn write(
         &self,
         creds: &Creds,
@@ -346,7 +384,7 @@ impl Client {
         offset: u64,
         append: bool,
         data: &[u8],
-    ) -> Result<u32, Errno> {
+    ) -> Result<(u32, Attr), Errno> {
         match self.call(
             creds,
             Op::Write {
@@ -357,7 +395,7 @@ impl Client {
             },
             data,
         )? {
-            Body::Written { len } => Ok(len),
+            Body::Written { len, attr } => Ok((len, attr)),
             b => Err(unexpected(b)),
         }
     }
@@ -539,7 +577,10 @@ impl Client {
 
     /// Forgets an open.
     pub fn release(&self, creds: &Creds, open: OpenId) -> Result<(), Errno> {
-        self.done(creds, Op::Release { open })
+        // Nothing waits on a close: one message, no reply, no round trip. The connection
+        // that carries it serves its next request only after it, so the open is gone for
+        // anything that follows on it.
+        self.with_connection(false, |c| c.send_only(creds, Op::Release { open }))
     }
 
     /// Allocates, punches or zeroes a range.

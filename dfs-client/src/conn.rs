@@ -8,8 +8,8 @@ use dfs_proto::codec;
 use dfs_proto::frame::{self, Arrival, FrameHeader, HEADER};
 use dfs_proto::handle::{FileHandle, OpenId};
 use dfs_proto::msg::{
-    AuthMode, ClientHello, ClientProof, Creds, Op, Reply, Request, ServerChallenge, ServerVerdict,
-    MAGIC, MAX_GROUPS, PROTOCOL_VERSION,
+    AuthMode, Body, ClientHello, ClientProof, Creds, Notice, Op, Reply, Request, ServerChallenge,
+    ServerVerdict, MAGIC, MAX_GROUPS, NO_REPLY, PROTOCOL_VERSION,
 };
 use dfs_proto::Errno;
 use serde::Serialize;
@@ -136,11 +136,17 @@ impl RequestIds {
     }
 
     fn next(&mut self) -> u64 {
-        self.n += 1;
-        let h = blake3::keyed_hash(&self.key, &self.n.to_le_bytes());
-        let mut id = [0u8; 8];
-        id.copy_from_slice(&h.as_bytes()[..8]);
-        u64::from_le_bytes(id)
+        loop {
+            self.n += 1;
+            let h = blake3::keyed_hash(&self.key, &self.n.to_le_bytes());
+            let mut id = [0u8; 8];
+            id.copy_from_slice(&h.as_bytes()[..8]);
+            // 0 asks for no reply.
+            match u64::from_le_bytes(id) {
+                NO_REPLY => continue,
+                id => return id,
+            }
+        }
     }
 }
 
@@ -272,6 +278,23 @@ impl Connection {
         Err(e)
     }
 
+    /// Sends `op` and does not wait: the server answers nothing and drops whatever it fails
+    /// with ([`NO_REPLY`]). For what nothing waits on, such as a release: no round trip.
+    pub fn send_only(&mut self, creds: &Creds, op: Op) -> Result<(), CallError> {
+        self.check()?;
+        let req = Request {
+            id: NO_REPLY,
+            creds: creds.clone(),
+            op,
+        };
+        let sent = if self.copy_path {
+            copying::send(&self.stream, &req)
+        } else {
+            send(&self.stream, &req, &[])
+        };
+        sent.or_else(|e| self.fail(not_sent(e)))
+    }
+
     /// Sends `op` (with `data` as a write's data part) and waits for its reply.
     pub fn call(&mut self, creds: &Creds, op: Op, data: &[u8]) -> Result<Reply, CallError> {
         self.exchange(creds, op, data, |reply, _data| Ok(reply))
@@ -332,6 +355,76 @@ impl Connection {
             return self.fail(not_sent(e));
         }
         recv_reply(&self.stream, id, f).or_else(|e| self.fail(e))
+    }
+}
+
+/// How long [`Notices::next`] waits before it says there was nothing.
+pub const NOTICE_WAIT: Duration = Duration::from_millis(250);
+
+/// A connection the server sends its [`Notice`]s on (see [`Connection::subscribe`]).
+#[derive(Debug)]
+pub struct Notices {
+    stream: VmmcStream,
+    local_changes: bool,
+}
+
+impl Connection {
+    /// Makes this connection its session's notice channel: from now on the server tells it
+    /// what other clients and local programs change, and it carries nothing else.
+    pub fn subscribe(mut self) -> Result<Notices, CallError> {
+        let reply = self.call(&current_creds(), Op::Subscribe, &[])?;
+        match reply.result {
+            Ok(Body::Subscribed { local_changes }) => {
+                self.stream.set_read_timeout(Some(NOTICE_WAIT))?;
+                Ok(Notices {
+                    stream: self.stream,
+                    local_changes,
+                })
+            }
+            Ok(other) => Err(CallError::Protocol(format!(
+                "a subscription answered with {other:?}"
+            ))),
+            Err(e) => Err(CallError::Io(io::Error::from_raw_os_error(e.0))),
+        }
+    }
+}
+
+impl Notices {
+    /// Whether the server notices what local programs change in the export too (else only
+    /// what its clients change).
+    pub fn local_changes(&self) -> bool {
+        self.local_changes
+    }
+
+    /// The stream underneath (for tests that misbehave on purpose).
+    pub fn stream(&self) -> &VmmcStream {
+        &self.stream
+    }
+
+    /// The next notice, or `None` after [`NOTICE_WAIT`] without one. A malformed notice or
+    /// one larger than the protocol allows ends the channel with an error.
+    pub fn next(&self) -> Result<Option<Notice>, CallError> {
+        let (slot, header, meta) = match next_frame(&self.stream) {
+            Ok(f) => f,
+            Err(CallError::Io(e))
+                if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(e),
+        };
+        if header.data_len != 0 {
+            return Err(CallError::Protocol("a notice with a data part".into()));
+        }
+        let n: Notice = codec::decode(&meta).map_err(|e| CallError::Protocol(e.to_string()))?;
+        if !n.is_valid() {
+            return Err(CallError::Protocol(format!(
+                "a notice of {} items, more than the protocol allows",
+                n.len()
+            )));
+        }
+        slot.consume(header.total())?;
+        Ok(Some(n))
     }
 }
 
@@ -449,6 +542,14 @@ mod copying {
     use vmmc_sockets::VmmcStream;
 
     use super::CallError;
+
+    /// Writes a request whose reply nobody waits for.
+    pub(super) fn send(stream: &VmmcStream, req: &Request) -> Result<(), CallError> {
+        let frame =
+            codec::frame_to_vec(req, &[]).map_err(|e| CallError::Protocol(e.to_string()))?;
+        let mut s: &VmmcStream = stream;
+        s.write_all(&frame).map_err(CallError::NotSent)
+    }
 
     pub(super) fn call(
         stream: &VmmcStream,

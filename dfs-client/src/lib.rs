@@ -25,4 +25,4 @@ pub mod mount;
 mod sys;
 
 pub use client::Client;
-pub use conn::{current_creds, CallError, ConnectError, ConnectOptions, Connection};
+pub use conn::{current_creds, CallError, ConnectError, ConnectOptions, Connection, Notices};

@@ -19,7 +19,8 @@ use crate::{Client, ConnectError, ConnectOptions};
 pub struct MountOptions {
     /// Mount read-only (`ro`).
     pub read_only: bool,
-    /// Kernel cache timeouts (`attr_timeout=SECS`, `entry_timeout=SECS`).
+    /// Kernel cache timeouts (`attr_timeout=SECS`, `entry_timeout=SECS` without notices from
+    /// the server, `cache_timeout=SECS` with them).
     pub times: CacheTimes,
     /// Let users other than the one who mounted in (`allow_other`). On by default when root
     /// mounts, as for any system mount: the kernel checks permissions against the files' modes
@@ -87,6 +88,7 @@ impl MountOptions {
                 ("copy_path", None) => self.copy_path = true,
                 ("attr_timeout", Some(v)) => self.times.attr = seconds(key, v)?,
                 ("entry_timeout", Some(v)) => self.times.entry = seconds(key, v)?,
+                ("cache_timeout", Some(v)) => self.times.coherent = seconds(key, v)?,
                 ("timeout", Some(v)) => {
                     self.timeout = seconds(key, v)?.max(Duration::from_millis(100))
                 }
@@ -220,8 +222,12 @@ pub fn mount_session(
     let ro = opts.read_only || client.read_only();
     let config = fuse_config(addr, SUBTYPE, ro, opts);
     let fs = DfsFuse::new(client, opts.times, opts.keep_cache);
+    let worker = fs.notice_worker();
     let session = fuser::Session::new(fs, mountpoint, &config)
         .map_err(|e| format!("cannot mount on {}: {e}", mountpoint.display()))?;
+    if let Err(e) = worker.spawn(session.notifier()) {
+        tracing::warn!("cannot start the thread for the server's notices: {e}; caching briefly");
+    }
     if let Err(e) = set_readahead(mountpoint, opts.readahead_kib) {
         tracing::warn!(
             "cannot raise the readahead of {}: {e}",

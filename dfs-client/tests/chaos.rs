@@ -1216,7 +1216,7 @@ fn honest_client(addr: String, n: usize, stats: Arc<Honest>, phases: Arc<Phases>
                 append: false,
             };
             match call(&mut c, stats, &me, write, &data)? {
-                Body::Written { len } if len as usize == data.len() => {}
+                Body::Written { len, .. } if len as usize == data.len() => {}
                 other => return Err(format!("write answered {other:?}")),
             }
             if read(&mut c, stats, &me, &h, open, data.len())? != data {

@@ -39,12 +39,11 @@ fn typed_calls_survive_a_server_restart() {
         ..Default::default()
     };
     let (f, open) = client.create(&me, &d.handle, &n("f"), 0o644, rw).unwrap();
-    assert_eq!(
-        client
-            .write(&me, &f.handle, Some(open), 0, false, b"0123456789")
-            .unwrap(),
-        10
-    );
+    let (len, attr) = client
+        .write(&me, &f.handle, Some(open), 0, false, b"0123456789")
+        .unwrap();
+    // The reply says what the write made of the file.
+    assert_eq!((len, attr.size), (10, 10));
     let got = client
         .read_with(&me, &f.handle, Some(open), 2, 4, |data, eof| {
             (data.to_vec(), eof)
@@ -93,7 +92,10 @@ fn typed_calls_survive_a_server_restart() {
         .spawn()
         .unwrap();
     assert_eq!(
-        client.write(&me, &f.handle, None, 10, false, b"!").unwrap(),
+        client
+            .write(&me, &f.handle, None, 10, false, b"!")
+            .unwrap()
+            .0,
         1
     );
     assert_eq!(

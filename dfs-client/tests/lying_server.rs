@@ -1,5 +1,6 @@
 //! A server that answers a read with more bytes than were asked for: the client must not
 //! hand them to its caller (whose buffer was sized by what it asked), and the call fails.
+//! It also sends notices larger than the protocol allows, which end the notice channel.
 //!
 //! The lying server is built here on a `VmmcListener`: it speaks the DFS handshake
 //! (no secret) and answers every read of `len` bytes with a well-formed reply whose data
@@ -15,8 +16,8 @@ use dfs_proto::codec;
 use dfs_proto::frame::{FrameHeader, HEADER};
 use dfs_proto::handle::FileHandle;
 use dfs_proto::msg::{
-    AuthMode, Body, ClientHello, ClientProof, Creds, Op, Reply, Request, ServerChallenge,
-    ServerVerdict, PROTOCOL_VERSION,
+    AuthMode, Body, ClientHello, ClientProof, Creds, Notice, Op, Reply, Request, ServerChallenge,
+    ServerVerdict, MAX_NOTICE_ITEMS, PROTOCOL_VERSION,
 };
 use dfs_proto::Errno;
 use vmmc_sockets::{VmmcListener, VmmcStream};
@@ -74,6 +75,26 @@ fn serve(s: VmmcStream, extra: fn(u32) -> usize) -> std::io::Result<()> {
             Op::Read { len, .. } => {
                 let n = extra(len);
                 (Ok(Body::Read { eof: false }), vec![0xEE; n])
+            }
+            Op::Subscribe => {
+                let ok = Body::Subscribed {
+                    local_changes: true,
+                };
+                write_frame(
+                    &s,
+                    &Reply {
+                        id: req.id,
+                        result: Ok(ok),
+                    },
+                    &[],
+                )?;
+                // A notice of more items than the protocol allows.
+                let flood = Notice {
+                    inodes: (0..MAX_NOTICE_ITEMS as u64 + 1).collect(),
+                    ..Notice::default()
+                };
+                write_frame(&s, &flood, &[])?;
+                continue;
             }
             _ => (Err(Errno(libc::ENOSYS)), vec![]),
         };
@@ -224,4 +245,16 @@ fn replies_of_at_most_the_asked_length_still_pass() {
         .read_in_place(&creds(), root, None, 0, 100, |_, d| d.len())
         .unwrap();
     assert_eq!(n, 99);
+}
+
+#[test]
+fn a_notice_larger_than_the_protocol_allows_ends_the_channel() {
+    let liar = Liar::start(LIES[0]);
+    let client = Client::connect(&liar.addr, opts(false)).unwrap();
+    let notices = client.subscribe().unwrap();
+    assert!(notices.local_changes());
+    let t0 = Instant::now();
+    let r = notices.next();
+    assert!(t0.elapsed() < LIMIT);
+    assert!(matches!(r, Err(CallError::Protocol(_))), "{r:?}");
 }

@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::handle::FileHandle;
 
-/// A point in time: seconds and nanoseconds since the Unix epoch.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+/// A point in time: seconds and nanoseconds since the Unix epoch. Ordered by time.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Default, Serialize, Deserialize)]
 pub struct Timestamp {
     /// Seconds (negative before 1970).
     pub secs: i64,
@@ -52,7 +52,7 @@ impl FileKind {
 }
 
 /// A file's attributes, as `stat` gives them.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
 pub struct Attr {
     /// Inode number on the server.
     pub ino: u64,

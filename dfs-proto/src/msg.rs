@@ -11,8 +11,12 @@ use crate::errno::Errno;
 use crate::handle::{FileHandle, OpenId};
 use crate::name::{LinkTarget, Name, XattrName};
 
-/// The protocol version this crate speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The protocol version this crate speaks. 2: `Written` carries the file's attributes, and a
+/// request with id [`NO_REPLY`] gets no reply.
+pub const PROTOCOL_VERSION: u32 = 2;
+/// A request with this id gets no reply, and whatever it fails with is dropped: for what
+/// nothing waits on (closing an open), so that it costs no round trip.
+pub const NO_REPLY: u64 = 0;
 /// What a client's first bytes say, so a server can tell a DFS client from a stray connection.
 pub const MAGIC: [u8; 4] = *b"VDFS";
 /// Most supplementary groups a request carries (Linux's `NGROUPS_MAX` is 65536; a request
@@ -20,6 +24,8 @@ pub const MAGIC: [u8; 4] = *b"VDFS";
 pub const MAX_GROUPS: usize = 64;
 /// Most entries in one readdir page.
 pub const MAX_DIR_ENTRIES: u32 = 1024;
+/// Most entries in one [`Op::ListDir`] page (a page also stops short of the meta limit).
+pub const MAX_LIST_ENTRIES: u32 = 8192;
 
 /// The client's first message.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
@@ -357,6 +363,23 @@ pub enum Op {
     /// The server's transfer counters, so that a benchmark can report copies per byte on
     /// both sides.
     Stats,
+    /// A page of a directory, answered with [`Body::Listing`]: names, kinds, inode numbers
+    /// and cookies, with each entry's handle and attributes only if `attrs` (a plain listing
+    /// costs the server no `stat` and no handle per entry).
+    ListDir {
+        /// The directory.
+        dir: FileHandle,
+        /// Where to go on: 0 at the start, else the cookie of the last entry seen.
+        cookie: u64,
+        /// Most entries to return (at most [`MAX_LIST_ENTRIES`]).
+        max_entries: u32,
+        /// Whether each entry comes with its handle and attributes.
+        attrs: bool,
+    },
+    /// Makes this connection the client's notice channel, answered with
+    /// [`Body::Subscribed`]: from then on the server sends [`Notice`]s on it, whenever files
+    /// its clients may cache change, and reads nothing more from it.
+    Subscribe,
 }
 
 impl Op {
@@ -375,7 +398,9 @@ impl Op {
             | Op::Release { .. }
             | Op::GetXattr { .. }
             | Op::ListXattr { .. }
-            | Op::Stats => false,
+            | Op::Stats
+            | Op::ListDir { .. }
+            | Op::Subscribe => false,
             Op::Open { flags, .. } => flags.write || flags.truncate || flags.append,
             Op::SetAttr { .. }
             | Op::Create { .. }
@@ -409,6 +434,7 @@ impl Op {
             | Op::GetXattr { .. }
             | Op::ListXattr { .. }
             | Op::Stats
+            | Op::ListDir { .. }
             | Op::Open { .. }
             | Op::SetXattr { .. } => true,
             Op::Write { append, .. } => !append,
@@ -416,7 +442,8 @@ impl Op {
                 !matches!(set.atime, Some(crate::attr::SetTime::Now))
                     && !matches!(set.mtime, Some(crate::attr::SetTime::Now))
             }
-            Op::Create { .. }
+            Op::Subscribe
+            | Op::Create { .. }
             | Op::Mkdir { .. }
             | Op::Mknod { .. }
             | Op::Unlink { .. }
@@ -434,7 +461,7 @@ impl Op {
 /// its bytes as the frame's data part.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct Request {
-    /// Chosen by the client; the reply repeats it.
+    /// Chosen by the client; the reply repeats it. [`NO_REPLY`] asks for none.
     pub id: u64,
     /// Who asks.
     pub creds: Creds,
@@ -493,6 +520,9 @@ pub enum Body {
     Written {
         /// How many.
         len: u32,
+        /// The file's attributes after the write: what a client that caches the file's
+        /// pages compares at its next open, without asking again at close.
+        attr: Attr,
     },
     /// A symlink's target.
     Target(LinkTarget),
@@ -504,6 +534,88 @@ pub enum Body {
     XattrData(Vec<u8>),
     /// The server process's transfer counters.
     Stats(TransferStats),
+    /// A directory page ([`Op::ListDir`]) and the directory's own attributes, taken before
+    /// the page was read (so a client can tell whether the directory changed since).
+    Listing {
+        /// The entries.
+        page: DirPage,
+        /// The directory's attributes.
+        dir: Attr,
+    },
+    /// The connection now carries [`Notice`]s.
+    Subscribed {
+        /// Whether changes made on the server by anything but the DFS (a local program
+        /// writing in the export) are noticed too. Only then may a client keep what it caches
+        /// for long: otherwise it could not learn that a local change made its copy stale.
+        local_changes: bool,
+    },
+}
+
+/// Most items in one [`Notice`], so that the largest one (every item a name) stays far
+/// below [`crate::frame::MAX_META`]; more changes are sent as several notices.
+pub const MAX_NOTICE_ITEMS: usize = 512;
+
+/// What changed on the server, for a client to drop from its caches (the kernel's, through
+/// FUSE's invalidations). Files are named by server inode number, which every client of the
+/// file knows whatever handle it reached the file by. A client that made a change through
+/// its own requests is not told of it. Sent on a subscribed connection as the meta part of a
+/// frame.
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+pub struct Notice {
+    /// Files and directories whose attributes, data or listing changed.
+    pub inodes: Vec<u64>,
+    /// Names that appeared, vanished or now name another file, by the directory's inode
+    /// number.
+    pub entries: Vec<(u64, Name)>,
+    /// Too much changed to say (or notices were lost): drop everything.
+    pub everything: bool,
+}
+
+impl Notice {
+    /// Whether there is nothing to say.
+    pub fn is_empty(&self) -> bool {
+        !self.everything && self.inodes.is_empty() && self.entries.is_empty()
+    }
+
+    /// Items in it.
+    pub fn len(&self) -> usize {
+        self.inodes.len() + self.entries.len()
+    }
+
+    /// Whether a peer may send it: [`MAX_NOTICE_ITEMS`] at most.
+    pub fn is_valid(&self) -> bool {
+        self.len() <= MAX_NOTICE_ITEMS
+    }
+
+    /// Cuts it into notices of [`MAX_NOTICE_ITEMS`] items at most.
+    pub fn split(mut self) -> Vec<Notice> {
+        if self.is_valid() {
+            return vec![self];
+        }
+        let mut out = Vec::new();
+        while !self.inodes.is_empty() {
+            let rest = self
+                .inodes
+                .split_off(self.inodes.len().min(MAX_NOTICE_ITEMS));
+            out.push(Notice {
+                inodes: std::mem::replace(&mut self.inodes, rest),
+                ..Notice::default()
+            });
+        }
+        while !self.entries.is_empty() {
+            let rest = self
+                .entries
+                .split_off(self.entries.len().min(MAX_NOTICE_ITEMS));
+            out.push(Notice {
+                entries: std::mem::replace(&mut self.entries, rest),
+                ..Notice::default()
+            });
+        }
+        if let Some(first) = out.first_mut() {
+            first.everything = self.everything;
+        }
+        out
+    }
 }
 
 /// A process's transfer counters (those of its emulated NIC), since it started.
@@ -524,4 +636,37 @@ pub struct Reply {
     pub id: u64,
     /// The outcome: an errno travels as itself.
     pub result: Result<Body, Errno>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_notice_splits_into_valid_ones_that_say_the_same() {
+        let name = |i: u64| Name::new(format!("n{i}").as_bytes()).unwrap();
+        let big = Notice {
+            inodes: (0..1300).collect(),
+            entries: (0..700).map(|i| (i, name(i))).collect(),
+            everything: true,
+        };
+        assert!(!big.is_valid());
+        let parts = big.clone().split();
+        assert!(parts.iter().all(Notice::is_valid));
+        let mut again = Notice::default();
+        for p in parts {
+            again.everything |= p.everything;
+            again.inodes.extend(p.inodes);
+            again.entries.extend(p.entries);
+        }
+        assert_eq!(again, big);
+        // The largest notice, every item a longest name, fits a frame's meta part.
+        let longest = Name::new(&[b'x'; crate::name::MAX_NAME]).unwrap();
+        let full = Notice {
+            entries: vec![(u64::MAX, longest); MAX_NOTICE_ITEMS],
+            ..Notice::default()
+        };
+        let bytes = crate::codec::encode_to_vec(&full).unwrap();
+        assert!(bytes.len() < crate::frame::MAX_META, "{}", bytes.len());
+    }
 }

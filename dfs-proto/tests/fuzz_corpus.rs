@@ -167,6 +167,12 @@ fn seeds() -> Vec<Vec<u8>> {
             name: XattrName::new(b"user.a").unwrap(),
         },
         Op::Stats,
+        Op::ListDir {
+            dir: h.clone(),
+            cookie: 12,
+            max_entries: 4096,
+            attrs: false,
+        },
     ];
     let bodies = vec![
         Ok(Body::Done),
@@ -196,7 +202,10 @@ fn seeds() -> Vec<Vec<u8>> {
             entry: Some(entry),
         }),
         Ok(Body::Read { eof: true }),
-        Ok(Body::Written { len: 7 }),
+        Ok(Body::Written {
+            len: 7,
+            attr: dfs_proto::attr::Attr::default(),
+        }),
         Ok(Body::Target(LinkTarget::new(b"/x").unwrap())),
         Ok(Body::StatFs(StatFs::default())),
         Ok(Body::XattrSize(5)),
@@ -206,6 +215,19 @@ fn seeds() -> Vec<Vec<u8>> {
             fetched: 2,
             copied: 3,
         })),
+        Ok(Body::Listing {
+            page: DirPage {
+                entries: vec![DirEntry {
+                    name: b"g".to_vec(),
+                    kind: dfs_proto::attr::FileKind::Symlink,
+                    ino: 6,
+                    cookie: 11,
+                    entry: None,
+                }],
+                eof: false,
+            },
+            dir: attr,
+        }),
         Err(Errno::ESTALE),
     ];
     let frame = |meta: Vec<u8>, data: usize| {

@@ -17,6 +17,7 @@ use dfs_proto::attr::{Attr, Entry, FileKind, SetAttr, SetTime, StatFs, Timestamp
 use dfs_proto::handle::{FileHandle, OpenId};
 use dfs_proto::msg::{
     Body, Creds, DirEntry, DirPage, Op, OpenFlags, RenameMode, MAX_DIR_ENTRIES, MAX_GROUPS,
+    MAX_LIST_ENTRIES,
 };
 use dfs_proto::name::{LinkTarget, Name, XattrName, MAX_XATTR_VALUE};
 use dfs_proto::Errno;
@@ -258,7 +259,29 @@ impl Fs {
                 dir,
                 cookie,
                 max_entries,
-            } => self.readdir(c, dir, *cookie, *max_entries),
+            } => self
+                .readdir(
+                    c,
+                    dir,
+                    *cookie,
+                    (*max_entries).clamp(1, MAX_DIR_ENTRIES),
+                    true,
+                )
+                .map(|(page, _)| Body::Dir(page)),
+            Op::ListDir {
+                dir,
+                cookie,
+                max_entries,
+                attrs,
+            } => self
+                .readdir(
+                    c,
+                    dir,
+                    *cookie,
+                    (*max_entries).clamp(1, MAX_LIST_ENTRIES),
+                    *attrs,
+                )
+                .map(|(page, dir)| Body::Listing { page, dir }),
             Op::Open { handle, flags } => {
                 let fd = self.h(handle)?;
                 let _as = self.act(c)?;
@@ -292,7 +315,8 @@ impl Fs {
                     entry: Some(entry),
                 })
             }
-            Op::Read { .. } => Err(Errno::EPROTO),
+            // Served by the session, which owns the connection they concern.
+            Op::Read { .. } | Op::Subscribe => Err(Errno::EPROTO),
             Op::Stats => {
                 let n = vmmc_sockets::Counters::now();
                 Ok(Body::Stats(dfs_proto::msg::TransferStats {
@@ -317,7 +341,11 @@ impl Fs {
                     let rest = data.get(done..).ok_or(nix::Error::EINVAL)?;
                     rest.pwrite_to(fd.as_fd(), at).map_err(io_to_nix)
                 })?;
-                Ok(Body::Written { len: done as u32 })
+                let attr = attr_of(&fstat(fd.as_fd()).map_err(ex)?);
+                Ok(Body::Written {
+                    len: done as u32,
+                    attr,
+                })
             }
             Op::Mkdir { dir, name, mode } => {
                 let d = self.h(dir)?;
@@ -663,41 +691,51 @@ impl Fs {
             .map_err(ex)
     }
 
+    /// A page of `dir` from `cookie`: at most `max` entries, each with its handle and
+    /// attributes if `attrs`, and the directory's own attributes as they were before the
+    /// page was read.
     fn readdir(
         &self,
         c: &Caller<'_>,
         dir: &FileHandle,
         cookie: u64,
         max: u32,
-    ) -> Result<Body, Errno> {
+        attrs: bool,
+    ) -> Result<(DirPage, Attr), Errno> {
         let d = self.h(dir)?;
-        let is_root = {
-            let a = fstat(d.as_fd()).map_err(ex)?;
+        let dir_st = fstat(d.as_fd()).map_err(ex)?;
+        let root_ino = {
             let r = fstat(self.handles.root()).map_err(ex)?;
-            (a.st_dev, a.st_ino) == (r.st_dev, r.st_ino)
+            ((dir_st.st_dev, dir_st.st_ino) == (r.st_dev, r.st_ino)).then_some(r.st_ino)
         };
+        let dir_attr = attr_of(&dir_st);
         let _as = self.act(c)?;
         let fd = reopen(d.as_fd(), OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
         let cookie = i64::try_from(cookie).map_err(|_| Errno::EINVAL)?;
         nix::unistd::lseek(fd.as_fd(), cookie, nix::unistd::Whence::SeekSet).map_err(ex)?;
-        let max = max.clamp(1, MAX_DIR_ENTRIES) as usize;
+        let max = max as usize;
         let mut entries = Vec::new();
         let mut bytes = 0usize;
-        let mut buf = vec![0u8; 32 * 1024];
+        // Enough for the page, not much more: what getdents reads past it is read again by
+        // the next page (a record is at most 280 bytes, so one always fits).
+        let mut buf = vec![0u8; (max * 64).clamp(1024, 64 * 1024)];
         loop {
-            let n = sys::getdents(fd.as_fd(), &mut buf).map_err(Errno::from)?;
+            // Short names are the rule: ask for little more than the rest of the page.
+            let want = ((max - entries.len()) * 48).clamp(1024, buf.len());
+            let n = sys::getdents(fd.as_fd(), &mut buf[..want]).map_err(Errno::from)?;
             if n == 0 {
-                return Ok(Body::Dir(DirPage { entries, eof: true }));
+                return Ok((DirPage { entries, eof: true }, dir_attr));
             }
             for e in dirents::parse(&buf[..n]) {
                 if entries.len() >= max || bytes >= DIR_PAGE_BYTES {
-                    return Ok(Body::Dir(DirPage {
+                    let page = DirPage {
                         entries,
                         eof: false,
-                    }));
+                    };
+                    return Ok((page, dir_attr));
                 }
                 let dot = e.name == b"." || e.name == b"..";
-                let entry = if dot {
+                let entry = if dot || !attrs {
                     None
                 } else {
                     // An entry removed since getdents saw it is listed without attributes.
@@ -716,16 +754,17 @@ impl Fs {
                     })
                 };
                 // The parent of the export is none of the client's business.
-                let ino = if is_root && e.name == b".." {
-                    fstat(self.handles.root())
-                        .map(|s| s.st_ino)
-                        .unwrap_or(e.ino)
-                } else {
-                    e.ino
+                let ino = match root_ino {
+                    Some(root) if e.name == b".." => root,
+                    _ => e.ino,
                 };
+                // An entry's encoding is at most its name and 32 bytes (lengths, kind, inode
+                // number, cookie are varints), and a handle's bytes and 128 with attributes.
                 bytes += e.name.len()
-                    + 64
-                    + entry.as_ref().map_or(0, |x| x.handle.as_bytes().len() + 96);
+                    + 32
+                    + entry
+                        .as_ref()
+                        .map_or(0, |x| x.handle.as_bytes().len() + 128);
                 entries.push(DirEntry {
                     name: e.name.to_vec(),
                     kind: dirents::kind(e.dtype),

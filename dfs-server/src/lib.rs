@@ -16,10 +16,12 @@ pub mod creds;
 mod dirents;
 pub mod fs;
 pub mod handles;
+pub mod notices;
 pub mod opens;
 pub mod server;
 pub mod session;
 mod sys;
+pub mod watch;
 
 pub use creds::{Squash, Trust};
 pub use server::{load_or_create_key, Config, Running, Server, StartError};

@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 
 use dfs_proto::auth::Secret;
 use dfs_proto::handle::FileHandle;
+use dfs_proto::msg::{Body, Op};
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::eventfd::EventFd;
@@ -18,8 +19,10 @@ use vmmc_sockets::{PeerIdentity, RingSize, StreamOptions, VmmcListener};
 use crate::creds::Squash;
 use crate::fs::Fs;
 use crate::handles::Handles;
+use crate::notices::{Change, Notices};
 use crate::opens::{OpenLimits, Opens, MAX_OPENS_PER_SESSION};
 use crate::session;
+use crate::watch::Watch;
 
 /// Most connections served at once unless set (each has threads and descriptors); more
 /// wait their turn.
@@ -72,6 +75,9 @@ pub struct Config {
     pub max_connections: usize,
     /// Most connections from one peer: a local user other than root, or a remote address.
     pub max_connections_per_peer: usize,
+    /// Watch the export for what local programs change ([`crate::watch`]), so that clients
+    /// may cache for long. Off, clients keep their short cache times.
+    pub watch: bool,
 }
 
 impl Config {
@@ -95,6 +101,7 @@ impl Config {
             trusted_network: false,
             max_connections: MAX_CONNECTIONS,
             max_connections_per_peer: MAX_CONNECTIONS_PER_PEER,
+            watch: true,
         }
     }
 }
@@ -141,6 +148,37 @@ pub struct Shared {
     pub copy_path: bool,
     /// Honour claimed uids from unauthenticated tcp peers (see [`Config::trusted_network`]).
     pub trusted_network: bool,
+    /// The subscribed clients, told what changes.
+    pub notices: Notices,
+    /// What programs on the server change in the export, if it can be watched.
+    pub watch: Option<Watch>,
+}
+
+impl Shared {
+    /// After a request succeeded: watches the directories it looked into, and tells the
+    /// other clients what it changed.
+    pub fn changed(&self, origin: &crate::opens::Session, op: &Op, body: &Body) {
+        if let Some(w) = &self.watch {
+            let was = w.complete();
+            for dir in crate::notices::dirs_of(op).into_iter().flatten() {
+                if !w.watch_dir(&self.fs.handles, dir) && was {
+                    // Subscribed clients were promised that local changes are told: they
+                    // subscribe again and hear that they are not.
+                    self.notices.close_all();
+                }
+            }
+        }
+        if op.mutates() {
+            if let Some(change) = Change::of(op, body) {
+                self.notices.publish(Some(origin), &change);
+            }
+        }
+    }
+
+    /// Whether every change made in the export is noticed, local programs' included.
+    pub fn sees_local_changes(&self) -> bool {
+        self.watch.as_ref().is_some_and(Watch::complete)
+    }
 }
 
 /// A bound server, ready to run.
@@ -212,6 +250,17 @@ impl Server {
             source: e.into(),
         })?;
         nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+        let watch = match config.watch.then(Watch::new) {
+            None => None,
+            Some(Ok(w)) => Some(w),
+            Some(Err(e)) => {
+                tracing::warn!(
+                    "cannot watch the export for what local programs change ({}): clients cache for their short times only",
+                    dfs_proto::errno::plain(&e)
+                );
+                None
+            }
+        };
         let opts = StreamOptions {
             ring: config.ring,
             spin: config.spin,
@@ -259,7 +308,12 @@ impl Server {
             stop: AtomicBool::new(false),
             copy_path: config.copy_path,
             trusted_network: config.trusted_network,
+            notices: Notices::default(),
+            watch,
         });
+        if let Some(w) = &shared.watch {
+            w.watch_dir(&shared.fs.handles, &shared.root);
+        }
         Ok(Server { listener, shared })
     }
 
@@ -283,6 +337,21 @@ impl Server {
     pub fn run(&self, stop: BorrowedFd<'_>) -> io::Result<()> {
         self.listener.set_nonblocking(true)?;
         let mut conns: Vec<JoinHandle<()>> = Vec::new();
+        let watcher = match &self.shared.watch {
+            Some(_) => {
+                let shared = self.shared.clone();
+                Some(
+                    std::thread::Builder::new()
+                        .name("dfs-watch".into())
+                        .spawn(move || {
+                            if let Some(w) = &shared.watch {
+                                w.run(&shared.fs.handles, &shared.notices, &shared.stop);
+                            }
+                        })?,
+                )
+            }
+            None => None,
+        };
         let result = loop {
             let mut fds = [
                 PollFd::new(self.listener.notify_fd(), PollFlags::POLLIN),
@@ -309,7 +378,9 @@ impl Server {
                                 .spawn(move || {
                                     let end = session::serve(stream, shared, peer);
                                     match end {
-                                        session::End::Closed | session::End::Stopping => {
+                                        session::End::Closed
+                                        | session::End::Stopping
+                                        | session::End::Resubscribe => {
                                             tracing::info!("client {who}: {end}")
                                         }
                                         _ => tracing::warn!("client {who}: {end}"),
@@ -329,7 +400,7 @@ impl Server {
             }
         };
         self.shared.stop.store(true, Ordering::Relaxed);
-        for t in conns {
+        for t in conns.into_iter().chain(watcher) {
             let _ = t.join();
         }
         result

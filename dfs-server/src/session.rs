@@ -12,7 +12,7 @@ use dfs_proto::codec;
 use dfs_proto::frame::{self, Arrival, FrameHeader, HEADER, MAX_DATA};
 use dfs_proto::msg::{
     AuthMode, Body, ClientHello, ClientProof, Op, Reply, Request, ServerChallenge, ServerVerdict,
-    MAGIC, PROTOCOL_VERSION,
+    MAGIC, NO_REPLY, PROTOCOL_VERSION,
 };
 use dfs_proto::Errno;
 use serde::Serialize;
@@ -47,6 +47,9 @@ pub enum End {
     /// The connection failed.
     #[error("connection failed: {0}")]
     Io(#[from] io::Error),
+    /// A subscription ended because its promise no longer holds.
+    #[error("notices no longer cover local changes; the client subscribes again")]
+    Resubscribe,
 }
 
 /// A whole frame at the head of the receive ring: its header and meta part copied out once,
@@ -339,20 +342,81 @@ fn serve_one(stream: &VmmcStream, shared: &Shared, conn: &Conn) -> Result<(), En
     // A write's bytes are used where they lie, in this side's ring: `pwrite` from there.
     let reply = match &req.op {
         Op::Read { .. } if frame.header.data_len == 0 => None,
+        Op::Subscribe if frame.header.data_len == 0 && req.id != NO_REPLY => {
+            frame.consume()?;
+            return serve_notices(stream, shared, conn, req.id);
+        }
         op => {
             let data = frame.data()?;
-            Some(
-                shared
-                    .fs
-                    .caller(&conn.session, &conn.trust, &req.creds)
-                    .and_then(|c| shared.fs.execute(&c, op, data)),
-            )
+            Some(execute(shared, conn, &req, op, data))
         }
     };
     frame.consume()?;
     match reply {
+        // A request that asked for no reply (a release) has none, whatever its outcome.
+        Some(_) if req.id == NO_REPLY => Ok(()),
         Some(result) => send(stream, &shared.stop, &Reply { id: req.id, result }),
         None => send_read(stream, shared, conn, &req),
+    }
+}
+
+/// Runs a request (not a read) and tells the other clients what it changed.
+fn execute(
+    shared: &Shared,
+    conn: &Conn,
+    req: &Request,
+    op: &Op,
+    data: SharedBytes<'_>,
+) -> Result<Body, Errno> {
+    let result = shared
+        .fs
+        .caller(&conn.session, &conn.trust, &req.creds)
+        .and_then(|c| shared.fs.execute(&c, op, data));
+    if let Ok(body) = &result {
+        shared.changed(&conn.session, op, body);
+    }
+    result
+}
+
+/// Serves a subscribed connection: the answer, then [`dfs_proto::msg::Notice`]s of what other clients and
+/// local programs change, until the client closes it or the server stops. The client sends
+/// nothing more on it.
+fn serve_notices(stream: &VmmcStream, shared: &Shared, conn: &Conn, id: u64) -> Result<(), End> {
+    // Subscribed before the answer, so that no change after it goes untold.
+    let sub = shared.notices.subscribe(conn.session);
+    let local_changes = shared.sees_local_changes();
+    send(
+        stream,
+        &shared.stop,
+        &Reply {
+            id,
+            result: Ok(Body::Subscribed { local_changes }),
+        },
+    )?;
+    loop {
+        if shared.stop.load(Ordering::Relaxed) {
+            return Err(End::Stopping);
+        }
+        if sub.subscriber().is_closed() {
+            return Err(End::Resubscribe);
+        }
+        let r = stream.readiness(false);
+        if r.hangup || r.error {
+            return Err(End::Closed);
+        }
+        if r.readable {
+            let slot = stream.readable()?;
+            return Err(if slot.is_empty() {
+                End::Closed
+            } else {
+                End::Protocol("a request on a subscribed connection".into())
+            });
+        }
+        if let Some(change) = sub.subscriber().next(POLL) {
+            for notice in change.resolve(&shared.fs.handles).split() {
+                send(stream, &shared.stop, &notice)?;
+            }
+        }
     }
 }
 
@@ -494,9 +558,18 @@ mod copying {
                     )?,
                 }
             }
+            Op::Subscribe if data.is_empty() && req.id != dfs_proto::msg::NO_REPLY => {
+                return super::serve_notices(stream, shared, conn, req.id);
+            }
             op => {
                 let result =
                     caller.and_then(|c| shared.fs.execute(&c, op, SharedBytes::from(&data[..])));
+                if let Ok(body) = &result {
+                    shared.changed(&conn.session, op, body);
+                }
+                if req.id == dfs_proto::msg::NO_REPLY {
+                    return Ok(());
+                }
                 frame(&Reply { id: req.id, result }, &[])?
             }
         };

@@ -185,3 +185,36 @@ pub fn set_thread_groups(groups: &[u32]) -> io::Result<()> {
     let r = unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) };
     cvt(r).map(drop)
 }
+
+/// A fanotify group that reports directory file handles and names (`FAN_REPORT_DFID_NAME`),
+/// non-blocking and close-on-exec. Needs `CAP_SYS_ADMIN`.
+pub fn fanotify_init_dfid_name() -> io::Result<OwnedFd> {
+    let flags =
+        libc::FAN_CLASS_NOTIF | libc::FAN_CLOEXEC | libc::FAN_NONBLOCK | libc::FAN_REPORT_DFID_NAME;
+    // SAFETY: fanotify_init takes two flag words and returns a new descriptor or -1.
+    let fd = unsafe { libc::fanotify_init(flags, (libc::O_RDONLY | libc::O_CLOEXEC) as u32) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just made `fd` for us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Adds `mask` to the marks of the directory `dir`. The mark names it as `"."` beneath it:
+/// with no path, the kernel wants a descriptor open for I/O, which an `O_PATH` one is not.
+pub fn fanotify_mark_dir(group: BorrowedFd<'_>, dir: BorrowedFd<'_>, mask: u64) -> io::Result<()> {
+    // SAFETY: both descriptors are borrowed live ones and the path is NUL-terminated.
+    let r = unsafe {
+        libc::fanotify_mark(
+            group.as_raw_fd(),
+            libc::FAN_MARK_ADD | libc::FAN_MARK_ONLYDIR,
+            mask,
+            dir.as_raw_fd(),
+            c".".as_ptr(),
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

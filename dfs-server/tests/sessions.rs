@@ -481,7 +481,7 @@ fn the_hello_negotiates_the_version() {
         }
         other => panic!("{other:?}"),
     }
-    hello.min_version = 2;
+    hello.min_version = dfs_proto::msg::PROTOCOL_VERSION + 1;
     match talk(&hello) {
         Some(dfs_proto::msg::ServerChallenge::Refused { errno, reason }) => {
             assert_eq!(errno, Errno(libc::EPROTONOSUPPORT));
@@ -514,4 +514,109 @@ fn the_same_protocol_over_tcp() {
     }
     assert_eq!(c.list(&d.handle, 10).unwrap(), vec!["f".to_string()]);
     assert_eq!(c.lookup(&top, "nothing").unwrap_err(), Errno::ENOENT);
+}
+
+#[test]
+fn a_request_that_wants_no_reply_gets_none() {
+    let h = Harness::new();
+    let mut c = h.client();
+    let top = c.root();
+    let (f, open) = c.create(&top, "f", 0o644, RW).unwrap();
+    let (len, attr) = match c
+        .conn
+        .call(
+            &ROOT,
+            Op::Write {
+                handle: f.handle.clone(),
+                open: Some(open),
+                offset: 0,
+                append: false,
+            },
+            b"abc",
+        )
+        .unwrap()
+        .result
+        .unwrap()
+    {
+        Body::Written { len, attr } => (len, attr),
+        other => panic!("{other:?}"),
+    };
+    // The write's reply says what it made of the file.
+    assert_eq!((len, attr.size, attr.ino), (3, 3, f.attr.ino));
+    // A release that wants no reply, and a lookup that fails: neither is answered…
+    c.conn.send_only(&ROOT, Op::Release { open }).unwrap();
+    c.conn
+        .send_only(
+            &ROOT,
+            Op::Lookup {
+                dir: top.clone(),
+                name: name("missing"),
+            },
+        )
+        .unwrap();
+    // …so the next call meets its own reply, and the file is as written.
+    assert_eq!(c.getattr(&f.handle).unwrap().size, 3);
+    assert_eq!(c.lookup(&top, "f").unwrap().attr.ino, f.attr.ino);
+}
+
+#[test]
+fn a_subscribed_connection_hears_what_other_sessions_change() {
+    use dfs_client::ConnectOptions;
+    let h = Harness::new();
+    let mine = ConnectOptions::new().unwrap();
+    let notices = h.connect(&mine).unwrap().subscribe().unwrap();
+    // The server runs as root in the tests, so it watches the export too.
+    assert!(notices.local_changes());
+    let mut same = Client {
+        conn: h.connect(&mine).unwrap(),
+        creds: ROOT,
+    };
+    let mut other = h.client();
+    let top = other.root();
+    let top_ino = other.getattr(&top).unwrap().ino;
+    // This session's own change is not told back to it…
+    same.create(&top, "mine", 0o644, RW).unwrap();
+    // …another session's is: the name, the directory, then the file it wrote.
+    let (f, open) = other.create(&top, "theirs", 0o644, RW).unwrap();
+    other.write(&f.handle, Some(open), 0, b"abc").unwrap();
+    let mut heard = dfs_proto::msg::Notice::default();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !heard.inodes.contains(&f.attr.ino) {
+        assert!(std::time::Instant::now() < deadline, "heard only {heard:?}");
+        if let Some(n) = notices.next().unwrap() {
+            assert!(n.is_valid());
+            heard.inodes.extend(n.inodes);
+            heard.entries.extend(n.entries);
+        }
+    }
+    assert!(heard.inodes.contains(&top_ino), "{heard:?}");
+    assert!(
+        heard.entries.contains(&(top_ino, name("theirs"))),
+        "{heard:?}"
+    );
+    assert!(
+        !heard.entries.iter().any(|(_, n)| n.as_bytes() == b"mine"),
+        "told its own change: {heard:?}"
+    );
+    // A subscribed connection carries nothing else: a request on it ends it.
+    {
+        use std::io::Write;
+        let mut s: &vmmc_sockets::VmmcStream = notices.stream();
+        let req = dfs_proto::msg::Request {
+            id: 7,
+            creds: ROOT,
+            op: Op::Stats,
+        };
+        s.write_all(&raw_frame(&dfs_proto::codec::encode_to_vec(&req).unwrap()))
+            .unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match notices.next() {
+            Err(_) => break,
+            Ok(_) => assert!(std::time::Instant::now() < deadline, "still open"),
+        }
+    }
+    // The server serves everyone else as before.
+    assert_eq!(other.lookup(&top, "theirs").unwrap().attr.size, 3);
 }

@@ -6,7 +6,9 @@
 //! cached by the kernel for the mount's timeouts; file pages stay cached across opens only
 //! while the file's mtime and size are what this client last saw (close-to-open consistency).
 
+mod coherence;
 mod convert;
+mod dirs;
 mod nodes;
 
 use std::collections::HashMap;
@@ -30,15 +32,19 @@ use fuser::{
 };
 
 use crate::Client;
+use coherence::Ticket;
 pub use nodes::{Nodes, ROOT};
 
 /// How the kernel caches what the mount tells it.
 #[derive(Clone, Copy, Debug)]
 pub struct CacheTimes {
-    /// How long attributes stay valid (`attr_timeout`).
+    /// How long attributes stay valid (`attr_timeout`) while no notices keep them right.
     pub attr: Duration,
-    /// How long a name's lookup stays valid (`entry_timeout`).
+    /// How long a name's lookup stays valid (`entry_timeout`) while no notices keep it right.
     pub entry: Duration,
+    /// How long both stay valid while the server's notices keep them right
+    /// (`cache_timeout`; zero subscribes to no notices, see [`coherence`]).
+    pub coherent: Duration,
 }
 
 impl Default for CacheTimes {
@@ -46,6 +52,7 @@ impl Default for CacheTimes {
         CacheTimes {
             attr: Duration::from_secs(1),
             entry: Duration::from_secs(1),
+            coherent: Duration::from_secs(60),
         }
     }
 }
@@ -65,16 +72,17 @@ struct Open {
 #[derive(Debug)]
 pub struct DfsFuse {
     client: Arc<Client>,
-    nodes: Nodes,
+    nodes: Arc<Nodes>,
+    /// Whether the kernel may cache long (see [`coherence`]).
+    coherence: Arc<coherence::Coherence>,
     opens: Mutex<HashMap<u64, Open>>,
     next_fh: AtomicU64,
-    times: CacheTimes,
     keep_cache: bool,
+    /// Open directories, and what the kernel may keep of their listings.
+    dirs: dirs::Dirs,
 }
 
 const GEN: Generation = Generation(0);
-/// Entries asked of the server per directory page.
-const DIR_PAGE: u32 = 256;
 /// Largest request the kernel sends us (its own cap is 1 MiB too).
 pub const MAX_IO: u32 = 1 << 20;
 
@@ -89,14 +97,25 @@ fn who(req: &Request) -> Creds {
 impl DfsFuse {
     /// The file system of `client`'s export.
     pub fn new(client: Arc<Client>, times: CacheTimes, keep_cache: bool) -> DfsFuse {
-        let nodes = Nodes::new(client.root().clone());
+        let nodes = Arc::new(Nodes::new(client.root().clone()));
         DfsFuse {
             client,
             nodes,
+            coherence: Arc::new(coherence::Coherence::new(times)),
             opens: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
-            times,
             keep_cache,
+            dirs: dirs::Dirs::default(),
+        }
+    }
+
+    /// The thread that subscribes to the server's notices and applies them to the kernel's
+    /// caches, to be started with the mounted session's notifier.
+    pub fn notice_worker(&self) -> coherence::Worker {
+        coherence::Worker {
+            coherence: self.coherence.clone(),
+            nodes: self.nodes.clone(),
+            client: self.client.clone(),
         }
     }
 
@@ -140,26 +159,53 @@ impl DfsFuse {
         })
     }
 
-    fn reply_entry(&self, req: &Request, reply: ReplyEntry, r: Result<Entry, Errno>) {
+    /// Answers with the entry `name` in `parent` the server gave, for as long as the request
+    /// that got it (which left at `t`) may be cached.
+    fn reply_entry(
+        &self,
+        req: &Request,
+        t: Ticket,
+        parent: INodeNo,
+        name: &OsStr,
+        reply: ReplyEntry,
+        r: Result<Entry, Errno>,
+    ) {
         match r {
             Ok(e) => {
                 let id = self.node_of(req, &e);
-                reply.entry_with_ttls(
-                    &self.times.entry,
-                    &self.times.attr,
-                    &convert::file_attr(id, &e.attr),
-                    GEN,
-                );
+                self.nodes.named(id, parent.0, name.as_bytes());
+                self.coherence.remember(t, id, &e.attr);
+                self.coherence.reply(t, |times| {
+                    reply.entry_with_ttls(
+                        &times.entry,
+                        &times.attr,
+                        &convert::file_attr(id, &e.attr),
+                        GEN,
+                    )
+                });
             }
             Err(e) => reply.error(convert::errno(e)),
         }
     }
 
-    fn reply_attr(&self, ino: INodeNo, reply: ReplyAttr, r: Result<Attr, Errno>) {
+    fn reply_attr(&self, t: Ticket, ino: INodeNo, reply: ReplyAttr, r: Result<Attr, Errno>) {
         match r {
-            Ok(a) => reply.attr(&self.times.attr, &convert::file_attr(ino.0, &a)),
+            Ok(a) => {
+                self.coherence.remember(t, ino.0, &a);
+                self.coherence.reply(t, |times| {
+                    reply.attr(&times.attr, &convert::file_attr(ino.0, &a))
+                })
+            }
             Err(e) => reply.error(convert::errno(e)),
         }
+    }
+
+    /// This client changed the name `name` in `parent` (or tried to): the directory's and
+    /// the named file's attributes kept here are no longer current.
+    fn changed_entry(&self, parent: INodeNo, name: &OsStr) {
+        let child = self.nodes.peek_name(parent.0, name.as_bytes());
+        self.coherence
+            .changed(&[parent.0, child.unwrap_or(parent.0)]);
     }
 
     fn reply_empty(reply: ReplyEmpty, r: Result<(), Errno>) {
@@ -184,18 +230,25 @@ impl DfsFuse {
         let creds = who(req);
         let h = self.handle(ino)?;
         let pf = convert::open_flags(flags);
-        let open = self.client.open(&creds, &h, pf)?;
+        let open = self.client.open(&creds, &h, pf);
+        if pf.truncate {
+            self.coherence.changed(&[ino.0]);
+        }
+        let open = open?;
         let fh = self.add_open(Open {
             open,
             append: pf.append,
             ino: ino.0,
             wrote: false,
         });
+        // While notices drop a file's pages as soon as anyone changes it, what the kernel
+        // holds is current: nothing to ask.
         let keep = self.keep_cache
-            && match self.client.getattr(&creds, &h, Some(open)) {
-                Ok(a) => self.nodes.seen(ino.0, (a.mtime, a.size)),
-                Err(_) => false,
-            };
+            && (self.coherence.is_live()
+                || match self.client.getattr(&creds, &h, Some(open)) {
+                    Ok(a) => self.nodes.seen(ino.0, (a.mtime, a.size)),
+                    Err(_) => false,
+                });
         Ok((
             fh,
             if keep {
@@ -206,28 +259,34 @@ impl DfsFuse {
         ))
     }
 
-    fn readdir_pages(
+    /// Answers a `READDIR` (`want` names) or `READDIRPLUS` from the open directory `fh` (see
+    /// [`dirs`]).
+    fn list(
         &self,
         req: &Request,
         ino: INodeNo,
+        fh: Fh,
         offset: u64,
-        mut each: impl FnMut(&dfs_proto::msg::DirEntry) -> bool,
-    ) -> Result<(), Errno> {
+        want: dirs::Want,
+        each: impl FnMut(&dfs_proto::msg::DirEntry, Duration) -> bool,
+    ) -> Result<usize, Errno> {
         let creds = who(req);
         let h = self.handle(ino)?;
-        let mut cookie = offset;
-        loop {
-            let page = self.client.readdir(&creds, &h, cookie, DIR_PAGE)?;
-            for e in &page.entries {
-                if each(e) {
-                    return Ok(());
-                }
-                cookie = e.cookie;
-            }
-            if page.eof || page.entries.is_empty() {
-                return Ok(());
-            }
-        }
+        self.dirs.serve(
+            ino.0,
+            fh.0,
+            offset,
+            want,
+            |cookie, attrs| {
+                let max = if attrs {
+                    dirs::PLUS_PAGE
+                } else {
+                    dirs::NAMES_PAGE
+                };
+                self.client.list_dir(&creds, &h, cookie, max, attrs)
+            },
+            each,
+        )
     }
 }
 
@@ -267,11 +326,17 @@ impl Filesystem for DfsFuse {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEntry) {
+        self.dirs.looked_up_in(parent.0);
+        let t = self.coherence.ticket();
         let r = (|| {
             self.client
                 .lookup(&who(req), &self.handle(parent)?, &name(n)?)
         })();
-        self.reply_entry(req, reply, r);
+        self.reply_entry(req, t, parent, n, reply, r);
+    }
+
+    fn destroy(&mut self) {
+        self.coherence.stop();
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -279,9 +344,14 @@ impl Filesystem for DfsFuse {
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<Fh>, reply: ReplyAttr) {
+        let t = self.coherence.ticket();
+        // Kept here while notices keep it right: no round trip.
+        if let Some(a) = self.coherence.cached(ino.0) {
+            return self.reply_attr(t, ino, reply, Ok(a));
+        }
         let open = self.any_open(ino, fh);
         let r = (|| self.client.getattr(&who(req), &self.handle(ino)?, open))();
-        self.reply_attr(ino, reply, r);
+        self.reply_attr(t, ino, reply, r);
     }
 
     fn setattr(
@@ -311,11 +381,12 @@ impl Filesystem for DfsFuse {
             atime: atime.map(convert::set_time),
             mtime: mtime.map(convert::set_time),
         };
+        let t = self.coherence.ticket();
         let r = (|| {
             self.client
                 .setattr(&who(req), &self.handle(ino)?, open, set)
         })();
-        self.reply_attr(ino, reply, r);
+        self.reply_attr(t, ino, reply, r);
     }
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -336,6 +407,7 @@ impl Filesystem for DfsFuse {
         reply: ReplyEntry,
     ) {
         let mode = (mode & libc::S_IFMT) | (mode & 0o7777 & !umask);
+        let mut t = self.coherence.ticket();
         let r = (|| {
             self.client.mknod(
                 &who(req),
@@ -345,7 +417,8 @@ impl Filesystem for DfsFuse {
                 u64::from(rdev),
             )
         })();
-        self.reply_entry(req, reply, r);
+        self.coherence.changed_by(&mut t, &[parent.0]);
+        self.reply_entry(req, t, parent, n, reply, r);
     }
 
     fn mkdir(
@@ -357,6 +430,7 @@ impl Filesystem for DfsFuse {
         umask: u32,
         reply: ReplyEntry,
     ) {
+        let mut t = self.coherence.ticket();
         let r = (|| {
             self.client.mkdir(
                 &who(req),
@@ -365,36 +439,43 @@ impl Filesystem for DfsFuse {
                 mode & 0o7777 & !umask,
             )
         })();
-        self.reply_entry(req, reply, r);
+        self.coherence.changed_by(&mut t, &[parent.0]);
+        self.reply_entry(req, t, parent, n, reply, r);
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEmpty) {
-        Self::reply_empty(
-            reply,
-            (|| {
-                self.client
-                    .unlink(&who(req), &self.handle(parent)?, &name(n)?)
-            })(),
-        );
+        let r = (|| {
+            self.client
+                .unlink(&who(req), &self.handle(parent)?, &name(n)?)
+        })();
+        self.changed_entry(parent, n);
+        if r.is_ok() {
+            self.nodes.unnamed(parent.0, n.as_bytes());
+        }
+        Self::reply_empty(reply, r);
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEmpty) {
-        Self::reply_empty(
-            reply,
-            (|| {
-                self.client
-                    .rmdir(&who(req), &self.handle(parent)?, &name(n)?)
-            })(),
-        );
+        let r = (|| {
+            self.client
+                .rmdir(&who(req), &self.handle(parent)?, &name(n)?)
+        })();
+        self.changed_entry(parent, n);
+        if r.is_ok() {
+            self.nodes.unnamed(parent.0, n.as_bytes());
+        }
+        Self::reply_empty(reply, r);
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, n: &OsStr, target: &Path, reply: ReplyEntry) {
+        let mut t = self.coherence.ticket();
         let r = (|| {
-            let t = LinkTarget::new(target.as_os_str().as_bytes()).map_err(|e| e.errno())?;
+            let target = LinkTarget::new(target.as_os_str().as_bytes()).map_err(|e| e.errno())?;
             self.client
-                .symlink(&who(req), &self.handle(parent)?, &name(n)?, &t)
+                .symlink(&who(req), &self.handle(parent)?, &name(n)?, &target)
         })();
-        self.reply_entry(req, reply, r);
+        self.coherence.changed_by(&mut t, &[parent.0]);
+        self.reply_entry(req, t, parent, n, reply, r);
     }
 
     fn rename(
@@ -427,6 +508,17 @@ impl Filesystem for DfsFuse {
                 mode,
             )
         })();
+        self.changed_entry(parent, n);
+        self.changed_entry(newparent, newname);
+        if r.is_ok() {
+            if flags.bits() == libc::RENAME_EXCHANGE {
+                self.nodes.unnamed(parent.0, n.as_bytes());
+                self.nodes.unnamed(newparent.0, newname.as_bytes());
+            } else {
+                self.nodes
+                    .renamed(parent.0, n.as_bytes(), newparent.0, newname.as_bytes());
+            }
+        }
         Self::reply_empty(reply, r);
     }
 
@@ -438,6 +530,7 @@ impl Filesystem for DfsFuse {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        let mut t = self.coherence.ticket();
         let r = (|| {
             self.client.link(
                 &who(req),
@@ -446,7 +539,8 @@ impl Filesystem for DfsFuse {
                 &name(newname)?,
             )
         })();
-        self.reply_entry(req, reply, r);
+        self.coherence.changed_by(&mut t, &[newparent.0, ino.0]);
+        self.reply_entry(req, t, newparent, newname, reply, r);
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: FuseOpenFlags, reply: ReplyOpen) {
@@ -468,6 +562,8 @@ impl Filesystem for DfsFuse {
         reply: ReplyData,
     ) {
         let open = self.open_of(fh).map(|o| o.open);
+        // The server may set the access time.
+        self.coherence.changed(&[ino.0]);
         let mut reply = Some(reply);
         let r = (|| {
             let h = self.handle(ino)?;
@@ -511,6 +607,7 @@ impl Filesystem for DfsFuse {
                 o.wrote = true;
                 o.clone()
             });
+        let t = self.coherence.ticket();
         let r = (|| {
             let h = self.handle(ino)?;
             self.client.write(
@@ -523,7 +620,17 @@ impl Filesystem for DfsFuse {
             )
         })();
         match r {
-            Ok(n) => reply.written(n),
+            Ok((n, attr)) => {
+                // What a `stat` after the write asks is answered from here.
+                self.coherence.remember(t, ino.0, &attr);
+                // What this client's own writes made of the file, recorded from the reply: a
+                // close then has nothing to ask. Writes in flight at once may record an older
+                // state, which only costs the cache at the next open, never stale data.
+                if self.keep_cache {
+                    self.nodes.seen(ino.0, (attr.mtime, attr.size));
+                }
+                reply.written(n)
+            }
             Err(e) => reply.error(convert::errno(e)),
         }
     }
@@ -537,7 +644,7 @@ impl Filesystem for DfsFuse {
     fn release(
         &self,
         req: &Request,
-        ino: INodeNo,
+        _ino: INodeNo,
         fh: Fh,
         _flags: FuseOpenFlags,
         _lock: Option<LockOwner>,
@@ -550,16 +657,9 @@ impl Filesystem for DfsFuse {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&fh.0);
         if let Some(o) = o {
-            let creds = who(req);
-            // After this client's own writes, what the cache holds is the file as it is now.
-            if o.wrote && self.keep_cache {
-                if let Some(h) = self.nodes.handle(ino.0) {
-                    if let Ok(a) = self.client.getattr(&creds, &h, Some(o.open)) {
-                        self.nodes.seen(ino.0, (a.mtime, a.size));
-                    }
-                }
-            }
-            let _ = self.client.release(&creds, o.open);
+            // The file's state after this client's writes came with their replies; the
+            // release itself is one message with no reply.
+            let _ = self.client.release(&who(req), o.open);
         }
         reply.ok();
     }
@@ -575,36 +675,42 @@ impl Filesystem for DfsFuse {
         );
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: FuseOpenFlags, reply: ReplyOpen) {
-        match self.handle(ino) {
-            Ok(_) => reply.opened(Fh(0), FopenFlags::empty()),
+    /// A directory whose listing the kernel may cache asks the server, as the caller, for its
+    /// stamp: a caller the server does not let list it fails here, and is never served from
+    /// the kernel's cache (see [`dirs`]). Others cost the open nothing.
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: FuseOpenFlags, reply: ReplyOpen) {
+        let r = (|| {
+            let h = self.handle(ino)?;
+            let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+            let flags = if self.dirs.cached_open(ino.0) {
+                let (_, dir) = self.client.list_dir(&who(req), &h, 0, 1, false)?;
+                self.dirs.opened(ino.0, fh, dirs::Stamp::of(&dir))
+            } else {
+                self.dirs.opened_small(fh)
+            };
+            Ok::<_, Errno>((Fh(fh), flags))
+        })();
+        match r {
+            Ok((fh, flags)) => reply.opened(fh, flags),
             Err(e) => reply.error(convert::errno(e)),
         }
     }
 
-    fn readdir(
-        &self,
-        req: &Request,
-        ino: INodeNo,
-        _fh: Fh,
-        offset: u64,
-        mut reply: ReplyDirectory,
-    ) {
-        let r = self.readdir_pages(req, ino, offset, |e| {
-            let id = e
-                .entry
-                .as_ref()
-                .and_then(|x| self.nodes.peek(&x.handle))
-                .unwrap_or(e.ino);
+    fn readdir(&self, req: &Request, ino: INodeNo, fh: Fh, offset: u64, mut reply: ReplyDirectory) {
+        let r = self.list(req, ino, fh, offset, dirs::Want::Names, |e, _| {
+            let id = match &e.entry {
+                Some(x) => self.nodes.peek(&x.handle),
+                None => self.nodes.peek_ino(e.ino),
+            };
             reply.add(
-                INodeNo(id),
+                INodeNo(id.unwrap_or(e.ino)),
                 e.cookie,
                 convert::file_type(e.kind),
                 OsStr::from_bytes(&e.name),
             )
         });
         match r {
-            Ok(()) => reply.ok(),
+            Ok(_) => reply.ok(),
             Err(e) => reply.error(convert::errno(e)),
         }
     }
@@ -613,21 +719,27 @@ impl Filesystem for DfsFuse {
         &self,
         req: &Request,
         ino: INodeNo,
-        _fh: Fh,
+        fh: Fh,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let r = self.readdir_pages(req, ino, offset, |e| match &e.entry {
+        // What the kernel is told stays valid this long from when the server read it: the
+        // short times, since a listing may be older than the last notice.
+        let short = self.coherence.short();
+        let ttl = short.entry.min(short.attr);
+        let want = dirs::Want::Attrs(ttl);
+        let r = self.list(req, ino, fh, offset, want, |e, age| match &e.entry {
             Some(x) => {
                 // The kernel counts a lookup for every entry it takes; one it did not take
                 // (the buffer was full) is uncounted again.
                 let id = self.node_of(req, x);
+                self.nodes.named(id, ino.0, &e.name);
                 let attr = convert::file_attr(id, &x.attr);
                 let full = reply.add(
                     INodeNo(id),
                     e.cookie,
                     OsStr::from_bytes(&e.name),
-                    &self.times.entry,
+                    &ttl.saturating_sub(age),
                     &attr,
                     GEN,
                 );
@@ -652,7 +764,7 @@ impl Filesystem for DfsFuse {
             }
         });
         match r {
-            Ok(()) => reply.ok(),
+            Ok(_) => reply.ok(),
             Err(e) => reply.error(convert::errno(e)),
         }
     }
@@ -661,10 +773,11 @@ impl Filesystem for DfsFuse {
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _fh: Fh,
+        fh: Fh,
         _flags: FuseOpenFlags,
         reply: ReplyEmpty,
     ) {
+        self.dirs.release(fh.0);
         reply.ok();
     }
 
@@ -702,6 +815,7 @@ impl Filesystem for DfsFuse {
             self.client
                 .setxattr(&who(req), &self.handle(ino)?, &x, value, flags as u32)
         })();
+        self.coherence.changed(&[ino.0]);
         Self::reply_empty(reply, r);
     }
 
@@ -726,6 +840,7 @@ impl Filesystem for DfsFuse {
             let x = XattrName::new(n.as_bytes()).map_err(|e| e.errno())?;
             self.client.removexattr(&who(req), &self.handle(ino)?, &x)
         })();
+        self.coherence.changed(&[ino.0]);
         Self::reply_empty(reply, r);
     }
 
@@ -739,6 +854,7 @@ impl Filesystem for DfsFuse {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        let mut t = self.coherence.ticket();
         let r = (|| {
             let pf = convert::open_flags(flags);
             let (e, open) = self.client.create(
@@ -753,6 +869,9 @@ impl Filesystem for DfsFuse {
         match r {
             Ok((e, open, append)) => {
                 let id = self.node_of(req, &e);
+                self.coherence.changed_by(&mut t, &[parent.0]);
+                self.coherence.remember(t, id, &e.attr);
+                self.nodes.named(id, parent.0, n.as_bytes());
                 self.nodes.seen(id, (e.attr.mtime, e.attr.size));
                 let fh = self.add_open(Open {
                     open,
@@ -760,13 +879,15 @@ impl Filesystem for DfsFuse {
                     ino: id,
                     wrote: false,
                 });
-                reply.created(
-                    &self.times.entry,
-                    &convert::file_attr(id, &e.attr),
-                    GEN,
-                    fh,
-                    FopenFlags::empty(),
-                );
+                self.coherence.reply(t, |times| {
+                    reply.created(
+                        &times.entry.min(times.attr),
+                        &convert::file_attr(id, &e.attr),
+                        GEN,
+                        fh,
+                        FopenFlags::empty(),
+                    )
+                });
             }
             Err(e) => reply.error(convert::errno(e)),
         }
@@ -783,18 +904,17 @@ impl Filesystem for DfsFuse {
         reply: ReplyEmpty,
     ) {
         let open = self.open_of(fh).map(|o| o.open);
-        Self::reply_empty(
-            reply,
-            (|| {
-                self.client.fallocate(
-                    &who(req),
-                    &self.handle(ino)?,
-                    open,
-                    mode as u32,
-                    offset,
-                    length,
-                )
-            })(),
-        );
+        let r = (|| {
+            self.client.fallocate(
+                &who(req),
+                &self.handle(ino)?,
+                open,
+                mode as u32,
+                offset,
+                length,
+            )
+        })();
+        self.coherence.changed(&[ino.0]);
+        Self::reply_empty(reply, r);
     }
 }

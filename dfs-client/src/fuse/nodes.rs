@@ -32,7 +32,16 @@ struct Node {
     /// The file's (mtime, size) when this client last opened or closed it: if it is the same
     /// at the next open, the kernel's cached pages are still good.
     seen: Option<(Timestamp, u64)>,
+    /// The names (parent node, name) the kernel may hold a dentry of for it, newest last.
+    names: Vec<Dentry>,
 }
+
+/// A name in a directory: (the directory's node id, the name).
+pub type Dentry = (u64, Box<[u8]>);
+
+/// Most names remembered per node (hard links); past it the oldest is dropped, and with it
+/// the promise to drop that dentry when told "everything changed".
+const MAX_NAMES: usize = 8;
 
 #[derive(Debug, Default)]
 struct Table {
@@ -40,6 +49,8 @@ struct Table {
     ids: HashMap<FileHandle, u64>,
     /// The node last made for each server inode number.
     by_ino: HashMap<u64, u64>,
+    /// The node each name was last looked up as.
+    by_name: HashMap<Dentry, u64>,
     next: u64,
 }
 
@@ -80,6 +91,7 @@ impl Nodes {
                 ino: None,
                 lookups: 1,
                 seen: None,
+                names: Vec::new(),
             },
         );
         Nodes { t: Mutex::new(t) }
@@ -144,14 +156,87 @@ impl Nodes {
                 ino: Some(ino),
                 lookups: 1,
                 seen: None,
+                names: Vec::new(),
             },
         );
         id
     }
 
+    /// Gives the root its server inode number (the server's welcome names the root by handle
+    /// only), so that what is said of that number reaches the root.
+    pub fn root_ino(&self, ino: u64) {
+        let mut t = self.lock();
+        if let Some(n) = t.nodes.get_mut(&ROOT) {
+            n.ino = Some(ino);
+        }
+        t.by_ino.insert(ino, ROOT);
+    }
+
+    /// Records that the kernel knows node `id` as `name` in the directory `parent` (a reply
+    /// gave it that dentry), so that the dentry can be dropped when the server says so.
+    pub fn named(&self, id: u64, parent: u64, name: &[u8]) {
+        let mut t = self.lock();
+        let key: Dentry = (parent, name.into());
+        let Some(n) = t.nodes.get_mut(&id) else {
+            return;
+        };
+        if n.names.contains(&key) {
+            return;
+        }
+        let dropped = (n.names.len() >= MAX_NAMES).then(|| n.names.remove(0));
+        n.names.push(key.clone());
+        if let Some(old) = dropped {
+            if t.by_name.get(&old) == Some(&id) {
+                t.by_name.remove(&old);
+            }
+        }
+        t.by_name.insert(key, id);
+    }
+
+    /// The node the kernel was last told `name` in `parent` is, if it still holds it.
+    pub fn peek_name(&self, parent: u64, name: &[u8]) -> Option<u64> {
+        self.lock().by_name.get(&(parent, name.into())).copied()
+    }
+
+    /// The name `name` in `parent` is gone (unlinked or renamed away by this client).
+    pub fn unnamed(&self, parent: u64, name: &[u8]) {
+        let mut t = self.lock();
+        let key: Dentry = (parent, name.into());
+        if let Some(id) = t.by_name.remove(&key) {
+            if let Some(n) = t.nodes.get_mut(&id) {
+                n.names.retain(|d| *d != key);
+            }
+        }
+    }
+
+    /// This client renamed `from` in `from_dir` to `to` in `to_dir`.
+    pub fn renamed(&self, from_dir: u64, from: &[u8], to_dir: u64, to: &[u8]) {
+        let id = self.lock().by_name.get(&(from_dir, from.into())).copied();
+        self.unnamed(from_dir, from);
+        self.unnamed(to_dir, to);
+        if let Some(id) = id {
+            self.named(id, to_dir, to);
+        }
+    }
+
+    /// Every node id, and every name the kernel may hold a dentry of (for dropping them all).
+    pub fn all(&self) -> (Vec<u64>, Vec<Dentry>) {
+        let t = self.lock();
+        (
+            t.nodes.keys().copied().collect(),
+            t.by_name.keys().cloned().collect(),
+        )
+    }
+
     /// The node id of `handle` if the kernel holds it, without counting a lookup.
     pub fn peek(&self, handle: &FileHandle) -> Option<u64> {
         self.lock().ids.get(handle).copied()
+    }
+
+    /// The node id the kernel knows the file with server inode number `ino` by, if any,
+    /// without counting a lookup (for listings without handles).
+    pub fn peek_ino(&self, ino: u64) -> Option<u64> {
+        self.lock().by_ino.get(&ino).copied()
     }
 
     /// The kernel dropped `n` lookups of a node.
@@ -171,6 +256,11 @@ impl Nodes {
             if let Some(node) = t.nodes.remove(&id) {
                 for h in &node.aliases {
                     t.ids.remove(h);
+                }
+                for d in &node.names {
+                    if t.by_name.get(d) == Some(&id) {
+                        t.by_name.remove(d);
+                    }
                 }
                 if let Some(ino) = node.ino {
                     if t.by_ino.get(&ino) == Some(&id) {
@@ -268,5 +358,32 @@ mod tests {
         assert_eq!(n.looked_up(&h(5), 7, |o| o == &h(4)), c);
         n.forget(c, 2);
         assert!(n.is_empty());
+    }
+
+    #[test]
+    fn names_follow_renames_and_go_with_their_node() {
+        let n = Nodes::new(h(1));
+        let a = n.looked_up(&h(2), 2, never);
+        n.named(a, ROOT, b"a");
+        n.named(a, ROOT, b"a");
+        n.named(a, ROOT, b"link");
+        let (_, names) = n.all();
+        assert_eq!(names.len(), 2);
+        n.renamed(ROOT, b"a", ROOT, b"b");
+        let (ids, mut names) = n.all();
+        names.sort();
+        assert_eq!(
+            names,
+            vec![(ROOT, b"b"[..].into()), (ROOT, b"link"[..].into())]
+        );
+        assert!(ids.contains(&a) && ids.contains(&ROOT));
+        n.unnamed(ROOT, b"link");
+        assert_eq!(n.all().1.len(), 1);
+        for i in 0..20u8 {
+            n.named(a, ROOT, &[b'x', i]);
+        }
+        assert_eq!(n.all().1.len(), MAX_NAMES);
+        n.forget(a, 1);
+        assert!(n.all().1.is_empty());
     }
 }

@@ -68,6 +68,11 @@ struct Args {
     /// warns at start-up.
     #[arg(long)]
     no_subtree_check: bool,
+    /// Do not watch the export for what programs on this host change in it (fanotify). The
+    /// server then cannot tell its clients of such changes, and they cache attributes and
+    /// names for their short times (1 s) instead of a minute.
+    #[arg(long)]
+    no_watch: bool,
     /// How long a connection spins for the next request before sleeping, in microseconds.
     #[arg(long, value_name = "MICROS", default_value_t = 50)]
     spin_us: u64,
@@ -134,6 +139,7 @@ fn run(args: Args) -> Result<(), String> {
         max_connections: args.max_connections,
         max_connections_per_peer: args.max_connections_per_peer,
         subtree_check: !args.no_subtree_check,
+        watch: !args.no_watch,
         ..Config::new(&args.export, &args.listen, handle_key)
     };
     let server = Server::bind(config).map_err(|e| e.to_string())?;

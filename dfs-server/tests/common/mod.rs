@@ -275,7 +275,7 @@ impl Client {
             append: false,
         };
         match self.conn.call(&self.creds, op, data).unwrap().result? {
-            Body::Written { len } => Ok(len),
+            Body::Written { len, .. } => Ok(len),
             other => panic!("not a write reply: {other:?}"),
         }
     }

@@ -23,8 +23,10 @@ struct Cli {
 enum Cmd {
     /// Mount a server's export (FUSE). Runs in the background unless --foreground.
     ///
-    /// Mount options (-o, comma separated): ro, rw, attr_timeout=SECS and entry_timeout=SECS
-    /// (kernel cache times, default 1), timeout=SECS (how long a call waits for the server,
+    /// Mount options (-o, comma separated): ro, rw, cache_timeout=SECS (how long the kernel
+    /// caches attributes and names while the server tells this mount of every change, default
+    /// 60; 0 asks for no such notices), attr_timeout=SECS and entry_timeout=SECS (the cache
+    /// times without notices, default 1), timeout=SECS (how long a call waits for the server,
     /// also across its restart, default 30; then ENOTCONN), secret=FILE, threads=N (default 4),
     /// readahead=KIB (default 1024, so sequential reads travel in 1 MiB requests),
     /// allow_other (the default for root) or owner_only, nosuid, nodev, noexec, noatime, sync,

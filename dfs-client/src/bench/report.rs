@@ -48,6 +48,9 @@ pub struct Config {
     pub workloads: Vec<String>,
     /// Where the exports and mounts were.
     pub scratch: String,
+    /// The commit the programs were built from (`git describe --always --dirty`; "unknown"
+    /// outside a git checkout).
+    pub commit: String,
 }
 
 /// Everything a run measured.
@@ -187,6 +190,7 @@ impl Report {
             cold: p.cold,
             workloads: workloads.iter().map(|w| w.key()).collect(),
             scratch: o.scratch.display().to_string(),
+            commit: env!("DFS_COMMIT").to_string(),
         };
         let copies_per_byte = copies.into_iter().map(|(t, v)| (t, median(&v))).collect();
         Report {
@@ -263,6 +267,7 @@ impl Report {
                 "(one round: no spread to show; --rounds 3 or more tells how much the figures vary)\n",
             );
         }
+        let _ = writeln!(out, "(built from commit {})", self.config.commit);
         out.push_str("\nratios (medians):\n");
         for (w, r) in &self.ratios {
             if r.is_empty() {
@@ -566,6 +571,7 @@ mod tests {
         assert!(t.contains("one round: no spread"), "{t}");
         let t = report(3).table();
         assert!(t.contains('±') && t.contains("medians of 3 rounds"), "{t}");
+        assert!(t.contains("built from commit "), "{t}");
     }
 
     #[test]
@@ -584,6 +590,7 @@ mod tests {
         assert_eq!(c["cold"].as_bool(), Some(false));
         assert_eq!(c["workloads"].as_array().map(Vec::len), Some(ALL.len()));
         assert!(c["scratch"].is_string());
+        assert!(c["commit"].as_str().is_some_and(|c| !c.is_empty()));
         let r = &v["results"][0];
         assert!(r["median"].is_f64() && r["runs"][2].is_f64() && r["unit"] == "MB/s");
     }

@@ -80,7 +80,8 @@ enum Cmd {
     ///
     /// JSON (--json FILE) keys: config: size_bytes (bytes), rounds, files, dir_entries,
     /// random_ops (counts; random_ops per run), fsync and cold (booleans), workloads (the
-    /// keys run), scratch (a path); targets (column order); results[]: workload, target,
+    /// keys run), scratch (a path), commit (what the programs were built from, as `git
+    /// describe --always --dirty` says; also under the table); targets (column order); results[]: workload, target,
     /// unit ("MB/s" = 10^6 bytes per second, "ops/s", "entries/s"), median, min, max and
     /// runs[] (one per round), all in that unit; ratios.WORKLOAD: "dfs_fuse/fuse_ceiling",
     /// "dfs_fuse/local", "dfs_fuse/sshfs", "pointer/copy" (dfs_fuse over dfs_copy),

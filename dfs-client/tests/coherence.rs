@@ -290,3 +290,41 @@ fn a_server_that_does_not_watch_keeps_clients_on_short_times() {
     m.umount();
     other.umount();
 }
+
+#[test]
+fn a_directory_made_here_answers_for_missing_names_until_others_add_some() {
+    // The mount that made a directory knows every name in it and answers lookups of missing
+    // ones itself; a name another mount or a program on the server adds must show at once.
+    let s = Setup::new();
+    let server = s.server();
+    let a = s.mount(&server, "a");
+    let b = s.mount(&server, "b");
+    for round in 0..20 {
+        let d = format!("d{round}");
+        std::fs::create_dir(a.mp.join(&d)).unwrap();
+        assert!(!a.mp.join(&d).join("x").exists());
+        assert!(!a.mp.join(&d).join("local").exists());
+        std::fs::write(b.mp.join(&d).join("x"), b"from b").unwrap();
+        soon("another mount's new name", || a.mp.join(&d).join("x").exists());
+        std::fs::write(s.export().join(&d).join("local"), b"from the server").unwrap();
+        soon("a program's new name on the server", || {
+            a.mp.join(&d).join("local").exists()
+        });
+        // A's own changes keep its knowledge exact.
+        std::fs::write(a.mp.join(&d).join("mine"), b"a").unwrap();
+        assert!(a.mp.join(&d).join("mine").exists());
+        std::fs::remove_file(a.mp.join(&d).join("mine")).unwrap();
+        assert!(!a.mp.join(&d).join("mine").exists());
+    }
+    // A program on the server that fills a directory right after a client made it.
+    for round in 0..20 {
+        let d = format!("e{round}");
+        std::fs::create_dir(a.mp.join(&d)).unwrap();
+        std::fs::write(s.export().join(&d).join("quick"), b"q").unwrap();
+        soon("a name made at once after the directory", || {
+            a.mp.join(&d).join("quick").exists()
+        });
+    }
+    a.umount();
+    b.umount();
+}

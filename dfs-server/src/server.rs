@@ -160,11 +160,38 @@ impl Shared {
     pub fn changed(&self, origin: &crate::opens::Session, op: &Op, body: &Body) {
         if let Some(w) = &self.watch {
             let was = w.complete();
-            for dir in crate::notices::dirs_of(op).into_iter().flatten() {
-                if !w.watch_dir(&self.fs.handles, dir) && was {
-                    // Subscribed clients were promised that local changes are told: they
-                    // subscribe again and hear that they are not.
-                    self.notices.close_all();
+            // A new directory is watched at once: its maker knows it empty and may answer
+            // for its names without asking, until told otherwise.
+            let made = match (op, body) {
+                (Op::Mkdir { .. }, Body::Entry(e)) => Some(e),
+                _ => None,
+            };
+            let dirs = crate::notices::dirs_of(op);
+            let all = dirs.into_iter().flatten().chain(made.map(|e| &e.handle));
+            let mut complete = true;
+            for dir in all {
+                complete &= w.watch_dir(&self.fs.handles, dir);
+            }
+            if !complete && was {
+                // Subscribed clients were promised that local changes are told: they
+                // subscribe again and hear that they are not.
+                self.notices.close_all();
+            }
+            if let Some(e) = made {
+                // Changed between its making and its mark: nobody was told, so tell everyone.
+                let now = self
+                    .fs
+                    .handles
+                    .resolve(&e.handle)
+                    .ok()
+                    .and_then(|fd| nix::sys::stat::fstat(std::os::fd::AsFd::as_fd(&*fd)).ok());
+                if now.is_some_and(|st| {
+                    (st.st_mtime, st.st_mtime_nsec)
+                        != (e.attr.mtime.secs, i64::from(e.attr.mtime.nanos))
+                }) {
+                    let mut c = Change::default();
+                    c.notice.inodes.push(e.attr.ino);
+                    self.notices.publish(None, &c);
                 }
             }
         }

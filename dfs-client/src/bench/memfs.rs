@@ -13,6 +13,7 @@ use fuser::{
     ReplyEntry, ReplyOpen, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
+/// How long the kernel may cache attributes and names of [`MemFs::default`].
 const TTL: Duration = Duration::from_secs(1);
 
 struct Node {
@@ -29,6 +30,8 @@ struct State {
 /// The in-memory file system.
 pub struct MemFs {
     state: RwLock<State>,
+    /// How long the kernel may cache what it answers (attributes and names).
+    ttl: Duration,
 }
 
 impl std::fmt::Debug for MemFs {
@@ -59,7 +62,16 @@ fn attr(ino: u64, kind: FileType, perm: u16) -> FileAttr {
 }
 
 impl Default for MemFs {
+    /// An empty file system whose attributes and names the kernel caches for 1 s.
     fn default() -> MemFs {
+        MemFs::with_ttl(TTL)
+    }
+}
+
+impl MemFs {
+    /// An empty file system whose attributes and names the kernel may cache for `ttl` (zero:
+    /// every `stat` asks it again, the FUSE floor of an uncached `stat`).
+    pub fn with_ttl(ttl: Duration) -> MemFs {
         let mut nodes = HashMap::new();
         nodes.insert(
             1,
@@ -71,11 +83,10 @@ impl Default for MemFs {
         );
         MemFs {
             state: RwLock::new(State { nodes, next: 2 }),
+            ttl,
         }
     }
-}
 
-impl MemFs {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
         self.state.read().unwrap_or_else(|p| p.into_inner())
     }
@@ -126,14 +137,14 @@ impl Filesystem for MemFs {
             .and_then(|d| d.children.get(name))
             .and_then(|i| s.nodes.get(i))
         {
-            Some(n) => reply.entry(&TTL, &n.attr, Generation(0)),
+            Some(n) => reply.entry(&self.ttl, &n.attr, Generation(0)),
             None => reply.error(fuser::Errno::ENOENT),
         }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.read().nodes.get(&ino.0) {
-            Some(n) => reply.attr(&TTL, &n.attr),
+            Some(n) => reply.attr(&self.ttl, &n.attr),
             None => reply.error(fuser::Errno::ENOENT),
         }
     }
@@ -167,7 +178,7 @@ impl Filesystem for MemFs {
             n.data.resize(sz as usize, 0);
             n.attr.size = sz;
         }
-        reply.attr(&TTL, &n.attr);
+        reply.attr(&self.ttl, &n.attr);
     }
 
     fn mkdir(
@@ -180,7 +191,7 @@ impl Filesystem for MemFs {
         reply: ReplyEntry,
     ) {
         match self.make(parent, name, FileType::Directory, mode) {
-            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Ok(a) => reply.entry(&self.ttl, &a, Generation(0)),
             Err(e) => reply.error(e),
         }
     }
@@ -196,7 +207,13 @@ impl Filesystem for MemFs {
         reply: ReplyCreate,
     ) {
         match self.make(parent, name, FileType::RegularFile, mode) {
-            Ok(a) => reply.created(&TTL, &a, Generation(0), FileHandle(0), FopenFlags::empty()),
+            Ok(a) => reply.created(
+                &self.ttl,
+                &a,
+                Generation(0),
+                FileHandle(0),
+                FopenFlags::empty(),
+            ),
             Err(e) => reply.error(e),
         }
     }

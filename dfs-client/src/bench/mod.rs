@@ -14,6 +14,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+pub use memfs::MemFs;
 pub use report::{Config, Report};
 pub use workloads::{Params, Workload, ALL};
 

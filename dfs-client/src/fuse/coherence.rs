@@ -161,6 +161,11 @@ impl Coherence {
         }
     }
 
+    /// Whether no notice was applied since the request that took `t` left.
+    pub fn quiet_since(&self, t: Ticket) -> bool {
+        self.epoch.load(Ordering::Acquire) == t.notices
+    }
+
     /// Whether notices keep the kernel's caches right now (so an open may keep the file's
     /// cached pages without asking the server whether it changed).
     pub fn is_live(&self) -> bool {
@@ -310,6 +315,7 @@ impl Worker {
                     c.changed(&[child]);
                 }
                 c.changed(&[d]);
+                self.nodes.unknown_listing(d);
                 self.nodes.unnamed(d, name.as_bytes());
                 gone(k.inval_entry(INodeNo(d), OsStr::from_bytes(name.as_bytes())))?;
             }
@@ -317,6 +323,7 @@ impl Worker {
         for ino in &n.inodes {
             if let Some(id) = self.nodes.peek_ino(*ino) {
                 c.changed(&[id]);
+                self.nodes.unknown_listing(id);
                 gone(k.inval_inode(INodeNo(id), 0, 0))?;
             }
         }
@@ -326,6 +333,7 @@ impl Worker {
     /// Drops every name and every node's attributes and pages from the kernel's caches.
     fn drop_all(&self, k: &Notifier) {
         self.coherence.clear();
+        self.nodes.unknown_listings();
         let (ids, names) = self.nodes.all();
         for (parent, name) in names {
             let _ = k.inval_entry(INodeNo(parent), OsStr::from_bytes(&name));

@@ -90,6 +90,27 @@ fn name(n: &OsStr) -> Result<Name, Errno> {
     Name::new(n.as_bytes()).map_err(|e| e.errno())
 }
 
+/// Whether a change that failed with `e` may have happened all the same (its reply was lost).
+fn in_doubt(e: Errno) -> bool {
+    !matches!(
+        e.0,
+        libc::ENOENT
+            | libc::EEXIST
+            | libc::EACCES
+            | libc::EPERM
+            | libc::ENOTEMPTY
+            | libc::ENOTDIR
+            | libc::EISDIR
+            | libc::EINVAL
+            | libc::ENAMETOOLONG
+            | libc::EROFS
+            | libc::ENOSPC
+            | libc::EDQUOT
+            | libc::EMLINK
+            | libc::EXDEV
+    )
+}
+
 fn who(req: &Request) -> Creds {
     convert::creds(req.uid(), req.gid(), req.pid())
 }
@@ -170,9 +191,26 @@ impl DfsFuse {
         reply: ReplyEntry,
         r: Result<Entry, Errno>,
     ) {
+        self.reply_entry_with(req, t, parent, name, reply, r, |_| {});
+    }
+
+    /// [`DfsFuse::reply_entry`], running `before` with the entry's node id before the kernel
+    /// hears of it.
+    #[allow(clippy::too_many_arguments)]
+    fn reply_entry_with(
+        &self,
+        req: &Request,
+        t: Ticket,
+        parent: INodeNo,
+        name: &OsStr,
+        reply: ReplyEntry,
+        r: Result<Entry, Errno>,
+        before: impl FnOnce(u64),
+    ) {
         match r {
             Ok(e) => {
                 let id = self.node_of(req, &e);
+                before(id);
                 self.nodes.named(id, parent.0, name.as_bytes());
                 self.coherence.remember(t, id, &e.attr);
                 self.coherence.reply(t, |times| {
@@ -206,6 +244,18 @@ impl DfsFuse {
         let child = self.nodes.peek_name(parent.0, name.as_bytes());
         self.coherence
             .changed(&[parent.0, child.unwrap_or(parent.0)]);
+    }
+
+    /// After this client's change of the name `name` in `parent` (`added` or removed): keeps
+    /// the directory's complete listing, if known, as it now is; a change whose outcome is in
+    /// doubt (the connection failed) leaves the listing unknown.
+    fn relisted<T>(&self, parent: INodeNo, name: &OsStr, added: bool, r: &Result<T, Errno>) {
+        match r {
+            Ok(_) if added => self.nodes.listed(parent.0, name.as_bytes()),
+            Ok(_) => self.nodes.unlisted(parent.0, name.as_bytes()),
+            Err(e) if in_doubt(*e) => self.nodes.unknown_listing(parent.0),
+            Err(_) => {}
+        }
     }
 
     fn reply_empty(reply: ReplyEmpty, r: Result<(), Errno>) {
@@ -327,6 +377,16 @@ impl Filesystem for DfsFuse {
 
     fn lookup(&self, req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEntry) {
         self.dirs.looked_up_in(parent.0);
+        // A directory whose every name this client knows (it made it, nobody else changed
+        // it since: notices would say) answers for a missing name itself. A create looks its
+        // name up first: this saves one round trip of its three.
+        // (A name the protocol refuses, one too long, fails as the server would fail it.)
+        if self.coherence.is_live()
+            && name(n).is_ok()
+            && self.nodes.surely_absent(parent.0, n.as_bytes())
+        {
+            return reply.error(fuser::Errno::ENOENT);
+        }
         let t = self.coherence.ticket();
         let r = (|| {
             self.client
@@ -418,6 +478,7 @@ impl Filesystem for DfsFuse {
             )
         })();
         self.coherence.changed_by(&mut t, &[parent.0]);
+        self.relisted(parent, n, true, &r);
         self.reply_entry(req, t, parent, n, reply, r);
     }
 
@@ -440,7 +501,15 @@ impl Filesystem for DfsFuse {
             )
         })();
         self.coherence.changed_by(&mut t, &[parent.0]);
-        self.reply_entry(req, t, parent, n, reply, r);
+        self.relisted(parent, n, true, &r);
+        // Made here, so empty and known complete, unless a notice came meanwhile. Recorded
+        // before the kernel hears of it and can make anything in it.
+        let known = self.coherence.is_live() && self.coherence.quiet_since(t);
+        self.reply_entry_with(req, t, parent, n, reply, r, |id| {
+            if known {
+                self.nodes.made_dir(id);
+            }
+        });
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEmpty) {
@@ -449,6 +518,7 @@ impl Filesystem for DfsFuse {
                 .unlink(&who(req), &self.handle(parent)?, &name(n)?)
         })();
         self.changed_entry(parent, n);
+        self.relisted(parent, n, false, &r);
         if r.is_ok() {
             self.nodes.unnamed(parent.0, n.as_bytes());
         }
@@ -461,6 +531,7 @@ impl Filesystem for DfsFuse {
                 .rmdir(&who(req), &self.handle(parent)?, &name(n)?)
         })();
         self.changed_entry(parent, n);
+        self.relisted(parent, n, false, &r);
         if r.is_ok() {
             self.nodes.unnamed(parent.0, n.as_bytes());
         }
@@ -475,6 +546,7 @@ impl Filesystem for DfsFuse {
                 .symlink(&who(req), &self.handle(parent)?, &name(n)?, &target)
         })();
         self.coherence.changed_by(&mut t, &[parent.0]);
+        self.relisted(parent, n, true, &r);
         self.reply_entry(req, t, parent, n, reply, r);
     }
 
@@ -510,6 +582,10 @@ impl Filesystem for DfsFuse {
         })();
         self.changed_entry(parent, n);
         self.changed_entry(newparent, newname);
+        if flags.bits() != libc::RENAME_EXCHANGE {
+            self.relisted(parent, n, false, &r);
+        }
+        self.relisted(newparent, newname, true, &r);
         if r.is_ok() {
             if flags.bits() == libc::RENAME_EXCHANGE {
                 self.nodes.unnamed(parent.0, n.as_bytes());
@@ -540,6 +616,7 @@ impl Filesystem for DfsFuse {
             )
         })();
         self.coherence.changed_by(&mut t, &[newparent.0, ino.0]);
+        self.relisted(newparent, newname, true, &r);
         self.reply_entry(req, t, newparent, newname, reply, r);
     }
 
@@ -866,6 +943,7 @@ impl Filesystem for DfsFuse {
             )?;
             Ok::<_, Errno>((e, open, pf.append))
         })();
+        self.relisted(parent, n, true, &r);
         match r {
             Ok((e, open, append)) => {
                 let id = self.node_of(req, &e);

@@ -11,7 +11,7 @@
 //! old handle is stale): one file, one node, one inode number for `stat`, one page cache.
 //! The node then uses the handle it was last reached by.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use dfs_proto::attr::Timestamp;
@@ -34,7 +34,15 @@ struct Node {
     seen: Option<(Timestamp, u64)>,
     /// The names (parent node, name) the kernel may hold a dentry of for it, newest last.
     names: Vec<Dentry>,
+    /// For a directory: every name in it, while this client knows them all (it made the
+    /// directory itself, and no one else has changed it since). A lookup of any other name
+    /// is answered "no such file" without asking the server.
+    listing: Option<HashSet<Box<[u8]>>>,
 }
+
+/// Most names a directory's complete listing holds; a directory that grows past it is no
+/// longer known complete (it is then only a round trip per missing name).
+const MAX_KNOWN_NAMES: usize = 65_536;
 
 /// A name in a directory: (the directory's node id, the name).
 pub type Dentry = (u64, Box<[u8]>);
@@ -92,6 +100,7 @@ impl Nodes {
                 lookups: 1,
                 seen: None,
                 names: Vec::new(),
+                listing: None,
             },
         );
         Nodes { t: Mutex::new(t) }
@@ -157,9 +166,69 @@ impl Nodes {
                 lookups: 1,
                 seen: None,
                 names: Vec::new(),
+                listing: None,
             },
         );
         id
+    }
+
+    /// Node `id` is a directory this client just made: empty, and known complete from now
+    /// on until someone else changes it.
+    pub fn made_dir(&self, id: u64) {
+        if let Some(n) = self.lock().nodes.get_mut(&id) {
+            n.listing = Some(HashSet::new());
+        }
+    }
+
+    /// Whether `name` is surely not in the directory `parent` (its listing is known complete
+    /// and lacks it).
+    pub fn surely_absent(&self, parent: u64, name: &[u8]) -> bool {
+        self.lock()
+            .nodes
+            .get(&parent)
+            .and_then(|n| n.listing.as_ref())
+            .is_some_and(|l| !l.contains(name))
+    }
+
+    /// This client made `name` in `parent` (a file, a directory, a link, a rename's target).
+    pub fn listed(&self, parent: u64, name: &[u8]) {
+        let mut t = self.lock();
+        if let Some(n) = t.nodes.get_mut(&parent) {
+            if let Some(l) = &mut n.listing {
+                if l.len() >= MAX_KNOWN_NAMES {
+                    n.listing = None;
+                } else {
+                    l.insert(name.into());
+                }
+            }
+        }
+    }
+
+    /// This client removed `name` from `parent`.
+    pub fn unlisted(&self, parent: u64, name: &[u8]) {
+        if let Some(l) = self
+            .lock()
+            .nodes
+            .get_mut(&parent)
+            .and_then(|n| n.listing.as_mut())
+        {
+            l.remove(name);
+        }
+    }
+
+    /// The listing of `parent` is no longer known complete: someone else changed it, or a
+    /// change of this client's ended in doubt.
+    pub fn unknown_listing(&self, parent: u64) {
+        if let Some(n) = self.lock().nodes.get_mut(&parent) {
+            n.listing = None;
+        }
+    }
+
+    /// No listing is known complete any more (notices were lost).
+    pub fn unknown_listings(&self) {
+        for n in self.lock().nodes.values_mut() {
+            n.listing = None;
+        }
     }
 
     /// Gives the root its server inode number (the server's welcome names the root by handle
@@ -358,6 +427,24 @@ mod tests {
         assert_eq!(n.looked_up(&h(5), 7, |o| o == &h(4)), c);
         n.forget(c, 2);
         assert!(n.is_empty());
+    }
+
+    #[test]
+    fn a_directory_made_here_is_known_complete_until_someone_else_changes_it() {
+        let n = Nodes::new(h(1));
+        let d = n.looked_up(&h(2), 2, never);
+        assert!(!n.surely_absent(d, b"x"));
+        n.made_dir(d);
+        assert!(n.surely_absent(d, b"x"));
+        n.listed(d, b"x");
+        assert!(!n.surely_absent(d, b"x") && n.surely_absent(d, b"y"));
+        n.unlisted(d, b"x");
+        assert!(n.surely_absent(d, b"x"));
+        n.unknown_listing(d);
+        assert!(!n.surely_absent(d, b"x"));
+        n.made_dir(d);
+        n.unknown_listings();
+        assert!(!n.surely_absent(d, b"y"));
     }
 
     #[test]

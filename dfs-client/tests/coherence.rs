@@ -305,7 +305,9 @@ fn a_directory_made_here_answers_for_missing_names_until_others_add_some() {
         assert!(!a.mp.join(&d).join("x").exists());
         assert!(!a.mp.join(&d).join("local").exists());
         std::fs::write(b.mp.join(&d).join("x"), b"from b").unwrap();
-        soon("another mount's new name", || a.mp.join(&d).join("x").exists());
+        soon("another mount's new name", || {
+            a.mp.join(&d).join("x").exists()
+        });
         std::fs::write(s.export().join(&d).join("local"), b"from the server").unwrap();
         soon("a program's new name on the server", || {
             a.mp.join(&d).join("local").exists()

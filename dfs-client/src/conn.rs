@@ -15,6 +15,10 @@ use dfs_proto::Errno;
 use serde::Serialize;
 use vmmc_sockets::{RecvSlot, RingSize, SharedBytes, StreamOptions, VmmcStream};
 
+/// Reads at least this large are answered later than a spin lasts (the server copies the
+/// block first): their reply is waited for without spinning.
+const LONG_READ: u32 = 256 << 10;
+
 /// How to connect.
 #[derive(Clone, Debug)]
 pub struct ConnectOptions {
@@ -319,6 +323,11 @@ impl Connection {
             offset,
             len,
         };
+        if len >= LONG_READ {
+            // The server takes longer to copy the block than a spin lasts: the core is
+            // better left to it (and to the other requests in flight).
+            self.stream.set_next_read_spin(Duration::ZERO);
+        }
         self.exchange(creds, op, &[], |reply, data| {
             if data.len() > len as usize {
                 return Err(CallError::Protocol(format!(

@@ -729,3 +729,64 @@ pub(crate) fn peer_groups(sock: BorrowedFd<'_>) -> io::Result<Vec<u32>> {
     groups.truncate(n);
     Ok(groups)
 }
+
+/// Runs `f` with SIGPIPE blocked in this thread, and takes back a SIGPIPE that became
+/// pending meanwhile: for the calls that write to a socket and cannot be told
+/// `MSG_NOSIGNAL` (`sendfile`), so that a peer that went away is an error, not a signal that
+/// kills the host program. A SIGPIPE that was pending before is left as it was.
+pub(crate) fn without_sigpipe<R>(f: impl FnOnce() -> R) -> R {
+    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
+    let mut pipe = SigSet::empty();
+    pipe.add(Signal::SIGPIPE);
+    let mut old = SigSet::empty();
+    let blocked = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&pipe), Some(&mut old)).is_ok();
+    let was_pending = blocked && sigpipe_pending();
+    let r = f();
+    if blocked {
+        if !was_pending && sigpipe_pending() {
+            let none = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: `pipe` is a valid, initialised signal set and `none` a valid timespec;
+            // a null `siginfo_t` pointer is allowed. SIGPIPE is blocked in this thread, so the
+            // pending one is taken here instead of being delivered.
+            unsafe { libc::sigtimedwait(pipe.as_ref(), std::ptr::null_mut(), &none) };
+        }
+        let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
+    }
+    r
+}
+
+/// Whether a SIGPIPE is pending for this thread (or the process).
+fn sigpipe_pending() -> bool {
+    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: `sigpending` fills the set it is given; it is read only after it succeeded.
+    unsafe {
+        libc::sigpending(set.as_mut_ptr()) == 0
+            && libc::sigismember(set.as_ptr(), libc::SIGPIPE) == 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+
+    /// With SIGPIPE's default action (which kills), a write to a socket whose peer is gone
+    /// fails with EPIPE inside `without_sigpipe`, and the process lives on.
+    #[test]
+    fn a_write_to_a_dead_peer_is_an_error_not_a_signal() {
+        let (a, b) = UnixStream::pair().unwrap();
+        drop(b);
+        // `write(2)`, not the standard library's `send(MSG_NOSIGNAL)`.
+        let mut a = std::fs::File::from(std::os::fd::OwnedFd::from(a));
+        // SAFETY: setting a signal's disposition to a constant action installs no handler
+        // code; the previous action (the Rust runtime's `SIG_IGN`) is put back below.
+        let old = unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+        let r = super::without_sigpipe(|| a.write(b"x"));
+        // SAFETY: as above.
+        unsafe { libc::signal(libc::SIGPIPE, old) };
+        assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EPIPE));
+    }
+}

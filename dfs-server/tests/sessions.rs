@@ -242,22 +242,30 @@ fn two_clients_race_in_one_directory() {
                         exclusive: true,
                         ..RW
                     };
-                    for i in 0..N {
-                        match c.create(&d, &format!("f{i}"), 0o644, excl) {
-                            Ok((e, open)) => {
-                                c.write(
-                                    &e.handle,
-                                    Some(open),
-                                    0,
-                                    format!("writer {who}").as_bytes(),
-                                )
-                                .unwrap();
-                                c.op(Op::Release { open }).unwrap();
-                                won.0.push(i);
+                    // (Failures are reported after the barrier below, so that the other
+                    // thread is never left waiting at it.)
+                    let mut creating = || -> Result<(), String> {
+                        for i in 0..N {
+                            match c.create(&d, &format!("f{i}"), 0o644, excl) {
+                                Ok((e, open)) => {
+                                    let who = format!("writer {who}");
+                                    c.write(&e.handle, Some(open), 0, who.as_bytes())
+                                        .map_err(|e| format!("write f{i}: {e:?}"))?;
+                                    c.op(Op::Release { open })
+                                        .map_err(|e| format!("release f{i}: {e:?}"))?;
+                                    won.0.push(i);
+                                }
+                                Err(Errno::EEXIST) => {}
+                                Err(e) => return Err(format!("create f{i}: {e:?}")),
                             }
-                            Err(e) => assert_eq!(e, Errno::EEXIST),
                         }
-                    }
+                        Ok(())
+                    };
+                    let created = creating();
+                    // Renames start when both have finished creating: a name renamed away
+                    // while the other still creates could rightly be created a second time.
+                    barrier.wait();
+                    created.unwrap();
                     for i in 0..N {
                         let op = Op::Rename {
                             from_dir: d.clone(),

@@ -8,6 +8,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use dfs_client::mount::{self, MountOptions};
 
+mod run;
+
 /// vmmc-dfs: a file system whose blocks move between machines without copies.
 #[derive(Parser, Debug)]
 #[command(name = "dfs", version)]
@@ -132,6 +134,24 @@ enum Cmd {
         /// Where exports and mounts go (removed afterwards unless it existed).
         #[arg(long, value_name = "DIR")]
         scratch: Option<PathBuf>,
+    },
+    /// Run a program with the DFS at ADDR under PREFIX, without a mount (LD_PRELOAD).
+    ///
+    /// The program and everything it starts see the server's files at PREFIX (say /dfs)
+    /// through libkernel32_shim.so, found beside this program or in ../lib. No root, no
+    /// /dev/fuse. It acts as the user who runs it. Exits with the program's status.
+    Run {
+        /// The shared secret's file, if the server has one (read by the library; the
+        /// secret never goes in the environment).
+        #[arg(long, value_name = "FILE")]
+        secret: Option<PathBuf>,
+        /// The server: shm:NAME on this host, tcp:HOST:PORT across hosts.
+        addr: String,
+        /// Where the DFS appears to the program (an absolute path; need not exist).
+        prefix: String,
+        /// The program and its arguments (after --).
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<std::ffi::OsString>,
     },
     /// Install /sbin/mount.dfs (a copy of this program) so `mount -t dfs` and fstab work.
     InstallHelper {
@@ -421,6 +441,15 @@ fn main() -> ExitCode {
                 mount::umount(&mountpoint, lazy).map_err(|e| e.to_string())
             }
             Cmd::InstallHelper { path } => install_helper(&path),
+            Cmd::Run {
+                secret,
+                addr,
+                prefix,
+                command,
+            } => match run::run_cmd(secret, addr, prefix, command) {
+                Ok(code) => return ExitCode::from(code),
+                Err(e) => Err(e),
+            },
         }
     };
     match result {

@@ -1328,7 +1328,8 @@ pub extern "C" fn mmap64(
         return ffi::mmap64(addr, len, prot, flags, fd, off);
     };
     let r = (|| {
-        if flags & (libc::MAP_SHARED | libc::MAP_SHARED_VALIDATE) != 0 || o.kind != Kind::File {
+        // MAP_SHARED_VALIDATE shares bits with MAP_PRIVATE: the type is the low nibble.
+        if flags & 0x0f != libc::MAP_PRIVATE || o.kind != Kind::File {
             return Err(ENODEV);
         }
         let flags_now = e.shim.table.flags(o.id)? as c_int;

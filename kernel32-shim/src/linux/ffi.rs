@@ -424,6 +424,44 @@ impl MapPtr {
     }
 }
 
+/// A template a caller passed to `mkstemp` and the like: a NUL-terminated string that the
+/// function fills in place.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug)]
+pub struct Template<'a>(*mut c_char, PhantomData<&'a mut CStr>);
+
+impl<'a> Template<'a> {
+    /// Its bytes now (`None` for a null pointer).
+    pub fn bytes(&self) -> Option<Vec<u8>> {
+        CStrPtr(self.0, PhantomData).bytes().map(<[u8]>::to_vec)
+    }
+
+    /// Overwrites bytes from `at` on, within the string (`false` if they would reach or
+    /// pass its NUL).
+    pub fn overwrite(&self, at: usize, with: &[u8]) -> bool {
+        let Some(len) = self.bytes().map(|b| b.len()) else {
+            return false;
+        };
+        if at.checked_add(with.len()).is_none_or(|end| end > len) {
+            return false;
+        }
+        // SAFETY: the caller passed a writable NUL-terminated string of `len` bytes (the
+        // function's contract), and `at + with.len() <= len`.
+        unsafe { std::ptr::copy_nonoverlapping(with.as_ptr().cast(), self.0.add(at), with.len()) };
+        true
+    }
+
+    /// The same string, to pass where a path is read.
+    pub fn as_path(&self) -> CStrPtr<'a> {
+        CStrPtr(self.0, PhantomData)
+    }
+
+    /// The same string as a function's result (`mkdtemp` returns its template).
+    pub fn as_result(&self) -> CharPtr {
+        CharPtr(self.0)
+    }
+}
+
 /// A string for a caller to `free` (`getcwd(NULL, 0)`, `realpath(p, NULL)`), or the
 /// caller's own buffer filled.
 #[repr(transparent)]
@@ -717,6 +755,8 @@ real! {
     posix_spawnp = "posix_spawnp"(pid: Out<'_, c_int>, path: P<'_>, fa: Opaque, attr: Opaque, argv: StrArray<'_>, envp: StrArray<'_>) -> c_int, libc::ENOSYS;
     execve = "execve"(path: P<'_>, argv: StrArray<'_>, envp: StrArray<'_>) -> c_int, -1;
     execvpe = "execvpe"(path: P<'_>, argv: StrArray<'_>, envp: StrArray<'_>) -> c_int, -1;
+    mkostemps64 = "mkostemps64"(t: Template<'_>, suffix: c_int, flags: c_int) -> c_int, -1;
+    mkdtemp = "mkdtemp"(t: Template<'_>) -> CharPtr, CharPtr::null();
     fexecve = "fexecve"(fd: c_int, argv: StrArray<'_>, envp: StrArray<'_>) -> c_int, -1;
     _exit = "_exit"(code: c_int) -> (), ();
     umask = "umask"(mask: mode_t) -> mode_t, 0o022;

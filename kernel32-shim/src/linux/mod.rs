@@ -28,6 +28,7 @@ mod locks;
 mod paths;
 mod proc;
 mod stdio;
+mod temp;
 
 use std::cell::Cell;
 use std::collections::HashMap;

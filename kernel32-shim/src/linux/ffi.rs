@@ -768,6 +768,7 @@ real! {
     mkdtemp = "mkdtemp"(t: Template<'_>) -> CharPtr, CharPtr::null();
     pathconf = "pathconf"(path: P<'_>, name: c_int) -> libc::c_long, -1;
     fpathconf = "fpathconf"(fd: c_int, name: c_int) -> libc::c_long, -1;
+    syscall = "syscall"(n: libc::c_long, a: libc::c_long, b: libc::c_long, c: libc::c_long, d: libc::c_long, e: libc::c_long, f: libc::c_long) -> libc::c_long, -1;
     fexecve = "fexecve"(fd: c_int, argv: StrArray<'_>, envp: StrArray<'_>) -> c_int, -1;
     _exit = "_exit"(code: c_int) -> (), ();
     umask = "umask"(mask: mode_t) -> mode_t, 0o022;
@@ -847,6 +848,11 @@ pub fn flock_arg<'a>(arg: c_ulong) -> Out<'a, abi::Flock> {
     // A pointer as the caller passed it, under fcntl's contract for the lock commands
     // (null reads as absent: `Out` checks).
     Out(arg as usize as *mut abi::Flock, PhantomData)
+}
+
+/// A pointer argument of `syscall(2)`, as the caller passed it (an integer register).
+pub fn syscall_ptr<'a, T>(arg: libc::c_long) -> Out<'a, T> {
+    Out(arg as usize as *mut T, PhantomData)
 }
 
 /// The C library's `ioctl(fd, request, arg)`, the caller's arguments passed on.

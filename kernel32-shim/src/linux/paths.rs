@@ -474,6 +474,11 @@ fn remove(shim: &Shim, dirfd: c_int, p: &[u8], dir: bool) -> Result<Done<c_int>,
     if dir && ends_with_dot(p) {
         return Err(Errno::EINVAL);
     }
+    let last = p.strip_suffix(b"/").unwrap_or(p);
+    if dir && (last == b".." || last.ends_with(b"/..")) {
+        // As Linux answers: a directory's parent is never empty (it holds the directory).
+        return Err(Errno(libc::ENOTEMPTY));
+    }
     shim.on(dirfd, p, false, |f, cl, c| {
         let (parent, name, n) = old_name(f)?;
         if dir {

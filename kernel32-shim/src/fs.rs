@@ -38,6 +38,9 @@ pub struct MountConfig {
     pub addr: String,
     /// The shared secret, if the server wants one.
     pub secret: Option<Secret>,
+    /// How long a call keeps trying to reach a server that went away before it fails with
+    /// `ENOTCONN` (`None`: the client's default, 30 s).
+    pub timeout: Option<std::time::Duration>,
 }
 
 struct Mount {
@@ -168,6 +171,9 @@ impl Dfs {
             let mut opts = ConnectOptions::new().map_err(|e| e.to_string())?;
             opts.session = session;
             opts.secret = m.secret;
+            if let Some(t) = m.timeout {
+                opts.timeout = t;
+            }
             ms.push(Mount {
                 addr: m.addr,
                 opts,

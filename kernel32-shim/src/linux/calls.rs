@@ -930,11 +930,11 @@ pub extern "C" fn dup(fd: c_int) -> c_int {
 
 fn dup_onto(fd: c_int, to: c_int, real: impl FnOnce() -> c_int) -> c_int {
     let Some(e) = enter() else { return real() };
+    if e.shim.is_table_fd(to) && fd != to {
+        // The program wants the table's number: the table moves out of its way.
+        super::proc::move_table(e.shim);
+    }
     if !e.shim.fds.is_ours(fd) && !e.shim.fds.is_ours(to) {
-        if e.shim.is_table_fd(to) {
-            // The program wants the table's number: the table moves out of its way.
-            super::proc::move_table(e.shim);
-        }
         drop(e);
         return real();
     }

@@ -61,6 +61,8 @@ pub mod vars {
     /// The file holding the shared secret (its path; the secret itself never goes in the
     /// environment).
     pub const SECRET_FILE: &str = "DFS_SHIM_SECRET_FILE";
+    /// How long a call waits for a server that went away (seconds).
+    pub const TIMEOUT: &str = "DFS_SHIM_TIMEOUT";
     /// The shared table: `FD` or `FD:PID:KEEPERFD`.
     pub const TABLE: &str = "DFS_SHIM_TABLE";
     /// The client session (32 hex digits), for a table made here.
@@ -339,6 +341,14 @@ fn map_table(table_var: Option<&str>, session: [u8; 16]) -> Result<(Table<'stati
                     std::io::Error::from_raw_os_error(ffi::errno())
                 ));
             }
+            // Out of the way of the numbers programs pick themselves (`exec 3>`, `dup2`).
+            let high = ffi::fcntl64(fd, libc::F_DUPFD, 512);
+            let fd = if high >= 0 {
+                ffi::close(fd);
+                high
+            } else {
+                fd
+            };
             if ffi::ftruncate64(fd, (words * 8) as i64) != 0
                 || ffi::fcntl64(
                     fd,
@@ -398,6 +408,10 @@ impl Shim {
                 prefix: prefix.clone().into_bytes(),
                 addr: addr.clone(),
                 secret,
+                timeout: var(vars::TIMEOUT)
+                    .and_then(|t| t.parse::<f64>().ok())
+                    .filter(|t| t.is_finite() && *t > 0.0)
+                    .map(std::time::Duration::from_secs_f64),
             }],
             table.session(),
             cwd,

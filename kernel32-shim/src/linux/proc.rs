@@ -125,6 +125,7 @@ fn run_vars(shim: &Shim) -> Vec<(&'static str, Option<Vec<u8>>)> {
         vars::CWD,
         vars::LIB,
         vars::LOCKS,
+        vars::TIMEOUT,
     ]
     .into_iter()
     .map(|k| (k, get(k)))

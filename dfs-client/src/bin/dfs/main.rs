@@ -145,6 +145,10 @@ enum Cmd {
         /// secret never goes in the environment).
         #[arg(long, value_name = "FILE")]
         secret: Option<PathBuf>,
+        /// How long a call waits for a server that went away before it fails with
+        /// ENOTCONN (seconds, default 30).
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<f64>,
         /// The server: shm:NAME on this host, tcp:HOST:PORT across hosts.
         addr: String,
         /// Where the DFS appears to the program (an absolute path; need not exist).
@@ -443,10 +447,11 @@ fn main() -> ExitCode {
             Cmd::InstallHelper { path } => install_helper(&path),
             Cmd::Run {
                 secret,
+                timeout,
                 addr,
                 prefix,
                 command,
-            } => match run::run_cmd(secret, addr, prefix, command) {
+            } => match run::run_cmd(secret, timeout, addr, prefix, command) {
                 Ok(code) => return ExitCode::from(code),
                 Err(e) => Err(e),
             },

@@ -96,6 +96,7 @@ fn clean_prefix(p: &str) -> Result<String, String> {
 /// killed it, as a shell says).
 pub fn run_cmd(
     secret: Option<PathBuf>,
+    timeout: Option<f64>,
     addr: String,
     prefix: String,
     command: Vec<OsString>,
@@ -132,6 +133,10 @@ pub fn run_cmd(
         .env_remove("DFS_SHIM_SESSION")
         .env_remove("DFS_SHIM_CWD")
         .env_remove("DFS_SHIM_INHERIT");
+    match timeout {
+        Some(t) => cmd.env("DFS_SHIM_TIMEOUT", t.to_string()),
+        None => cmd.env_remove("DFS_SHIM_TIMEOUT"),
+    };
     match &secret {
         Some(s) => cmd.env("DFS_SHIM_SECRET_FILE", s),
         None => cmd.env_remove("DFS_SHIM_SECRET_FILE"),

@@ -1313,14 +1313,15 @@ fn limit(name: c_int) -> Result<libc::c_long, Errno> {
     Ok(match name {
         libc::_PC_NAME_MAX => 255,
         libc::_PC_PATH_MAX => libc::PATH_MAX as libc::c_long,
-        libc::_PC_LINK_MAX => 65000,
         libc::_PC_PIPE_BUF => libc::PIPE_BUF as libc::c_long,
         libc::_PC_CHOWN_RESTRICTED | libc::_PC_NO_TRUNC => 1,
         libc::_PC_FILESIZEBITS => 64,
         libc::_PC_MAX_CANON | libc::_PC_MAX_INPUT => 255,
         libc::_PC_VDISABLE => 0,
-        // No limit (-1 with errno unchanged), as glibc says for these.
-        libc::_PC_SYMLINK_MAX
+        // No limit (-1 with errno unchanged), as glibc says for these. The server does
+        // not say how many links its file system allows (FUSE mounts do not either).
+        libc::_PC_LINK_MAX
+        | libc::_PC_SYMLINK_MAX
         | libc::_PC_ASYNC_IO
         | libc::_PC_PRIO_IO
         | libc::_PC_SYNC_IO

@@ -47,29 +47,29 @@ pub const ETIMEDOUT: Errno = Errno(110);
 /// `ERROR_GEN_FAILURE` (31), never success.
 pub fn win32(e: Errno) -> u32 {
     match e.0 {
-        1 | 13 => 5,      // EPERM, EACCES: ERROR_ACCESS_DENIED
-        2 => 2,           // ENOENT: ERROR_FILE_NOT_FOUND
-        9 => 6,           // EBADF: ERROR_INVALID_HANDLE
-        12 => 8,          // ENOMEM: ERROR_NOT_ENOUGH_MEMORY
-        16 => 170,        // EBUSY: ERROR_BUSY
-        17 => 80,         // EEXIST: ERROR_FILE_EXISTS
-        18 => 17,         // EXDEV: ERROR_NOT_SAME_DEVICE
-        20 => 267,        // ENOTDIR: ERROR_DIRECTORY
-        21 => 5,          // EISDIR: ERROR_ACCESS_DENIED, as CreateFile on a directory
-        22 => 87,         // EINVAL: ERROR_INVALID_PARAMETER
-        24 | 23 => 4,     // EMFILE, ENFILE: ERROR_TOO_MANY_OPEN_FILES
-        27 => 223,        // EFBIG: ERROR_FILE_TOO_LARGE
-        28 | 122 => 112,  // ENOSPC, EDQUOT: ERROR_DISK_FULL
-        29 => 131,        // ESPIPE: ERROR_NEGATIVE_SEEK
-        30 => 19,         // EROFS: ERROR_WRITE_PROTECT
-        36 => 206,        // ENAMETOOLONG: ERROR_FILENAME_EXCED_RANGE
-        39 => 145,        // ENOTEMPTY: ERROR_DIR_NOT_EMPTY
-        40 => 1921,       // ELOOP: ERROR_CANT_RESOLVE_FILENAME
-        61 => 1117,       // ENODATA: ERROR_IO_DEVICE (no such extended attribute)
-        95 | 38 => 50,    // EOPNOTSUPP, ENOSYS: ERROR_NOT_SUPPORTED
-        107 | 110 => 59,  // ENOTCONN, ETIMEDOUT: ERROR_UNEXP_NET_ERR
-        116 => 1006,      // ESTALE: ERROR_FILE_INVALID
-        _ => 31,          // ERROR_GEN_FAILURE
+        1 | 13 => 5,     // EPERM, EACCES: ERROR_ACCESS_DENIED
+        2 => 2,          // ENOENT: ERROR_FILE_NOT_FOUND
+        9 => 6,          // EBADF: ERROR_INVALID_HANDLE
+        12 => 8,         // ENOMEM: ERROR_NOT_ENOUGH_MEMORY
+        16 => 170,       // EBUSY: ERROR_BUSY
+        17 => 80,        // EEXIST: ERROR_FILE_EXISTS
+        18 => 17,        // EXDEV: ERROR_NOT_SAME_DEVICE
+        20 => 267,       // ENOTDIR: ERROR_DIRECTORY
+        21 => 5,         // EISDIR: ERROR_ACCESS_DENIED, as CreateFile on a directory
+        22 => 87,        // EINVAL: ERROR_INVALID_PARAMETER
+        24 | 23 => 4,    // EMFILE, ENFILE: ERROR_TOO_MANY_OPEN_FILES
+        27 => 223,       // EFBIG: ERROR_FILE_TOO_LARGE
+        28 | 122 => 112, // ENOSPC, EDQUOT: ERROR_DISK_FULL
+        29 => 131,       // ESPIPE: ERROR_NEGATIVE_SEEK
+        30 => 19,        // EROFS: ERROR_WRITE_PROTECT
+        36 => 206,       // ENAMETOOLONG: ERROR_FILENAME_EXCED_RANGE
+        39 => 145,       // ENOTEMPTY: ERROR_DIR_NOT_EMPTY
+        40 => 1921,      // ELOOP: ERROR_CANT_RESOLVE_FILENAME
+        61 => 1117,      // ENODATA: ERROR_IO_DEVICE (no such extended attribute)
+        95 | 38 => 50,   // EOPNOTSUPP, ENOSYS: ERROR_NOT_SUPPORTED
+        107 | 110 => 59, // ENOTCONN, ETIMEDOUT: ERROR_UNEXP_NET_ERR
+        116 => 1006,     // ESTALE: ERROR_FILE_INVALID
+        _ => 31,         // ERROR_GEN_FAILURE
     }
 }
 

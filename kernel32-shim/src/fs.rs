@@ -189,7 +189,10 @@ impl Dfs {
 
     /// A copy of the router (prefixes and current directory).
     pub fn router(&self) -> Router {
-        self.router.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.router
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Where `path` goes from the current directory.
@@ -270,7 +273,13 @@ impl Dfs {
     }
 
     /// Routes and walks `path` from `at`.
-    pub fn resolve(&self, creds: &Creds, at: At<'_>, path: &[u8], last: Last) -> Result<Walk, Errno> {
+    pub fn resolve(
+        &self,
+        creds: &Creds,
+        at: At<'_>,
+        path: &[u8],
+        last: Last,
+    ) -> Result<Walk, Errno> {
         if path.is_empty() {
             return Err(Errno::ENOENT);
         }
@@ -407,10 +416,14 @@ impl Dfs {
                     return Err(Errno::EISDIR);
                 }
                 // Opened on the server to check, as the caller, that it may be read.
-                let open = client.open(creds, &entry.handle, OpenFlags {
-                    read: true,
-                    ..OpenFlags::default()
-                })?;
+                let open = client.open(
+                    creds,
+                    &entry.handle,
+                    OpenFlags {
+                        read: true,
+                        ..OpenFlags::default()
+                    },
+                )?;
                 done(Kind::Dir, Some(open))
             }
             _ if how.directory => Err(Errno::ENOTDIR),
@@ -482,9 +495,7 @@ impl Dfs {
         let mut attr = None;
         loop {
             let chunk = &data[done..(done + MAX_DATA).min(data.len())];
-            let at = offset
-                .checked_add(done as u64)
-                .ok_or(crate::errno::EFBIG)?;
+            let at = offset.checked_add(done as u64).ok_or(crate::errno::EFBIG)?;
             match client.write(creds, handle, open, at, append, chunk) {
                 Ok((n, a)) => {
                     done += n as usize;

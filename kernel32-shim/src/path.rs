@@ -250,8 +250,7 @@ impl Router {
                 c => stack.push(c),
             }
             for (m, p) in self.prefixes.iter().enumerate() {
-                if stack.len() == p.len() && stack.iter().zip(p).all(|(a, b)| *a == b.as_slice())
-                {
+                if stack.len() == p.len() && stack.iter().zip(p).all(|(a, b)| *a == b.as_slice()) {
                     let rest = parts[i + 1..].iter().map(|c| c.to_vec()).collect();
                     return Route::Dfs { mount: m, rest };
                 }

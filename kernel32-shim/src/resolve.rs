@@ -75,6 +75,9 @@ pub struct Found {
 }
 
 /// Where a path leads.
+// A walk's result lives for one call, on the stack: boxing `Found` would cost an
+// allocation on every path call to save a move of a few hundred bytes.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Walk {
     /// Out of the DFS (by `..` or a link): this absolute local path, for the program's own
@@ -195,11 +198,7 @@ pub fn walk<N: Namespace>(
                     }
                 }
             } else {
-                for t in target
-                    .split(|&b| b == b'/')
-                    .filter(|t| !t.is_empty())
-                    .rev()
-                {
+                for t in target.split(|&b| b == b'/').filter(|t| !t.is_empty()).rev() {
                     queue.push_front(t.to_vec());
                 }
             }
@@ -236,9 +235,12 @@ mod tests {
     use dfs_proto::handle::FileHandle;
     use std::collections::HashMap;
 
-    /// A file tree in memory: inode number → (kind, children or link target).
+    /// A node: its kind, its children (name, inode number) and its link target.
+    type Node = (FileKind, Vec<(Vec<u8>, u64)>, Vec<u8>);
+
+    /// A file tree in memory: inode number → node.
     struct Tree {
-        nodes: HashMap<u64, (FileKind, Vec<(Vec<u8>, u64)>, Vec<u8>)>,
+        nodes: HashMap<u64, Node>,
         lookups: std::cell::Cell<u32>,
     }
 

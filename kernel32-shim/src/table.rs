@@ -340,7 +340,8 @@ impl<'a> Table<'a> {
         if hlen == 0 || hlen > MAX_HANDLE || plen > MAX_PATH {
             return Err(EBADF);
         }
-        let handle = FileHandle::new(self.get_bytes(id.index, S_HANDLE, hlen)).map_err(|_| EBADF)?;
+        let handle =
+            FileHandle::new(self.get_bytes(id.index, S_HANDLE, hlen)).map_err(|_| EBADF)?;
         let bits = word(S_OPEN_BITS);
         let d = Desc {
             id,

@@ -46,7 +46,10 @@ fn descriptors_survive_fork_and_exec() {
     assert_eq!(read(&export.join("b")), "apple\nfig\npear\n");
     assert_eq!(read(&export.join("c")), "one\ntwo\n");
     let d = read(&export.join("d"));
-    assert!(d.starts_with("x\nls: cannot access '/dfs/nonexistent'"), "{d}");
+    assert!(
+        d.starts_with("x\nls: cannot access '/dfs/nonexistent'"),
+        "{d}"
+    );
     // One offset, shared by the shell, its subshell, and two programs it ran.
     assert_eq!(read(&export.join("e")), "first\nsecond\nthird\nfourth\n");
     assert_eq!(read(&export.join("f")), "pear\nfig\napple\n");
@@ -140,8 +143,11 @@ fn a_user_gets_only_what_the_server_allows() {
     std::fs::create_dir(&export).unwrap();
     std::fs::write(export.join("private"), "root's\n").unwrap();
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(export.join("private"), std::fs::Permissions::from_mode(0o600))
-        .unwrap();
+    std::fs::set_permissions(
+        export.join("private"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
     std::fs::write(export.join("public"), "anyone's\n").unwrap();
     let server = ServerProc::start(&export, &tmp.path().join("key"), &[]);
     let out = script(
@@ -176,7 +182,16 @@ fn a_server_that_dies_mid_write_is_an_error_not_lost_data() {
     std::fs::create_dir(&export).unwrap();
     let mut server = ServerProc::start(&export, &tmp.path().join("key"), &[]);
     let mut child = Command::new(&bins.dfs)
-        .args(["run", "--timeout", "2", &server.addr, "/dfs", "--", "python3", "-c"])
+        .args([
+            "run",
+            "--timeout",
+            "2",
+            &server.addr,
+            "/dfs",
+            "--",
+            "python3",
+            "-c",
+        ])
         .arg(
             r#"
 import os, sys
@@ -212,7 +227,10 @@ print("wrote everything", flush=True)
     let out = child.wait_with_output().unwrap();
     let said = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(3), "{said}");
-    assert!(said.contains("Transport endpoint is not connected"), "{said}");
+    assert!(
+        said.contains("Transport endpoint is not connected"),
+        "{said}"
+    );
     // What it was told was written is on the server.
     let n: u64 = said
         .split_whitespace()
@@ -220,5 +238,8 @@ print("wrote everything", flush=True)
         .and_then(|v| v.parse().ok())
         .unwrap_or(u64::MAX);
     let on_disk = std::fs::metadata(export.join("big")).unwrap().len();
-    assert!(on_disk >= n, "{n} bytes acknowledged, {on_disk} on the server");
+    assert!(
+        on_disk >= n,
+        "{n} bytes acknowledged, {on_disk} on the server"
+    );
 }

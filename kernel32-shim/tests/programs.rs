@@ -56,7 +56,11 @@ fn tree(dir: &Path) -> String {
         r#"cd "$1" && find . \( -path ./repo/.git -o -name t.tar \) -prune -o -printf '%y %m %s %p %l\n' | sort \
            && find . \( -path ./repo/.git -o -name t.tar \) -prune -o -type f -print0 | sort -z | xargs -0 sha256sum"#,
     ).arg("-").arg(dir));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -75,7 +79,10 @@ fn programs_match(user: Option<&TestUser>) {
     }
     let server = ServerProc::start(&export, &tmp.path().join("key"), &[]);
     let local_dir = local.to_string_lossy().into_owned();
-    let on_local = ok(script(&bins, user, None, &[], &local_dir, PROGRAMS), "on a local directory");
+    let on_local = ok(
+        script(&bins, user, None, &[], &local_dir, PROGRAMS),
+        "on a local directory",
+    );
     let on_dfs = ok(
         script(&bins, user, Some(&server.addr), &[], "/dfs/w", PROGRAMS),
         "through the shim",
@@ -83,7 +90,10 @@ fn programs_match(user: Option<&TestUser>) {
     // Paths differ only in the directory's name.
     let on_dfs = on_dfs.replace("/dfs/w", &local_dir);
     assert_eq!(on_local, on_dfs, "the programs said different things");
-    assert!(on_local.contains("ok\n"), "sqlite's integrity_check: {on_local}");
+    assert!(
+        on_local.contains("ok\n"),
+        "sqlite's integrity_check: {on_local}"
+    );
     assert!(on_local.contains("compiled"), "{on_local}");
     assert_eq!(tree(&local), tree(&export.join("w")), "the trees differ");
     if let Some(u) = user {
@@ -91,7 +101,11 @@ fn programs_match(user: Option<&TestUser>) {
         let out = run(std::process::Command::new("find")
             .arg(export.join("w"))
             .args(["!", "-uid", &u.uid.to_string()]));
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "", "files not the user's");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "",
+            "files not the user's"
+        );
     }
 }
 

@@ -12,9 +12,7 @@ use dfs_proto::Errno;
 use vmmc_sockets::SharedBytes;
 
 use super::abi::{self, Stat};
-use super::ffi::{
-    self, off_t, size_t, ssize_t, Buf, BufMut, In, IoVecs, MapPtr, Out,
-};
+use super::ffi::{self, off_t, size_t, ssize_t, Buf, BufMut, In, IoVecs, MapPtr, Out};
 use super::{creds, enter, enter_fd, stdio, Open, Shim, KEPT_FLAGS};
 use crate::errno::{EBADF, ENODEV, ENOTTY};
 use crate::table::Kind;
@@ -81,7 +79,10 @@ impl Shim {
                 .dfs
                 .read(o.mount, &c, &o.handle, o.open, off, len, sink),
             None => {
-                let _held = self.table.offset_lock(o.id)?.lock(ffi::gettid(), ffi::alive);
+                let _held = self
+                    .table
+                    .offset_lock(o.id)?
+                    .lock(ffi::gettid(), ffi::alive);
                 let pos = self.table.offset(o.id)?;
                 let off = pos.load(Ordering::Relaxed);
                 let n = self
@@ -94,7 +95,12 @@ impl Shim {
     }
 
     /// Writes `data` at `at`, or at the description's offset (at the end for `O_APPEND`).
-    pub(crate) fn write_from(&self, o: &Open, data: &[u8], at: Option<u64>) -> Result<usize, Errno> {
+    pub(crate) fn write_from(
+        &self,
+        o: &Open,
+        data: &[u8],
+        at: Option<u64>,
+    ) -> Result<usize, Errno> {
         let flags = self.io_check(o, true)?;
         if data.is_empty() {
             return Ok(0);
@@ -102,7 +108,11 @@ impl Shim {
         let append = flags & libc::O_APPEND != 0;
         // An open whose append mode `F_SETFL` changed no longer writes as asked: the server
         // then writes through the handle, with the mode given per write.
-        let open = if append == o.open_append { o.open } else { None };
+        let open = if append == o.open_append {
+            o.open
+        } else {
+            None
+        };
         let c = creds();
         match at {
             Some(off) => Ok(self
@@ -110,7 +120,10 @@ impl Shim {
                 .write(o.mount, &c, &o.handle, open, off, append, data)?
                 .0),
             None => {
-                let _held = self.table.offset_lock(o.id)?.lock(ffi::gettid(), ffi::alive);
+                let _held = self
+                    .table
+                    .offset_lock(o.id)?
+                    .lock(ffi::gettid(), ffi::alive);
                 let pos = self.table.offset(o.id)?;
                 let off = pos.load(Ordering::Relaxed);
                 let (n, attr) = self
@@ -129,9 +142,7 @@ impl Shim {
     /// The file's attributes (through the open, which works after an unlink).
     pub(crate) fn attr(&self, o: &Open) -> Result<dfs_proto::attr::Attr, Errno> {
         let c = creds();
-        self.dfs
-            .client(o.mount, &c)?
-            .getattr(&c, &o.handle, o.open)
+        self.dfs.client(o.mount, &c)?.getattr(&c, &o.handle, o.open)
     }
 
     fn seek(&self, o: &Open, off: i64, whence: c_int) -> Result<i64, Errno> {
@@ -147,7 +158,10 @@ impl Shim {
                 _ => Err(Errno::EINVAL),
             },
             Kind::File => {
-                let _held = self.table.offset_lock(o.id)?.lock(ffi::gettid(), ffi::alive);
+                let _held = self
+                    .table
+                    .offset_lock(o.id)?
+                    .lock(ffi::gettid(), ffi::alive);
                 let cur = pos.load(Ordering::Relaxed) as i64;
                 let new = match whence {
                     libc::SEEK_SET => off,
@@ -289,9 +303,9 @@ pub extern "C" fn __read_chk(fd: c_int, buf: BufMut<'_>, n: size_t, _buflen: siz
 pub extern "C" fn pread64(fd: c_int, buf: BufMut<'_>, n: size_t, off: off_t) -> ssize_t {
     match enter_fd(fd) {
         None => ffi::pread64(fd, buf, n, off),
-        Some((e, o)) => ssize(
-            offset_arg(off).and_then(|at| e.shim.read_to(&o, n, Some(at), put_into(buf, n))),
-        ),
+        Some((e, o)) => {
+            ssize(offset_arg(off).and_then(|at| e.shim.read_to(&o, n, Some(at), put_into(buf, n))))
+        }
     }
 }
 
@@ -339,9 +353,9 @@ pub extern "C" fn write(fd: c_int, buf: Buf<'_>, n: size_t) -> ssize_t {
 pub extern "C" fn pwrite64(fd: c_int, buf: Buf<'_>, n: size_t, off: off_t) -> ssize_t {
     match enter_fd(fd) {
         None => ffi::pwrite64(fd, buf, n, off),
-        Some((e, o)) => ssize(
-            offset_arg(off).and_then(|at| e.shim.write_from(&o, buf.slice(n), Some(at))),
-        ),
+        Some((e, o)) => {
+            ssize(offset_arg(off).and_then(|at| e.shim.write_from(&o, buf.slice(n), Some(at))))
+        }
     }
 }
 
@@ -370,9 +384,7 @@ fn writev_at(fd: c_int, iov: IoVecs<'_>, n: c_int, at: Option<u64>) -> Option<ss
             // One piece, or too much to gather: piece by piece.
             let mut done = 0usize;
             for s in v.iter().filter(|s| !s.is_empty()) {
-                let n = e
-                    .shim
-                    .write_from(&o, s, at.map(|a| a + done as u64))?;
+                let n = e.shim.write_from(&o, s, at.map(|a| a + done as u64))?;
                 done += n;
                 if n < s.len() {
                     break;
@@ -440,13 +452,23 @@ pub extern "C" fn preadv64v2(
     off: off_t,
     flags: c_int,
 ) -> ssize_t {
-    let at = if off == -1 { None } else { offset_arg(off).ok() };
+    let at = if off == -1 {
+        None
+    } else {
+        offset_arg(off).ok()
+    };
     readv_at(fd, iov, n, at).unwrap_or_else(|| ffi::preadv64v2(fd, iov, n, off, flags))
 }
 
 /// `preadv2(2)`.
 #[no_mangle]
-pub extern "C" fn preadv2(fd: c_int, iov: IoVecs<'_>, n: c_int, off: off_t, flags: c_int) -> ssize_t {
+pub extern "C" fn preadv2(
+    fd: c_int,
+    iov: IoVecs<'_>,
+    n: c_int,
+    off: off_t,
+    flags: c_int,
+) -> ssize_t {
     preadv64v2(fd, iov, n, off, flags)
 }
 
@@ -459,13 +481,23 @@ pub extern "C" fn pwritev64v2(
     off: off_t,
     flags: c_int,
 ) -> ssize_t {
-    let at = if off == -1 { None } else { offset_arg(off).ok() };
+    let at = if off == -1 {
+        None
+    } else {
+        offset_arg(off).ok()
+    };
     writev_at(fd, iov, n, at).unwrap_or_else(|| ffi::pwritev64v2(fd, iov, n, off, flags))
 }
 
 /// `pwritev2(2)`.
 #[no_mangle]
-pub extern "C" fn pwritev2(fd: c_int, iov: IoVecs<'_>, n: c_int, off: off_t, flags: c_int) -> ssize_t {
+pub extern "C" fn pwritev2(
+    fd: c_int,
+    iov: IoVecs<'_>,
+    n: c_int,
+    off: off_t,
+    flags: c_int,
+) -> ssize_t {
     pwritev64v2(fd, iov, n, off, flags)
 }
 
@@ -844,7 +876,12 @@ fn fxattr<R>(
 
 /// `fgetxattr(2)`.
 #[no_mangle]
-pub extern "C" fn fgetxattr(fd: c_int, name: ffi::CStrPtr<'_>, v: BufMut<'_>, n: size_t) -> ssize_t {
+pub extern "C" fn fgetxattr(
+    fd: c_int,
+    name: ffi::CStrPtr<'_>,
+    v: BufMut<'_>,
+    n: size_t,
+) -> ssize_t {
     fxattr(fd, |_, o, cl, c| {
         let size = u32::try_from(n).unwrap_or(u32::MAX).min(65536);
         xattr_reply(cl.getxattr(c, &o.handle, &xattr_name(name)?, size)?, v, n)
@@ -985,8 +1022,11 @@ pub extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
             int(flags.map(|f| f | libc::O_LARGEFILE))
         }
         libc::F_SETFL => {
-            let changeable =
-                libc::O_APPEND | libc::O_NONBLOCK | libc::O_ASYNC | libc::O_DIRECT | libc::O_NOATIME;
+            let changeable = libc::O_APPEND
+                | libc::O_NONBLOCK
+                | libc::O_ASYNC
+                | libc::O_DIRECT
+                | libc::O_NOATIME;
             let r = e.shim.table.flags(o.id).and_then(|f| {
                 let f = f as c_int;
                 let new = (f & !changeable) | (arg as c_int & changeable & KEPT_FLAGS);
@@ -994,10 +1034,12 @@ pub extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
             });
             unit(r)
         }
-        libc::F_GETLK | libc::F_SETLK | libc::F_SETLKW | libc::F_OFD_GETLK
-        | libc::F_OFD_SETLK | libc::F_OFD_SETLKW => {
-            int(super::locks::fcntl_lock(e.shim, &o, cmd, arg))
-        }
+        libc::F_GETLK
+        | libc::F_SETLK
+        | libc::F_SETLKW
+        | libc::F_OFD_GETLK
+        | libc::F_OFD_SETLK
+        | libc::F_OFD_SETLKW => int(super::locks::fcntl_lock(e.shim, &o, cmd, arg)),
         // FD_CLOEXEC and the rest are the placeholder's: the kernel's (an O_PATH descriptor
         // refuses what needs an open file, loudly).
         _ => ffi::fcntl64(fd, cmd, arg),
@@ -1291,11 +1333,9 @@ pub extern "C" fn syscall(
     f: libc::c_long,
 ) -> libc::c_long {
     if n == libc::SYS_copy_file_range {
-        let (Ok(fin), Ok(fout), Ok(flags)) = (
-            c_int::try_from(a),
-            c_int::try_from(c),
-            c_uint::try_from(f),
-        ) else {
+        let (Ok(fin), Ok(fout), Ok(flags)) =
+            (c_int::try_from(a), c_int::try_from(c), c_uint::try_from(f))
+        else {
             return ffi::syscall(n, a, b, c, d, e, f);
         };
         return copy_file_range(
@@ -1379,17 +1419,12 @@ pub extern "C" fn mmap64(
         }
         let buf = ffi::mapping_buf(p);
         let c = creds();
-        let read = e.shim.dfs.read(
-            o.mount,
-            &c,
-            &o.handle,
-            o.open,
-            off as u64,
-            len,
-            |at, d| {
+        let read = e
+            .shim
+            .dfs
+            .read(o.mount, &c, &o.handle, o.open, off as u64, len, |at, d| {
                 buf.put_shared(len, at, &d);
-            },
-        );
+            });
         if let Err(err) = read {
             ffi::unmap(p, len);
             return Err(err);

@@ -105,13 +105,19 @@ fn with_stream<R>(d: DirPtr, f: impl FnOnce(&'static Shim, &mut Stream) -> R) ->
 /// `opendir(3)`.
 #[no_mangle]
 pub extern "C" fn opendir(path: CStrPtr<'_>) -> DirPtr {
-    via(libc::AT_FDCWD, path, DirPtr::null(), ffi::opendir, |shim, p| {
-        let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
-        Ok(match shim.open_at(libc::AT_FDCWD, p, flags, 0)? {
-            Outcome::Local(np) => Done::Local(np),
-            Outcome::Dfs(fd) => Done::Value(new_stream(shim, fd)),
-        })
-    })
+    via(
+        libc::AT_FDCWD,
+        path,
+        DirPtr::null(),
+        ffi::opendir,
+        |shim, p| {
+            let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
+            Ok(match shim.open_at(libc::AT_FDCWD, p, flags, 0)? {
+                Outcome::Local(np) => Done::Local(np),
+                Outcome::Dfs(fd) => Done::Value(new_stream(shim, fd)),
+            })
+        },
+    )
 }
 
 /// `fdopendir(3)`.
@@ -333,10 +339,10 @@ fn scandir_impl(
         let entries = entries.ok_or(Errno::EBADF)??;
         // The program's filter and comparison may call back into the C library (and so
         // into this one): outside the shim.
-        Ok(Done::Value(super::inside_not(|| {
-            ffi::scandir_result(entries, filter, compar, list)
-        })
-        .map_err(Errno)?))
+        Ok(Done::Value(
+            super::inside_not(|| ffi::scandir_result(entries, filter, compar, list))
+                .map_err(Errno)?,
+        ))
     })
 }
 

@@ -81,11 +81,6 @@ impl<'a> CStrPtr<'a> {
     pub fn of(s: &'a CStr) -> CStrPtr<'a> {
         CStrPtr(s.as_ptr(), PhantomData)
     }
-
-    /// A null pointer (a missing argument, passed on as such).
-    pub fn null() -> CStrPtr<'static> {
-        CStrPtr(std::ptr::null(), PhantomData)
-    }
 }
 
 /// A buffer a C caller passed to be read (`write`'s data).
@@ -149,11 +144,6 @@ impl<'a> BufMut<'a> {
     /// Our own buffer, to pass to a real function.
     pub fn of(b: &'a mut [u8]) -> BufMut<'a> {
         BufMut(b.as_mut_ptr().cast(), PhantomData)
-    }
-
-    /// Whether it is null.
-    pub fn is_null(&self) -> bool {
-        self.0.is_null()
     }
 }
 
@@ -222,25 +212,9 @@ impl<'a, T: Copy> Out<'a, T> {
         Some(unsafe { self.0.read_unaligned() })
     }
 
-    /// Whether it is null.
-    pub fn is_null(&self) -> bool {
-        self.0.is_null()
-    }
-
     /// Our own variable, to pass to a real function.
     pub fn of(v: &'a mut T) -> Out<'a, T> {
         Out(v, PhantomData)
-    }
-
-    /// Null (an optional result nobody wants).
-    pub fn null() -> Out<'static, T> {
-        Out(std::ptr::null_mut(), PhantomData)
-    }
-
-    /// The same pointer as another type, for the aliases that share a layout (`stat` and
-    /// `stat64`, `dirent` and `dirent64`).
-    pub fn cast<U>(self) -> Out<'a, U> {
-        Out(self.0.cast(), PhantomData)
     }
 
     /// The address (to compare, never to dereference elsewhere).
@@ -278,17 +252,11 @@ impl<'a, T: Copy> In<'a, T> {
         }
         // SAFETY: the caller passed an array of at least `n` readable `T` (the function's
         // contract fixes `n`).
-        Some((0..n).map(|i| unsafe { self.0.add(i).read_unaligned() }).collect())
-    }
-
-    /// Our own value, to pass to a real function.
-    pub fn of(v: &'a T) -> In<'a, T> {
-        In(v, PhantomData)
-    }
-
-    /// Null.
-    pub fn null() -> In<'static, T> {
-        In(std::ptr::null(), PhantomData)
+        Some(
+            (0..n)
+                .map(|i| unsafe { self.0.add(i).read_unaligned() })
+                .collect(),
+        )
     }
 }
 
@@ -368,10 +336,6 @@ impl DirPtr {
     pub fn null() -> DirPtr {
         DirPtr(std::ptr::null_mut())
     }
-    /// Whether it is null.
-    pub fn is_null(&self) -> bool {
-        self.0.is_null()
-    }
 }
 
 /// A `FILE *`, as [`DirPtr`].
@@ -394,10 +358,6 @@ impl FilePtr {
     /// Null (`fopen`'s failure).
     pub fn null() -> FilePtr {
         FilePtr(std::ptr::null_mut())
-    }
-    /// Whether it is null.
-    pub fn is_null(&self) -> bool {
-        self.0.is_null()
     }
 }
 
@@ -553,8 +513,8 @@ pub fn scandir_result(
             }
         }
         // SAFETY: plain malloc of one dirent, checked for null.
-        let p = unsafe { libc::malloc(std::mem::size_of::<abi::Dirent64>()) }
-            .cast::<abi::Dirent64>();
+        let p =
+            unsafe { libc::malloc(std::mem::size_of::<abi::Dirent64>()) }.cast::<abi::Dirent64>();
         if p.is_null() {
             free_all(&kept);
             return Err(libc::ENOMEM);

@@ -58,7 +58,10 @@ impl Locks {
                 .filter(|(_, (i, _))| *i == ino)
                 .map(|(id, _)| *id)
                 .collect();
-            ids.iter().filter_map(|id| m.remove(id)).map(|(_, fd)| fd).collect()
+            ids.iter()
+                .filter_map(|id| m.remove(id))
+                .map(|(_, fd)| fd)
+                .collect()
         };
         for fd in gone {
             ffi::close(fd);
@@ -118,7 +121,11 @@ fn posix_fd(shim: &Shim, o: &Open) -> Result<c_int, Errno> {
 
 /// The descriptor `o`'s description takes OFD locks and `flock` on.
 fn desc_fd(shim: &Shim, o: &Open) -> Result<c_int, Errno> {
-    let mut m = shim.locks.per_desc.lock().unwrap_or_else(|p| p.into_inner());
+    let mut m = shim
+        .locks
+        .per_desc
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     if let Some((_, fd)) = m.get(&o.id) {
         return Ok(*fd);
     }
@@ -137,7 +144,10 @@ fn absolute(shim: &Shim, o: &Open, mut fl: Flock) -> Result<Flock, Errno> {
         libc::SEEK_END => shim.attr(o)?.size as i64,
         _ => return Err(Errno::EINVAL),
     };
-    fl.l_start = fl.l_start.checked_add(base).ok_or(crate::errno::EOVERFLOW)?;
+    fl.l_start = fl
+        .l_start
+        .checked_add(base)
+        .ok_or(crate::errno::EOVERFLOW)?;
     fl.l_whence = libc::SEEK_SET as i16;
     Ok(fl)
 }
@@ -171,7 +181,10 @@ pub(crate) fn fcntl_lock(shim: &Shim, o: &Open, cmd: c_int, arg: c_ulong) -> Res
         mode_allows(shim, o, fl.l_type)?;
     }
     let mut fl = absolute(shim, o, fl)?;
-    let ofd = matches!(cmd, libc::F_OFD_GETLK | libc::F_OFD_SETLK | libc::F_OFD_SETLKW);
+    let ofd = matches!(
+        cmd,
+        libc::F_OFD_GETLK | libc::F_OFD_SETLK | libc::F_OFD_SETLKW
+    );
     let fd = if ofd {
         desc_fd(shim, o)?
     } else {

@@ -167,24 +167,14 @@ impl Fds {
             .map(|(fd, o)| (*fd, o.clone()))
             .collect()
     }
-
-    /// (slot, count) of every description the process holds.
-    pub fn holdings(&self) -> Vec<(SlotId, u32)> {
-        let mut m: HashMap<SlotId, u32> = HashMap::new();
-        for (_, o) in self.all() {
-            *m.entry(o.id).or_default() += 1;
-        }
-        m.into_iter().collect()
-    }
 }
 
 /// The run's settings, from the environment `dfs run` sets.
 #[derive(Debug)]
 pub(crate) struct Env {
-    pub addr: String,
-    pub prefix: Vec<u8>,
-    pub secret_file: Option<String>,
+    /// This library's path, for the `LD_PRELOAD` of programs the run starts.
     pub lib: Option<String>,
+    /// The run's lock directory.
     pub locks: Option<String>,
     /// The table's descriptor (-1: none), which the interposed `close` and `dup2` keep
     /// out of the program's way; it moves when the program wants its number.
@@ -304,7 +294,10 @@ fn hex16(s: &str) -> Option<[u8; 16]> {
 
 /// The table: the inherited one, the keeper's through `/proc`, or (no `dfs run`) a new one
 /// whose descriptor this process's children inherit.
-fn map_table(table_var: Option<&str>, session: [u8; 16]) -> Result<(Table<'static>, Option<c_int>), String> {
+fn map_table(
+    table_var: Option<&str>,
+    session: [u8; 16],
+) -> Result<(Table<'static>, Option<c_int>), String> {
     let words = Table::words(SLOTS, HOLDS);
     let fits = |fd: c_int| {
         let Some((_, _, size)) = ffi::fstat_id(fd) else {
@@ -331,10 +324,7 @@ fn map_table(table_var: Option<&str>, session: [u8; 16]) -> Result<(Table<'stati
     let fd = match chosen {
         Some(fd) => fd,
         None => {
-            let fd = ffi::memfd(
-                ffi::cstr("dfs-shim-table\0"),
-                libc::MFD_ALLOW_SEALING as u32,
-            );
+            let fd = ffi::memfd(ffi::cstr("dfs-shim-table\0"), libc::MFD_ALLOW_SEALING);
             if fd < 0 {
                 return Err(format!(
                     "cannot make the table of open files: {}",
@@ -379,7 +369,10 @@ impl Shim {
             None => None,
             Some(p) => {
                 let bytes = std::fs::read(p).map_err(|e| {
-                    format!("cannot read the secret {p}: {}", dfs_proto::errno::plain(&e))
+                    format!(
+                        "cannot read the secret {p}: {}",
+                        dfs_proto::errno::plain(&e)
+                    )
                 })?;
                 Some(
                     dfs_proto::auth::Secret::from_file_bytes(&bytes)
@@ -405,8 +398,8 @@ impl Shim {
             .unwrap_or_else(|_| b"/".to_vec());
         let dfs = Dfs::new(
             vec![MountConfig {
-                prefix: prefix.clone().into_bytes(),
-                addr: addr.clone(),
+                prefix: prefix.into_bytes(),
+                addr,
                 secret,
                 timeout: var(vars::TIMEOUT)
                     .and_then(|t| t.parse::<f64>().ok())
@@ -429,9 +422,6 @@ impl Shim {
         });
         Ok(Some(Shim {
             env: Env {
-                addr,
-                prefix: prefix.into_bytes(),
-                secret_file,
                 lib: var(vars::LIB),
                 locks: var(vars::LOCKS),
                 table_fd: AtomicI32::new(table_fd.unwrap_or(-1)),
@@ -512,14 +502,16 @@ impl Shim {
         let mut found = Vec::new();
         if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
             for e in dir.flatten() {
-                let Some(fd) = e.file_name().to_str().and_then(|s| s.parse::<c_int>().ok())
-                else {
+                let Some(fd) = e.file_name().to_str().and_then(|s| s.parse::<c_int>().ok()) else {
                     continue;
                 };
                 let Ok(target) = std::fs::read_link(e.path()) else {
                     continue;
                 };
-                if !target.to_string_lossy().starts_with("/memfd:dfs-shim (deleted)") {
+                if !target
+                    .to_string_lossy()
+                    .starts_with("/memfd:dfs-shim (deleted)")
+                {
                     continue;
                 }
                 let Some((_, ino, _)) = ffi::fstat_id(fd) else {

@@ -109,7 +109,12 @@ impl Shim {
     }
 
     /// The attributes of what `path` names.
-    fn stat_path(&self, dirfd: c_int, path: &[u8], follow: bool) -> Result<Done<(Attr, usize)>, Errno> {
+    fn stat_path(
+        &self,
+        dirfd: c_int,
+        path: &[u8],
+        follow: bool,
+    ) -> Result<Done<(Attr, usize)>, Errno> {
         let c = creds();
         match self.find(&c, dirfd, path, follow)? {
             Done::Local(p) => Ok(Done::Local(p)),
@@ -133,7 +138,16 @@ fn new_name(f: &Found) -> Result<(&dfs_proto::attr::Entry, &dfs_proto::name::Nam
 }
 
 /// The parent and name of a path that must exist (to remove or rename it).
-fn old_name(f: &Found) -> Result<(&dfs_proto::attr::Entry, &dfs_proto::name::Name, &dfs_proto::attr::Entry), Errno> {
+fn old_name(
+    f: &Found,
+) -> Result<
+    (
+        &dfs_proto::attr::Entry,
+        &dfs_proto::name::Name,
+        &dfs_proto::attr::Entry,
+    ),
+    Errno,
+> {
     let n = node(f)?;
     match (&f.parent, &f.name) {
         (Some(p), Some(name)) => Ok((p, name, n)),
@@ -173,7 +187,9 @@ fn wants_mode(flags: c_int) -> bool {
 #[no_mangle]
 pub extern "C" fn open64(path: CStrPtr<'_>, flags: c_int, mode: mode_t) -> c_int {
     let mode = if wants_mode(flags) { mode } else { 0 };
-    open_impl(libc::AT_FDCWD, path, flags, mode, |p| ffi::open64(p, flags, mode))
+    open_impl(libc::AT_FDCWD, path, flags, mode, |p| {
+        ffi::open64(p, flags, mode)
+    })
 }
 
 /// `open(2)`.
@@ -185,7 +201,9 @@ pub extern "C" fn open(path: CStrPtr<'_>, flags: c_int, mode: mode_t) -> c_int {
 /// `__open_2` (fortified `open` without a mode).
 #[no_mangle]
 pub extern "C" fn __open_2(path: CStrPtr<'_>, flags: c_int) -> c_int {
-    open_impl(libc::AT_FDCWD, path, flags, 0, |p| ffi::__open64_2(p, flags))
+    open_impl(libc::AT_FDCWD, path, flags, 0, |p| {
+        ffi::__open64_2(p, flags)
+    })
 }
 
 /// `__open64_2`.
@@ -198,7 +216,9 @@ pub extern "C" fn __open64_2(path: CStrPtr<'_>, flags: c_int) -> c_int {
 #[no_mangle]
 pub extern "C" fn openat64(dirfd: c_int, path: CStrPtr<'_>, flags: c_int, mode: mode_t) -> c_int {
     let mode = if wants_mode(flags) { mode } else { 0 };
-    open_impl(dirfd, path, flags, mode, |p| ffi::openat64(dirfd, p, flags, mode))
+    open_impl(dirfd, path, flags, mode, |p| {
+        ffi::openat64(dirfd, p, flags, mode)
+    })
 }
 
 /// `openat(2)`.
@@ -210,7 +230,9 @@ pub extern "C" fn openat(dirfd: c_int, path: CStrPtr<'_>, flags: c_int, mode: mo
 /// `__openat_2`.
 #[no_mangle]
 pub extern "C" fn __openat_2(dirfd: c_int, path: CStrPtr<'_>, flags: c_int) -> c_int {
-    open_impl(dirfd, path, flags, 0, |p| ffi::__openat64_2(dirfd, p, flags))
+    open_impl(dirfd, path, flags, 0, |p| {
+        ffi::__openat64_2(dirfd, p, flags)
+    })
 }
 
 /// `__openat64_2`.
@@ -280,7 +302,9 @@ pub extern "C" fn lstat(path: CStrPtr<'_>, st: Out<'_, Stat>) -> c_int {
 /// `__xstat64` (before glibc 2.33).
 #[no_mangle]
 pub extern "C" fn __xstat64(ver: c_int, path: CStrPtr<'_>, st: Out<'_, Stat>) -> c_int {
-    stat_into(libc::AT_FDCWD, path, true, st, |p| ffi::__xstat64(ver, p, st))
+    stat_into(libc::AT_FDCWD, path, true, st, |p| {
+        ffi::__xstat64(ver, p, st)
+    })
 }
 
 /// `__xstat`.
@@ -292,7 +316,9 @@ pub extern "C" fn __xstat(ver: c_int, path: CStrPtr<'_>, st: Out<'_, Stat>) -> c
 /// `__lxstat64`.
 #[no_mangle]
 pub extern "C" fn __lxstat64(ver: c_int, path: CStrPtr<'_>, st: Out<'_, Stat>) -> c_int {
-    stat_into(libc::AT_FDCWD, path, false, st, |p| ffi::__lxstat64(ver, p, st))
+    stat_into(libc::AT_FDCWD, path, false, st, |p| {
+        ffi::__lxstat64(ver, p, st)
+    })
 }
 
 /// `__lxstat`.
@@ -303,24 +329,41 @@ pub extern "C" fn __lxstat(ver: c_int, path: CStrPtr<'_>, st: Out<'_, Stat>) -> 
 
 /// `fstatat64(2)`.
 #[no_mangle]
-pub extern "C" fn fstatat64(dirfd: c_int, path: CStrPtr<'_>, st: Out<'_, Stat>, flags: c_int) -> c_int {
+pub extern "C" fn fstatat64(
+    dirfd: c_int,
+    path: CStrPtr<'_>,
+    st: Out<'_, Stat>,
+    flags: c_int,
+) -> c_int {
     if flags & libc::AT_EMPTY_PATH != 0 && path.bytes() == Some(b"") {
         return super::calls::fstat_impl(dirfd, st)
             .unwrap_or_else(|| ffi::fstatat64(dirfd, path, st, flags));
     }
     let follow = flags & libc::AT_SYMLINK_NOFOLLOW == 0;
-    stat_into(dirfd, path, follow, st, |p| ffi::fstatat64(dirfd, p, st, flags))
+    stat_into(dirfd, path, follow, st, |p| {
+        ffi::fstatat64(dirfd, p, st, flags)
+    })
 }
 
 /// `fstatat(2)`.
 #[no_mangle]
-pub extern "C" fn fstatat(dirfd: c_int, path: CStrPtr<'_>, st: Out<'_, Stat>, flags: c_int) -> c_int {
+pub extern "C" fn fstatat(
+    dirfd: c_int,
+    path: CStrPtr<'_>,
+    st: Out<'_, Stat>,
+    flags: c_int,
+) -> c_int {
     fstatat64(dirfd, path, st, flags)
 }
 
 /// `newfstatat` (the system call's name, which some programs call).
 #[no_mangle]
-pub extern "C" fn newfstatat(dirfd: c_int, path: CStrPtr<'_>, st: Out<'_, Stat>, flags: c_int) -> c_int {
+pub extern "C" fn newfstatat(
+    dirfd: c_int,
+    path: CStrPtr<'_>,
+    st: Out<'_, Stat>,
+    flags: c_int,
+) -> c_int {
     fstatat64(dirfd, path, st, flags)
 }
 
@@ -389,7 +432,13 @@ pub extern "C" fn statx(
 // ---------------------------------------------------------------------------------------
 // access
 
-fn access_impl(dirfd: c_int, path: CStrPtr<'_>, mode: c_int, flags: c_int, real: impl FnOnce(CStrPtr<'_>) -> c_int) -> c_int {
+fn access_impl(
+    dirfd: c_int,
+    path: CStrPtr<'_>,
+    mode: c_int,
+    flags: c_int,
+    real: impl FnOnce(CStrPtr<'_>) -> c_int,
+) -> c_int {
     let follow = flags & libc::AT_SYMLINK_NOFOLLOW == 0;
     let effective = flags & libc::AT_EACCESS != 0;
     via(dirfd, path, -1, real, |shim, p| {
@@ -422,7 +471,9 @@ pub extern "C" fn access(path: CStrPtr<'_>, mode: c_int) -> c_int {
 /// `faccessat(2)`.
 #[no_mangle]
 pub extern "C" fn faccessat(dirfd: c_int, path: CStrPtr<'_>, mode: c_int, flags: c_int) -> c_int {
-    access_impl(dirfd, path, mode, flags, |p| ffi::faccessat(dirfd, p, mode, flags))
+    access_impl(dirfd, path, mode, flags, |p| {
+        ffi::faccessat(dirfd, p, mode, flags)
+    })
 }
 
 /// `faccessat2` (glibc's `faccessat` is this system call).
@@ -448,7 +499,12 @@ pub extern "C" fn eaccess(path: CStrPtr<'_>, mode: c_int) -> c_int {
 // ---------------------------------------------------------------------------------------
 // Making and removing names
 
-fn mkdir_impl(dirfd: c_int, path: CStrPtr<'_>, mode: mode_t, real: impl FnOnce(CStrPtr<'_>) -> c_int) -> c_int {
+fn mkdir_impl(
+    dirfd: c_int,
+    path: CStrPtr<'_>,
+    mode: mode_t,
+    real: impl FnOnce(CStrPtr<'_>) -> c_int,
+) -> c_int {
     via(dirfd, path, -1, real, |shim, p| {
         let mode = mode & 0o7777 & !shim.umask.load(Ordering::Relaxed);
         shim.on(dirfd, p, false, |f, cl, c| {
@@ -537,6 +593,8 @@ pub extern "C" fn remove_path(path: CStrPtr<'_>) -> c_int {
 }
 
 /// Two paths: both in the DFS (one mount), both local, or neither (`EXDEV`).
+// Lives for one call, on the stack (as `Walk`).
+#[allow(clippy::large_enum_variant)]
 enum Pair {
     Dfs(Found, Found),
     Local(CString, CString),
@@ -591,14 +649,18 @@ fn two_paths(
         return real(p1, p2);
     };
     if a.len() >= libc::PATH_MAX as usize || b.len() >= libc::PATH_MAX as usize {
-        let Some(e) = enter() else { return real(p1, p2) };
+        let Some(e) = enter() else {
+            return real(p1, p2);
+        };
         if e.shim.wants(d1, a) || e.shim.wants(d2, b) {
             return fail(Errno(libc::ENAMETOOLONG), -1);
         }
         drop(e);
         return real(p1, p2);
     }
-    let Some(e) = enter() else { return real(p1, p2) };
+    let Some(e) = enter() else {
+        return real(p1, p2);
+    };
     if !e.shim.wants(d1, a) && !e.shim.wants(d2, b) {
         drop(e);
         return real(p1, p2);
@@ -619,7 +681,14 @@ fn two_paths(
     }
 }
 
-fn rename_impl(d1: c_int, p1: CStrPtr<'_>, d2: c_int, p2: CStrPtr<'_>, flags: c_uint, real: impl FnOnce(CStrPtr<'_>, CStrPtr<'_>) -> c_int) -> c_int {
+fn rename_impl(
+    d1: c_int,
+    p1: CStrPtr<'_>,
+    d2: c_int,
+    p2: CStrPtr<'_>,
+    flags: c_uint,
+    real: impl FnOnce(CStrPtr<'_>, CStrPtr<'_>) -> c_int,
+) -> c_int {
     two_paths(d1, p1, false, d2, p2, real, |_, a, b, cl, c| {
         let mode = match flags {
             0 => RenameMode::Replace,
@@ -673,7 +742,14 @@ pub extern "C" fn renameat2(
     })
 }
 
-fn link_impl(d1: c_int, p1: CStrPtr<'_>, d2: c_int, p2: CStrPtr<'_>, flags: c_int, real: impl FnOnce(CStrPtr<'_>, CStrPtr<'_>) -> c_int) -> c_int {
+fn link_impl(
+    d1: c_int,
+    p1: CStrPtr<'_>,
+    d2: c_int,
+    p2: CStrPtr<'_>,
+    flags: c_int,
+    real: impl FnOnce(CStrPtr<'_>, CStrPtr<'_>) -> c_int,
+) -> c_int {
     let follow = flags & libc::AT_SYMLINK_FOLLOW != 0;
     two_paths(d1, p1, follow, d2, p2, real, |_, a, b, cl, c| {
         let from = node(a)?;
@@ -703,21 +779,34 @@ pub extern "C" fn linkat(
     if flags & libc::AT_EMPTY_PATH != 0 && from.bytes() == Some(b"") {
         // Linking an open file by descriptor.
         if let Some((e, o)) = enter_fd(d1) {
-            let r = via(d2, to, -1, |_| fail(EXDEV, -1), |shim, p| {
-                let _ = &e;
-                shim.on(d2, p, false, |f, cl, c| {
-                    let (dir, name) = new_name(f)?;
-                    cl.link(c, &o.handle, &dir.handle, name).map(|_| 0)
-                })
-            });
+            let r = via(
+                d2,
+                to,
+                -1,
+                |_| fail(EXDEV, -1),
+                |shim, p| {
+                    let _ = &e;
+                    shim.on(d2, p, false, |f, cl, c| {
+                        let (dir, name) = new_name(f)?;
+                        cl.link(c, &o.handle, &dir.handle, name).map(|_| 0)
+                    })
+                },
+            );
             return r;
         }
         return ffi::linkat(d1, from, d2, to, flags);
     }
-    link_impl(d1, from, d2, to, flags, |a, b| ffi::linkat(d1, a, d2, b, flags))
+    link_impl(d1, from, d2, to, flags, |a, b| {
+        ffi::linkat(d1, a, d2, b, flags)
+    })
 }
 
-fn symlink_impl(target: CStrPtr<'_>, dirfd: c_int, path: CStrPtr<'_>, real: impl FnOnce(CStrPtr<'_>) -> c_int) -> c_int {
+fn symlink_impl(
+    target: CStrPtr<'_>,
+    dirfd: c_int,
+    path: CStrPtr<'_>,
+    real: impl FnOnce(CStrPtr<'_>) -> c_int,
+) -> c_int {
     via(dirfd, path, -1, real, |shim, p| {
         let t = target.bytes().ok_or(Errno(libc::EFAULT))?;
         let t = LinkTarget::new(t).map_err(|e| match e {
@@ -756,7 +845,13 @@ fn proc_fd_link(shim: &Shim, p: &[u8]) -> Option<Vec<u8>> {
     shim.fds.get(fd).map(|o| o.path.clone())
 }
 
-fn readlink_impl(dirfd: c_int, path: CStrPtr<'_>, buf: BufMut<'_>, n: size_t, real: impl FnOnce(CStrPtr<'_>) -> ssize_t) -> ssize_t {
+fn readlink_impl(
+    dirfd: c_int,
+    path: CStrPtr<'_>,
+    buf: BufMut<'_>,
+    n: size_t,
+    real: impl FnOnce(CStrPtr<'_>) -> ssize_t,
+) -> ssize_t {
     if let (Some(p), Some(e)) = (path.bytes(), enter()) {
         if let Some(target) = proc_fd_link(e.shim, p) {
             let k = buf.put(n, 0, &target);
@@ -783,17 +878,33 @@ pub extern "C" fn readlink(path: CStrPtr<'_>, buf: BufMut<'_>, n: size_t) -> ssi
 
 /// `readlinkat(2)`.
 #[no_mangle]
-pub extern "C" fn readlinkat(dirfd: c_int, path: CStrPtr<'_>, buf: BufMut<'_>, n: size_t) -> ssize_t {
+pub extern "C" fn readlinkat(
+    dirfd: c_int,
+    path: CStrPtr<'_>,
+    buf: BufMut<'_>,
+    n: size_t,
+) -> ssize_t {
     readlink_impl(dirfd, path, buf, n, |p| ffi::readlinkat(dirfd, p, buf, n))
 }
 
 /// `__readlink_chk`.
 #[no_mangle]
-pub extern "C" fn __readlink_chk(path: CStrPtr<'_>, buf: BufMut<'_>, n: size_t, _len: size_t) -> ssize_t {
+pub extern "C" fn __readlink_chk(
+    path: CStrPtr<'_>,
+    buf: BufMut<'_>,
+    n: size_t,
+    _len: size_t,
+) -> ssize_t {
     readlink(path, buf, n)
 }
 
-fn mknod_impl(dirfd: c_int, path: CStrPtr<'_>, mode: mode_t, dev: u64, real: impl FnOnce(CStrPtr<'_>) -> c_int) -> c_int {
+fn mknod_impl(
+    dirfd: c_int,
+    path: CStrPtr<'_>,
+    mode: mode_t,
+    dev: u64,
+    real: impl FnOnce(CStrPtr<'_>) -> c_int,
+) -> c_int {
     via(dirfd, path, -1, real, |shim, p| {
         let umask = shim.umask.load(Ordering::Relaxed);
         let kind = if mode & libc::S_IFMT == 0 {
@@ -812,21 +923,29 @@ fn mknod_impl(dirfd: c_int, path: CStrPtr<'_>, mode: mode_t, dev: u64, real: imp
 /// `mknod(2)`.
 #[no_mangle]
 pub extern "C" fn mknod(path: CStrPtr<'_>, mode: mode_t, dev: u64) -> c_int {
-    mknod_impl(libc::AT_FDCWD, path, mode, dev, |p| ffi::mknod(p, mode, dev))
+    mknod_impl(libc::AT_FDCWD, path, mode, dev, |p| {
+        ffi::mknod(p, mode, dev)
+    })
 }
 
 /// `mknodat(2)`.
 #[no_mangle]
 pub extern "C" fn mknodat(dirfd: c_int, path: CStrPtr<'_>, mode: mode_t, dev: u64) -> c_int {
-    mknod_impl(dirfd, path, mode, dev, |p| ffi::mknodat(dirfd, p, mode, dev))
+    mknod_impl(dirfd, path, mode, dev, |p| {
+        ffi::mknodat(dirfd, p, mode, dev)
+    })
 }
 
 /// `mkfifo(3)`.
 #[no_mangle]
 pub extern "C" fn mkfifo(path: CStrPtr<'_>, mode: mode_t) -> c_int {
-    mknod_impl(libc::AT_FDCWD, path, libc::S_IFIFO | (mode & 0o7777), 0, |p| {
-        ffi::mkfifo(p, mode)
-    })
+    mknod_impl(
+        libc::AT_FDCWD,
+        path,
+        libc::S_IFIFO | (mode & 0o7777),
+        0,
+        |p| ffi::mkfifo(p, mode),
+    )
 }
 
 /// `mkfifoat(3)`.
@@ -840,7 +959,13 @@ pub extern "C" fn mkfifoat(dirfd: c_int, path: CStrPtr<'_>, mode: mode_t) -> c_i
 // ---------------------------------------------------------------------------------------
 // Attributes by path
 
-fn setattr_path(dirfd: c_int, path: CStrPtr<'_>, follow: bool, set: SetAttr, real: impl FnOnce(CStrPtr<'_>) -> c_int) -> c_int {
+fn setattr_path(
+    dirfd: c_int,
+    path: CStrPtr<'_>,
+    follow: bool,
+    set: SetAttr,
+    real: impl FnOnce(CStrPtr<'_>) -> c_int,
+) -> c_int {
     via(dirfd, path, -1, real, |shim, p| {
         shim.on(dirfd, p, follow, |f, cl, c| {
             let e = node(f)?;
@@ -905,7 +1030,13 @@ pub extern "C" fn lchown(path: CStrPtr<'_>, uid: u32, gid: u32) -> c_int {
 
 /// `fchownat(2)`.
 #[no_mangle]
-pub extern "C" fn fchownat(dirfd: c_int, path: CStrPtr<'_>, uid: u32, gid: u32, flags: c_int) -> c_int {
+pub extern "C" fn fchownat(
+    dirfd: c_int,
+    path: CStrPtr<'_>,
+    uid: u32,
+    gid: u32,
+    flags: c_int,
+) -> c_int {
     if flags & libc::AT_EMPTY_PATH != 0 && path.bytes() == Some(b"") {
         return super::calls::fchown(dirfd, uid, gid);
     }
@@ -919,9 +1050,13 @@ pub extern "C" fn fchownat(dirfd: c_int, path: CStrPtr<'_>, uid: u32, gid: u32, 
 #[no_mangle]
 pub extern "C" fn truncate64(path: CStrPtr<'_>, len: off_t) -> c_int {
     let Ok(size) = u64::try_from(len) else {
-        return via(libc::AT_FDCWD, path, -1, |p| ffi::truncate64(p, len), |_, _| {
-            Err(Errno::EINVAL)
-        });
+        return via(
+            libc::AT_FDCWD,
+            path,
+            -1,
+            |p| ffi::truncate64(p, len),
+            |_, _| Err(Errno::EINVAL),
+        );
     };
     let set = SetAttr {
         size: Some(size),
@@ -938,7 +1073,12 @@ pub extern "C" fn truncate(path: CStrPtr<'_>, len: off_t) -> c_int {
 
 /// `utimensat(2)`.
 #[no_mangle]
-pub extern "C" fn utimensat(dirfd: c_int, path: CStrPtr<'_>, t: In<'_, abi::Timespec>, flags: c_int) -> c_int {
+pub extern "C" fn utimensat(
+    dirfd: c_int,
+    path: CStrPtr<'_>,
+    t: In<'_, abi::Timespec>,
+    flags: c_int,
+) -> c_int {
     if path.bytes().is_none() {
         // `utimensat(fd, NULL, …)` is `futimens(fd, …)` (glibc refuses it; the system call
         // takes it).
@@ -1009,7 +1149,14 @@ fn xname(name: CStrPtr<'_>) -> Result<XattrName, Errno> {
     XattrName::new(name.bytes().ok_or(Errno(libc::EFAULT))?).map_err(|e| e.errno())
 }
 
-fn getx(path: CStrPtr<'_>, follow: bool, name: CStrPtr<'_>, v: BufMut<'_>, n: size_t, real: impl FnOnce(CStrPtr<'_>) -> ssize_t) -> ssize_t {
+fn getx(
+    path: CStrPtr<'_>,
+    follow: bool,
+    name: CStrPtr<'_>,
+    v: BufMut<'_>,
+    n: size_t,
+    real: impl FnOnce(CStrPtr<'_>) -> ssize_t,
+) -> ssize_t {
     via(libc::AT_FDCWD, path, -1, real, |shim, p| {
         shim.on(libc::AT_FDCWD, p, follow, |f, cl, c| {
             let size = u32::try_from(n).unwrap_or(u32::MAX).min(65536);
@@ -1021,17 +1168,35 @@ fn getx(path: CStrPtr<'_>, follow: bool, name: CStrPtr<'_>, v: BufMut<'_>, n: si
 
 /// `getxattr(2)`.
 #[no_mangle]
-pub extern "C" fn getxattr(path: CStrPtr<'_>, name: CStrPtr<'_>, v: BufMut<'_>, n: size_t) -> ssize_t {
+pub extern "C" fn getxattr(
+    path: CStrPtr<'_>,
+    name: CStrPtr<'_>,
+    v: BufMut<'_>,
+    n: size_t,
+) -> ssize_t {
     getx(path, true, name, v, n, |p| ffi::getxattr(p, name, v, n))
 }
 
 /// `lgetxattr(2)`.
 #[no_mangle]
-pub extern "C" fn lgetxattr(path: CStrPtr<'_>, name: CStrPtr<'_>, v: BufMut<'_>, n: size_t) -> ssize_t {
+pub extern "C" fn lgetxattr(
+    path: CStrPtr<'_>,
+    name: CStrPtr<'_>,
+    v: BufMut<'_>,
+    n: size_t,
+) -> ssize_t {
     getx(path, false, name, v, n, |p| ffi::lgetxattr(p, name, v, n))
 }
 
-fn setx(path: CStrPtr<'_>, follow: bool, name: CStrPtr<'_>, v: Buf<'_>, n: size_t, flags: c_int, real: impl FnOnce(CStrPtr<'_>) -> c_int) -> c_int {
+fn setx(
+    path: CStrPtr<'_>,
+    follow: bool,
+    name: CStrPtr<'_>,
+    v: Buf<'_>,
+    n: size_t,
+    flags: c_int,
+    real: impl FnOnce(CStrPtr<'_>) -> c_int,
+) -> c_int {
     via(libc::AT_FDCWD, path, -1, real, |shim, p| {
         shim.on(libc::AT_FDCWD, p, follow, |f, cl, c| {
             cl.setxattr(c, &node(f)?.handle, &xname(name)?, v.slice(n), flags as u32)
@@ -1042,7 +1207,13 @@ fn setx(path: CStrPtr<'_>, follow: bool, name: CStrPtr<'_>, v: Buf<'_>, n: size_
 
 /// `setxattr(2)`.
 #[no_mangle]
-pub extern "C" fn setxattr(path: CStrPtr<'_>, name: CStrPtr<'_>, v: Buf<'_>, n: size_t, flags: c_int) -> c_int {
+pub extern "C" fn setxattr(
+    path: CStrPtr<'_>,
+    name: CStrPtr<'_>,
+    v: Buf<'_>,
+    n: size_t,
+    flags: c_int,
+) -> c_int {
     setx(path, true, name, v, n, flags, |p| {
         ffi::setxattr(p, name, v, n, flags)
     })
@@ -1050,13 +1221,25 @@ pub extern "C" fn setxattr(path: CStrPtr<'_>, name: CStrPtr<'_>, v: Buf<'_>, n: 
 
 /// `lsetxattr(2)`.
 #[no_mangle]
-pub extern "C" fn lsetxattr(path: CStrPtr<'_>, name: CStrPtr<'_>, v: Buf<'_>, n: size_t, flags: c_int) -> c_int {
+pub extern "C" fn lsetxattr(
+    path: CStrPtr<'_>,
+    name: CStrPtr<'_>,
+    v: Buf<'_>,
+    n: size_t,
+    flags: c_int,
+) -> c_int {
     setx(path, false, name, v, n, flags, |p| {
         ffi::lsetxattr(p, name, v, n, flags)
     })
 }
 
-fn listx(path: CStrPtr<'_>, follow: bool, v: BufMut<'_>, n: size_t, real: impl FnOnce(CStrPtr<'_>) -> ssize_t) -> ssize_t {
+fn listx(
+    path: CStrPtr<'_>,
+    follow: bool,
+    v: BufMut<'_>,
+    n: size_t,
+    real: impl FnOnce(CStrPtr<'_>) -> ssize_t,
+) -> ssize_t {
     via(libc::AT_FDCWD, path, -1, real, |shim, p| {
         shim.on(libc::AT_FDCWD, p, follow, |f, cl, c| {
             let size = u32::try_from(n).unwrap_or(u32::MAX).min(65536);
@@ -1078,10 +1261,16 @@ pub extern "C" fn llistxattr(path: CStrPtr<'_>, v: BufMut<'_>, n: size_t) -> ssi
     listx(path, false, v, n, |p| ffi::llistxattr(p, v, n))
 }
 
-fn removex(path: CStrPtr<'_>, follow: bool, name: CStrPtr<'_>, real: impl FnOnce(CStrPtr<'_>) -> c_int) -> c_int {
+fn removex(
+    path: CStrPtr<'_>,
+    follow: bool,
+    name: CStrPtr<'_>,
+    real: impl FnOnce(CStrPtr<'_>) -> c_int,
+) -> c_int {
     via(libc::AT_FDCWD, path, -1, real, |shim, p| {
         shim.on(libc::AT_FDCWD, p, follow, |f, cl, c| {
-            cl.removexattr(c, &node(f)?.handle, &xname(name)?).map(|()| 0)
+            cl.removexattr(c, &node(f)?.handle, &xname(name)?)
+                .map(|()| 0)
         })
     })
 }
@@ -1110,15 +1299,21 @@ fn statfs_of(shim: &Shim, p: &[u8]) -> Result<Done<(dfs_proto::attr::StatFs, usi
 /// `statfs64(2)`.
 #[no_mangle]
 pub extern "C" fn statfs64(path: CStrPtr<'_>, st: Out<'_, abi::Statfs>) -> c_int {
-    via(libc::AT_FDCWD, path, -1, |p| ffi::statfs64(p, st), |shim, p| {
-        Ok(match statfs_of(shim, p)? {
-            Done::Local(np) => Done::Local(np),
-            Done::Value((s, m)) => {
-                st.set(abi::Statfs::of(&s, m));
-                Done::Value(0)
-            }
-        })
-    })
+    via(
+        libc::AT_FDCWD,
+        path,
+        -1,
+        |p| ffi::statfs64(p, st),
+        |shim, p| {
+            Ok(match statfs_of(shim, p)? {
+                Done::Local(np) => Done::Local(np),
+                Done::Value((s, m)) => {
+                    st.set(abi::Statfs::of(&s, m));
+                    Done::Value(0)
+                }
+            })
+        },
+    )
 }
 
 /// `statfs(2)`.
@@ -1130,15 +1325,21 @@ pub extern "C" fn statfs(path: CStrPtr<'_>, st: Out<'_, abi::Statfs>) -> c_int {
 /// `statvfs64(3)`.
 #[no_mangle]
 pub extern "C" fn statvfs64(path: CStrPtr<'_>, st: Out<'_, abi::Statvfs>) -> c_int {
-    via(libc::AT_FDCWD, path, -1, |p| ffi::statvfs64(p, st), |shim, p| {
-        Ok(match statfs_of(shim, p)? {
-            Done::Local(np) => Done::Local(np),
-            Done::Value((s, m)) => {
-                st.set(abi::Statvfs::of(&s, m));
-                Done::Value(0)
-            }
-        })
-    })
+    via(
+        libc::AT_FDCWD,
+        path,
+        -1,
+        |p| ffi::statvfs64(p, st),
+        |shim, p| {
+            Ok(match statfs_of(shim, p)? {
+                Done::Local(np) => Done::Local(np),
+                Done::Value((s, m)) => {
+                    st.set(abi::Statvfs::of(&s, m));
+                    Done::Value(0)
+                }
+            })
+        },
+    )
 }
 
 /// `statvfs(3)`.
@@ -1155,7 +1356,10 @@ pub extern "C" fn statvfs(path: CStrPtr<'_>, st: Out<'_, abi::Statvfs>) -> c_int
 fn enter_dir(shim: &Shim, mount: usize, rest: Vec<Vec<u8>>) {
     let path = shim.dfs.router().path_of(mount, &rest);
     shim.dfs.set_cwd(Cwd::Dfs { mount, rest });
-    std::env::set_var(vars::CWD, std::ffi::OsStr::new(&String::from_utf8_lossy(&path).into_owned()));
+    std::env::set_var(
+        vars::CWD,
+        std::ffi::OsStr::new(&String::from_utf8_lossy(&path).into_owned()),
+    );
 }
 
 /// After the kernel's current directory changed: the shim's follows it.
@@ -1170,30 +1374,35 @@ fn left_dfs(shim: &Shim) {
 /// `chdir(2)`.
 #[no_mangle]
 pub extern "C" fn chdir(path: CStrPtr<'_>) -> c_int {
-    let r = via(libc::AT_FDCWD, path, -1, |p| {
-        let r = ffi::chdir(p);
-        if r == 0 {
-            if let Some(e) = enter() {
-                left_dfs(e.shim);
-            }
-        }
-        r
-    }, |shim, p| {
-        let c = creds();
-        match shim.find(&c, libc::AT_FDCWD, p, true)? {
-            Done::Local(np) => Ok(Done::Local(np)),
-            Done::Value(f) => {
-                let a = shim.dfs.attr_of(&c, &f)?;
-                if a.kind() != FileKind::Directory {
-                    return Err(Errno::ENOTDIR);
+    via(
+        libc::AT_FDCWD,
+        path,
+        -1,
+        |p| {
+            let r = ffi::chdir(p);
+            if r == 0 {
+                if let Some(e) = enter() {
+                    left_dfs(e.shim);
                 }
-                fs::access(&a, &c, 1)?;
-                enter_dir(shim, f.mount, f.rest.clone());
-                Ok(Done::Value(0))
             }
-        }
-    });
-    r
+            r
+        },
+        |shim, p| {
+            let c = creds();
+            match shim.find(&c, libc::AT_FDCWD, p, true)? {
+                Done::Local(np) => Ok(Done::Local(np)),
+                Done::Value(f) => {
+                    let a = shim.dfs.attr_of(&c, &f)?;
+                    if a.kind() != FileKind::Directory {
+                        return Err(Errno::ENOTDIR);
+                    }
+                    fs::access(&a, &c, 1)?;
+                    enter_dir(shim, f.mount, f.rest.clone());
+                    Ok(Done::Value(0))
+                }
+            }
+        },
+    )
 }
 
 /// `fchdir(2)`.
@@ -1233,7 +1442,8 @@ pub extern "C" fn getcwd(buf: CharPtr, size: size_t) -> CharPtr {
         return fail(Errno::EINVAL, CharPtr::null());
     }
     let p = e.shim.dfs.router().cwd_path();
-    buf.fill(size, &p).unwrap_or_else(|e| fail(Errno(e), CharPtr::null()))
+    buf.fill(size, &p)
+        .unwrap_or_else(|e| fail(Errno(e), CharPtr::null()))
 }
 
 /// `__getcwd_chk`.
@@ -1262,17 +1472,23 @@ pub extern "C" fn get_current_dir_name() -> CharPtr {
 /// resolved here.
 #[no_mangle]
 pub extern "C" fn realpath(path: CStrPtr<'_>, out: CharPtr) -> CharPtr {
-    via(libc::AT_FDCWD, path, CharPtr::null(), |p| ffi::realpath(p, out), |shim, p| {
-        let c = creds();
-        Ok(match shim.find(&c, libc::AT_FDCWD, p, true)? {
-            Done::Local(np) => Done::Local(np),
-            Done::Value(f) => {
-                node(&f)?;
-                let full = shim.dfs.path_of(&f);
-                Done::Value(out.fill_path_max(&full).map_err(Errno)?)
-            }
-        })
-    })
+    via(
+        libc::AT_FDCWD,
+        path,
+        CharPtr::null(),
+        |p| ffi::realpath(p, out),
+        |shim, p| {
+            let c = creds();
+            Ok(match shim.find(&c, libc::AT_FDCWD, p, true)? {
+                Done::Local(np) => Done::Local(np),
+                Done::Value(f) => {
+                    node(&f)?;
+                    let full = shim.dfs.path_of(&f);
+                    Done::Value(out.fill_path_max(&full).map_err(Errno)?)
+                }
+            })
+        },
+    )
 }
 
 /// `__realpath_chk`.
@@ -1338,12 +1554,18 @@ fn limit(name: c_int) -> Result<libc::c_long, Errno> {
 /// `pathconf(3)`.
 #[no_mangle]
 pub extern "C" fn pathconf(path: CStrPtr<'_>, name: c_int) -> libc::c_long {
-    via(libc::AT_FDCWD, path, -1, |p| ffi::pathconf(p, name), |shim, p| {
-        Ok(match shim.stat_path(libc::AT_FDCWD, p, true)? {
-            Done::Local(np) => Done::Local(np),
-            Done::Value(_) => Done::Value(limit(name)?),
-        })
-    })
+    via(
+        libc::AT_FDCWD,
+        path,
+        -1,
+        |p| ffi::pathconf(p, name),
+        |shim, p| {
+            Ok(match shim.stat_path(libc::AT_FDCWD, p, true)? {
+                Done::Local(np) => Done::Local(np),
+                Done::Value(_) => Done::Value(limit(name)?),
+            })
+        },
+    )
 }
 
 /// `fpathconf(3)`.

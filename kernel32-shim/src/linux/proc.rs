@@ -224,7 +224,11 @@ fn spawn(
     let Some(e) = enter() else { return real(envp) };
     let shim = e.shim;
     let (token, _) = hold_for_child(shim, true);
-    let env = fixed_env(shim, envp, &[(vars::INHERIT, token.to_string().into_bytes())]);
+    let env = fixed_env(
+        shim,
+        envp,
+        &[(vars::INHERIT, token.to_string().into_bytes())],
+    );
     drop(e);
     let _ = (pid, argv);
     let r = real(StrArray::of(&env));

@@ -147,7 +147,11 @@ fn mode_flags(mode: &[u8]) -> Result<c_int, Errno> {
     Ok(flags)
 }
 
-fn fopen_impl(path: CStrPtr<'_>, mode: CStrPtr<'_>, real: impl FnOnce(CStrPtr<'_>) -> FilePtr) -> FilePtr {
+fn fopen_impl(
+    path: CStrPtr<'_>,
+    mode: CStrPtr<'_>,
+    real: impl FnOnce(CStrPtr<'_>) -> FilePtr,
+) -> FilePtr {
     via(libc::AT_FDCWD, path, FilePtr::null(), real, |shim, p| {
         let m = mode.bytes().ok_or(Errno::EINVAL)?;
         let flags = mode_flags(m)?;
@@ -224,7 +228,9 @@ pub extern "C" fn freopen64(path: CStrPtr<'_>, mode: CStrPtr<'_>, f: FilePtr) ->
                     if let Some(o) = shim.fds.get(fd) {
                         shim.close_fd(fd, o);
                     }
-                    Ok(Done::Value(ffi::std_stream([Std::In, Std::Out, Std::Err][i])))
+                    Ok(Done::Value(ffi::std_stream(
+                        [Std::In, Std::Out, Std::Err][i],
+                    )))
                 }
                 None => {
                     super::inside_not(|| ffi_fclose(f));

@@ -74,7 +74,9 @@ fn make_lock_dir() -> Result<LockDir, String> {
 /// The prefix as the library wants it: absolute, without `.`, `..` or a trailing slash.
 fn clean_prefix(p: &str) -> Result<String, String> {
     if !p.starts_with('/') {
-        return Err(format!("the prefix {p:?} must be an absolute path (say /dfs)"));
+        return Err(format!(
+            "the prefix {p:?} must be an absolute path (say /dfs)"
+        ));
     }
     let mut parts: Vec<&str> = Vec::new();
     for c in p.split('/') {

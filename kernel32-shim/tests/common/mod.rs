@@ -28,11 +28,21 @@ impl Bins {
     pub fn new() -> Bins {
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let lib = Path::new(DFS).with_file_name("libkernel32_shim.so");
+        // `cargo test` builds the library into deps/ (only `cargo build` copies it up
+        // beside the binaries).
+        let beside = Path::new(DFS).with_file_name("libkernel32_shim.so");
+        let lib = [
+            Path::new(DFS)
+                .with_file_name("deps")
+                .join("libkernel32_shim.so"),
+            beside,
+        ]
+        .into_iter()
+        .find(|p| p.exists())
+        .expect("libkernel32_shim.so is missing: run `cargo build` (the workspace builds it)");
         assert!(
-            lib.exists(),
-            "{} is missing: run `cargo build` (the workspace builds it)",
-            lib.display()
+            Path::new(DFS).exists(),
+            "{DFS} is missing: run `cargo build` (or test the whole workspace)"
         );
         let dfs = dir.path().join("dfs");
         std::fs::copy(DFS, &dfs).unwrap();

@@ -11,88 +11,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The preload library's file name, as cargo builds it.
-pub const LIB_NAME: &str = "libkernel32_shim.so";
-
-/// Where the library may be: beside this program (a cargo build, or `install`ed copies
-/// side by side), or in `../lib` (the quick start installs `dfs` in `PREFIX/bin` and the
-/// library in `PREFIX/lib`). `DFS_SHIM_LIBRARY` names another.
-pub fn find_library() -> Result<PathBuf, String> {
-    if let Some(p) = std::env::var_os("DFS_SHIM_LIBRARY") {
-        let p = PathBuf::from(p);
-        return if p.is_file() {
-            std::path::absolute(&p).map_err(|e| e.to_string())
-        } else {
-            Err(format!("DFS_SHIM_LIBRARY={}: no such file", p.display()))
-        };
-    }
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
-    let dir = exe.parent().unwrap_or(Path::new("/"));
-    let candidates = [dir.join(LIB_NAME), dir.join("../lib").join(LIB_NAME)];
-    for c in &candidates {
-        if c.is_file() {
-            return Ok(c.canonicalize().unwrap_or_else(|_| c.clone()));
-        }
-    }
-    Err(format!(
-        "cannot find {LIB_NAME} (looked in {} and {}; build it with `cargo build -p \
-         kernel32-shim`, or name it with DFS_SHIM_LIBRARY)",
-        candidates[0].display(),
-        candidates[1].display()
-    ))
-}
-
-/// Removes the run's lock directory when the run ends.
-struct LockDir(PathBuf);
-
-impl Drop for LockDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn make_lock_dir() -> Result<LockDir, String> {
-    use std::os::unix::fs::DirBuilderExt;
-    let base = std::env::var_os("XDG_RUNTIME_DIR")
-        .map(PathBuf::from)
-        .filter(|d| d.is_dir())
-        .unwrap_or_else(std::env::temp_dir);
-    for _ in 0..16 {
-        let mut r = [0u8; 8];
-        getrandom::fill(&mut r).map_err(|e| e.to_string())?;
-        let name: String = r.iter().map(|b| format!("{b:02x}")).collect();
-        let d = base.join(format!("dfs-run-{name}"));
-        match std::fs::DirBuilder::new().mode(0o700).create(&d) {
-            Ok(()) => return Ok(LockDir(d)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(format!("cannot make {}: {e}", d.display())),
-        }
-    }
-    Err("cannot make a lock directory".into())
-}
-
-/// The prefix as the library wants it: absolute, without `.`, `..` or a trailing slash.
-fn clean_prefix(p: &str) -> Result<String, String> {
-    if !p.starts_with('/') {
-        return Err(format!(
-            "the prefix {p:?} must be an absolute path (say /dfs)"
-        ));
-    }
-    let mut parts: Vec<&str> = Vec::new();
-    for c in p.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    if parts.is_empty() {
-        return Err("the prefix cannot be / (the program needs its own files)".into());
-    }
-    Ok(format!("/{}", parts.join("/")))
-}
+use dfs_client::preload::{self, LockDir, Preload};
 
 /// Runs `command` under the shim and returns its exit status (128 + the signal that
 /// killed it, as a shell says).
@@ -103,8 +22,8 @@ pub fn run_cmd(
     prefix: String,
     command: Vec<OsString>,
 ) -> Result<u8, String> {
-    let prefix = clean_prefix(&prefix)?;
-    let lib = find_library()?;
+    let prefix = preload::clean_prefix(&prefix)?;
+    let library = preload::library()?;
     let secret = match secret {
         Some(s) => Some(std::path::absolute(&s).map_err(|e| e.to_string())?),
         None => None,
@@ -118,31 +37,18 @@ pub fn run_cmd(
     let (program, args) = command
         .split_first()
         .ok_or("no command to run (dfs run ADDR PREFIX -- COMMAND ARGS…)")?;
-    let locks = make_lock_dir()?;
-    let mut preload = lib.as_os_str().to_owned();
-    if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
-        preload.push(":");
-        preload.push(old);
-    }
+    let locks = LockDir::new()?;
     let mut cmd = Command::new(program);
-    cmd.args(args)
-        .env("LD_PRELOAD", preload)
-        .env("DFS_SHIM_ADDR", &addr)
-        .env("DFS_SHIM_PREFIX", &prefix)
-        .env("DFS_SHIM_LIB", &lib)
-        .env("DFS_SHIM_LOCKS", &locks.0)
-        .env_remove("DFS_SHIM_TABLE")
-        .env_remove("DFS_SHIM_SESSION")
-        .env_remove("DFS_SHIM_CWD")
-        .env_remove("DFS_SHIM_INHERIT");
-    match timeout {
-        Some(t) => cmd.env("DFS_SHIM_TIMEOUT", t.to_string()),
-        None => cmd.env_remove("DFS_SHIM_TIMEOUT"),
-    };
-    match &secret {
-        Some(s) => cmd.env("DFS_SHIM_SECRET_FILE", s),
-        None => cmd.env_remove("DFS_SHIM_SECRET_FILE"),
-    };
+    cmd.args(args);
+    Preload {
+        library,
+        addr,
+        prefix,
+        secret,
+        timeout,
+        locks: locks.0.clone(),
+    }
+    .apply(&mut cmd);
     let mut child = cmd.spawn().map_err(|e| {
         format!(
             "cannot run {}: {}",

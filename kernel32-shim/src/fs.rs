@@ -25,6 +25,7 @@ use dfs_proto::name::Name;
 use dfs_proto::Errno;
 use vmmc_sockets::SharedBytes;
 
+use crate::dircache::DirCache;
 use crate::path::{self, Cwd, MountId, Route, Router};
 use crate::resolve::{self, Found, Last, Namespace, Start, Walk};
 use crate::table::Kind;
@@ -64,6 +65,8 @@ pub struct Dfs {
     mounts: Vec<Mount>,
     /// The first failure to connect, in words for the user (the face says it once).
     connect_error: Mutex<Option<String>>,
+    /// Directories walks went through (see [`crate::dircache`]).
+    dirs: DirCache,
 }
 
 /// Where a relative path starts.
@@ -184,6 +187,7 @@ impl Dfs {
             router: RwLock::new(router),
             mounts: ms,
             connect_error: Mutex::new(None),
+            dirs: DirCache::default(),
         })
     }
 
@@ -249,6 +253,12 @@ impl Dfs {
             .clone())
     }
 
+    /// Forgets the directories walks went through: this process renamed or removed one,
+    /// or changed attributes (a directory's search permission among them).
+    pub fn forget_dirs(&self) {
+        self.dirs.clear();
+    }
+
     /// The first connection failure not yet reported, for the face to tell the user once.
     pub fn take_connect_error(&self) -> Option<String> {
         self.connect_error
@@ -274,6 +284,24 @@ impl Dfs {
 
     /// Routes and walks `path` from `at`.
     pub fn resolve(
+        &self,
+        creds: &Creds,
+        at: At<'_>,
+        path: &[u8],
+        last: Last,
+    ) -> Result<Walk, Errno> {
+        match self.resolve_once(creds, at, path, last) {
+            // A directory remembered on the way was removed meanwhile (by another process):
+            // once more, from the server.
+            Err(e) if e == Errno::ESTALE => {
+                self.forget_dirs();
+                self.resolve_once(creds, at, path, last)
+            }
+            r => r,
+        }
+    }
+
+    fn resolve_once(
         &self,
         creds: &Creds,
         at: At<'_>,
@@ -528,6 +556,15 @@ impl Namespace for As<'_> {
         self.dfs
             .client(mount, self.creds)?
             .lookup(self.creds, &dir.handle, name)
+    }
+
+    fn lookup_on_the_way(&self, mount: MountId, dir: &Entry, name: &Name) -> Result<Entry, Errno> {
+        if let Some(e) = self.dfs.dirs.get(mount, dir, name, self.creds) {
+            return Ok(e);
+        }
+        let e = self.lookup(mount, dir, name)?;
+        self.dfs.dirs.put(mount, dir, name, self.creds, &e);
+        Ok(e)
     }
 
     fn readlink(&self, mount: MountId, link: &Entry) -> Result<Vec<u8>, Errno> {

@@ -11,6 +11,7 @@
 //! - [`table`]: the table of open file descriptions (handle, server open, flags, offset),
 //!   in memory every process of a run shares, so that `dup`, `fork` and `exec` keep offsets
 //!   shared as the kernel does; [`lock`] is its cross-process lock;
+//! - [`dircache`]: the directories walks went through, kept for a second;
 //! - [`dirs`]: directory streams over the server's paged listings;
 //! - [`errno`]: error numbers, and their Win32 equivalents;
 //! - [`fs`]: the calls into [`dfs_client::Client`], with reads copied once from the
@@ -23,6 +24,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod dircache;
 pub mod dirs;
 pub mod errno;
 pub mod fs;

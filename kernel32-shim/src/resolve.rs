@@ -24,6 +24,11 @@ pub trait Namespace {
     fn root(&self, mount: MountId) -> Result<Entry, Errno>;
     /// `name` in the directory `dir`.
     fn lookup(&self, mount: MountId, dir: &Entry, name: &Name) -> Result<Entry, Errno>;
+    /// `name` in `dir`, on the way to another name: its attributes may be a moment old (a
+    /// namespace may keep directories it met, see [`crate::dircache`]).
+    fn lookup_on_the_way(&self, mount: MountId, dir: &Entry, name: &Name) -> Result<Entry, Errno> {
+        self.lookup(mount, dir, name)
+    }
     /// A symbolic link's target.
     fn readlink(&self, mount: MountId, link: &Entry) -> Result<Vec<u8>, Errno>;
 }
@@ -154,7 +159,12 @@ pub fn walk<N: Namespace>(
         }
         let name = Name::new(&c).map_err(|e| e.errno())?;
         let is_last = queue.is_empty();
-        let e = match ns.lookup(mount, &cur, &name) {
+        let found = if is_last {
+            ns.lookup(mount, &cur, &name)
+        } else {
+            ns.lookup_on_the_way(mount, &cur, &name)
+        };
+        let e = match found {
             Ok(e) => e,
             Err(e) if e == Errno::ENOENT && is_last => {
                 let mut r = rest;

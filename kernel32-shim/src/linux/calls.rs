@@ -194,6 +194,7 @@ impl Shim {
         if o.kind == Kind::Path {
             return Err(EBADF);
         }
+        self.dfs.forget_dirs();
         let c = creds();
         self.dfs
             .client(o.mount, &c)?

@@ -541,6 +541,7 @@ fn remove(shim: &Shim, dirfd: c_int, p: &[u8], dir: bool) -> Result<Done<c_int>,
             if n.attr.kind() != FileKind::Directory {
                 return Err(Errno::ENOTDIR);
             }
+            shim.dfs.forget_dirs();
             cl.rmdir(c, &parent.handle, name).map(|()| 0)
         } else {
             if n.attr.kind() == FileKind::Directory {
@@ -689,7 +690,7 @@ fn rename_impl(
     flags: c_uint,
     real: impl FnOnce(CStrPtr<'_>, CStrPtr<'_>) -> c_int,
 ) -> c_int {
-    two_paths(d1, p1, false, d2, p2, real, |_, a, b, cl, c| {
+    two_paths(d1, p1, false, d2, p2, real, |shim, a, b, cl, c| {
         let mode = match flags {
             0 => RenameMode::Replace,
             libc::RENAME_NOREPLACE => RenameMode::NoReplace,
@@ -712,6 +713,7 @@ fn rename_impl(
                 return Err(Errno::ENOTDIR);
             }
         }
+        shim.dfs.forget_dirs();
         cl.rename(c, &fp.handle, fname, &tp.handle, tname, mode)
     })
 }
@@ -972,6 +974,7 @@ fn setattr_path(
             if set.size.is_some() && e.attr.kind() == FileKind::Directory {
                 return Err(Errno::EISDIR);
             }
+            shim.dfs.forget_dirs();
             cl.setattr(c, &e.handle, None, set).map(|_| 0)
         })
     })
@@ -1006,6 +1009,7 @@ pub extern "C" fn fchmodat(dirfd: c_int, path: CStrPtr<'_>, mode: mode_t, flags:
                     mode: Some(mode & 0o7777),
                     ..SetAttr::default()
                 };
+                shim.dfs.forget_dirs();
                 cl.setattr(c, &e.handle, None, set).map(|_| 0)
             })
         },
@@ -1097,6 +1101,7 @@ pub extern "C" fn utimensat(
             }
             let set = times(ts);
             shim.on(dirfd, p, follow, |f, cl, c| {
+                shim.dfs.forget_dirs();
                 cl.setattr(c, &node(f)?.handle, None, set).map(|_| 0)
             })
         },

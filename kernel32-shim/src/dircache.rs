@@ -7,9 +7,10 @@
 //! without the server's notices) keeps names for a second. Only directories *on the way*
 //! are taken from here: the last component is always looked up, so its attributes are
 //! fresh. Entries are per caller (uid, groups), since looking a name up needs search
-//! permission on its directory; and this process forgets them all when it renames or
-//! removes a directory or changes anything's attributes, so its own changes show at once.
-//! Other clients' changes show within [`TTL`].
+//! permission on its directory; and they are forgotten when any process of the run
+//! renames or removes a directory or changes anything's attributes (a counter they share,
+//! the *generation*, moves), so the run's own changes show at once. Other clients' changes
+//! show within [`TTL`].
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -31,7 +32,7 @@ type Key = (MountId, Vec<u8>, Vec<u8>, u32, u32, Vec<u32>);
 /// The cache.
 #[derive(Debug, Default)]
 pub struct DirCache {
-    map: Mutex<HashMap<Key, (Entry, Instant)>>,
+    map: Mutex<HashMap<Key, (Entry, Instant, u64)>>,
 }
 
 fn key(mount: MountId, dir: &Entry, name: &Name, c: &Creds) -> Key {
@@ -46,15 +47,31 @@ fn key(mount: MountId, dir: &Entry, name: &Name, c: &Creds) -> Key {
 }
 
 impl DirCache {
-    /// The directory `name` in `dir`, if met less than [`TTL`] ago by the same caller.
-    pub fn get(&self, mount: MountId, dir: &Entry, name: &Name, c: &Creds) -> Option<Entry> {
+    /// The directory `name` in `dir`, if met less than [`TTL`] ago by the same caller, in
+    /// generation `gen`.
+    pub fn get(
+        &self,
+        mount: MountId,
+        dir: &Entry,
+        name: &Name,
+        c: &Creds,
+        gen: u64,
+    ) -> Option<Entry> {
         let m = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        let (e, at) = m.get(&key(mount, dir, name, c))?;
-        (at.elapsed() < TTL).then(|| e.clone())
+        let (e, at, g) = m.get(&key(mount, dir, name, c))?;
+        (*g == gen && at.elapsed() < TTL).then(|| e.clone())
     }
 
-    /// Remembers `found` if it is a directory.
-    pub fn put(&self, mount: MountId, dir: &Entry, name: &Name, c: &Creds, found: &Entry) {
+    /// Remembers `found` if it is a directory, as of generation `gen`.
+    pub fn put(
+        &self,
+        mount: MountId,
+        dir: &Entry,
+        name: &Name,
+        c: &Creds,
+        found: &Entry,
+        gen: u64,
+    ) {
         if found.attr.kind() != FileKind::Directory {
             return;
         }
@@ -62,7 +79,10 @@ impl DirCache {
         if m.len() >= MAX {
             m.clear();
         }
-        m.insert(key(mount, dir, name, c), (found.clone(), Instant::now()));
+        m.insert(
+            key(mount, dir, name, c),
+            (found.clone(), Instant::now(), gen),
+        );
     }
 
     /// Forgets everything (this process changed the namespace or attributes).
@@ -102,13 +122,21 @@ mod tests {
             gid: 1001,
             groups: vec![],
         };
-        c.put(0, &root, &name, &me, &entry(2, 0o040755));
-        c.put(0, &root, &Name::new(b"f").unwrap(), &me, &entry(3, 0o100644));
-        assert!(c.get(0, &root, &name, &me).is_some());
-        assert!(c.get(0, &root, &name, &other).is_none());
-        assert!(c.get(1, &root, &name, &me).is_none());
-        assert!(c.get(0, &root, &Name::new(b"f").unwrap(), &me).is_none());
+        c.put(0, &root, &name, &me, &entry(2, 0o040755), 7);
+        c.put(
+            0,
+            &root,
+            &Name::new(b"f").unwrap(),
+            &me,
+            &entry(3, 0o100644),
+            7,
+        );
+        assert!(c.get(0, &root, &name, &me, 7).is_some());
+        assert!(c.get(0, &root, &name, &me, 8).is_none());
+        assert!(c.get(0, &root, &name, &other, 7).is_none());
+        assert!(c.get(1, &root, &name, &me, 7).is_none());
+        assert!(c.get(0, &root, &Name::new(b"f").unwrap(), &me, 7).is_none());
         c.clear();
-        assert!(c.get(0, &root, &name, &me).is_none());
+        assert!(c.get(0, &root, &name, &me, 7).is_none());
     }
 }

@@ -13,6 +13,7 @@
 //! are copied once, from the program's buffer into the server's ring.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use dfs_client::{Client, ConnectError, ConnectOptions};
@@ -67,6 +68,10 @@ pub struct Dfs {
     connect_error: Mutex<Option<String>>,
     /// Directories walks went through (see [`crate::dircache`]).
     dirs: DirCache,
+    /// The run's shared generation of names, if the face has one (a process alone keeps
+    /// its own).
+    names: std::sync::OnceLock<&'static AtomicU64>,
+    own_names: AtomicU64,
 }
 
 /// Where a relative path starts.
@@ -188,6 +193,8 @@ impl Dfs {
             mounts: ms,
             connect_error: Mutex::new(None),
             dirs: DirCache::default(),
+            names: std::sync::OnceLock::new(),
+            own_names: AtomicU64::new(0),
         })
     }
 
@@ -257,6 +264,21 @@ impl Dfs {
     /// or changed attributes (a directory's search permission among them).
     pub fn forget_dirs(&self) {
         self.dirs.clear();
+        self.names_word().fetch_add(1, Ordering::Release);
+    }
+
+    /// Shares the generation of names with the other processes of the run (a word of the
+    /// run's shared memory).
+    pub fn share_names_generation(&self, word: &'static AtomicU64) {
+        let _ = self.names.set(word);
+    }
+
+    fn names_word(&self) -> &AtomicU64 {
+        self.names.get().copied().unwrap_or(&self.own_names)
+    }
+
+    fn names_generation(&self) -> u64 {
+        self.names_word().load(Ordering::Acquire)
     }
 
     /// The first connection failure not yet reported, for the face to tell the user once.
@@ -559,11 +581,12 @@ impl Namespace for As<'_> {
     }
 
     fn lookup_on_the_way(&self, mount: MountId, dir: &Entry, name: &Name) -> Result<Entry, Errno> {
-        if let Some(e) = self.dfs.dirs.get(mount, dir, name, self.creds) {
+        let gen = self.dfs.names_generation();
+        if let Some(e) = self.dfs.dirs.get(mount, dir, name, self.creds, gen) {
             return Ok(e);
         }
         let e = self.lookup(mount, dir, name)?;
-        self.dfs.dirs.put(mount, dir, name, self.creds, &e);
+        self.dfs.dirs.put(mount, dir, name, self.creds, &e, gen);
         Ok(e)
     }
 

@@ -39,6 +39,7 @@ const H_LOCK: usize = 4;
 const H_TOKENS: usize = 5;
 const H_LAST_GC: usize = 6;
 const H_HINT: usize = 7;
+const H_NAMES: usize = 8;
 
 /// Words per holding: owner (0 for an empty bucket), then slot (low 32) and count (high 32).
 const HOLD_WORDS: usize = 2;
@@ -224,6 +225,13 @@ impl<'a> Table<'a> {
         s[..8].copy_from_slice(&self.w[H_SESSION].load(Ordering::Relaxed).to_le_bytes());
         s[8..].copy_from_slice(&self.w[H_SESSION + 1].load(Ordering::Relaxed).to_le_bytes());
         s
+    }
+
+    /// A counter every process of the run moves when it renames or removes a directory
+    /// or changes attributes: what the others remember of directories is then old (see
+    /// [`crate::dircache`]).
+    pub fn names_changed(&self) -> &'a AtomicU64 {
+        &self.w[H_NAMES]
     }
 
     /// The number of slots.

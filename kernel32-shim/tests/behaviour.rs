@@ -243,3 +243,35 @@ print("wrote everything", flush=True)
         "{n} bytes acknowledged, {on_disk} on the server"
     );
 }
+
+#[test]
+fn one_process_sees_another_s_renames_at_once() {
+    let tmp = open_tempdir();
+    let bins = Bins::new();
+    let export = tmp.path().join("export");
+    std::fs::create_dir(&export).unwrap();
+    let server = ServerProc::start(&export, &tmp.path().join("key"), &[]);
+    // The directories on the way to a name are remembered for a second: a rename by
+    // another process of the run must not leave this one on the old directory.
+    let out = script(
+        &bins,
+        None,
+        Some(&server.addr),
+        &[],
+        "/dfs",
+        r#"
+        python3 - <<'PY'
+import subprocess
+import os
+os.makedirs("/dfs/c/d")
+open("/dfs/c/d/x", "w").write("old\n")
+print(open("/dfs/c/d/x").read(), end="")
+subprocess.run(["sh", "-c", "mv /dfs/c/d /dfs/c/e && mkdir /dfs/c/d && echo new > /dfs/c/d/x"], check=True)
+print(open("/dfs/c/d/x").read(), end="")
+subprocess.run(["sh", "-c", "rm -r /dfs/c/d && mkdir /dfs/c/d && echo newer > /dfs/c/d/x"], check=True)
+print(open("/dfs/c/d/x").read(), end="")
+PY
+        "#,
+    );
+    assert_eq!(ok(out, "the python script"), "old\nnew\nnewer\n");
+}

@@ -409,6 +409,7 @@ impl Shim {
             table.session(),
             cwd,
         )?;
+        dfs.share_names_generation(table.names_changed());
         if let Some(c) = var(vars::CWD) {
             if let Some((mount, rest)) = crate::fs::rest_of(&dfs.router(), c.as_bytes()) {
                 dfs.set_cwd(Cwd::Dfs { mount, rest });

@@ -244,7 +244,8 @@ fn run_targets(o: &BenchOptions) -> Result<Report, String> {
     std::fs::create_dir_all(&export).map_err(|e| e.to_string())?;
     targets::make_secret(&secret)?;
     let pid = std::process::id();
-    let n_targets = 4 + usize::from(o.variants) * 2 + usize::from(o.with_sshfs) + o.extra.len();
+    let library = crate::preload::library();
+    let n_targets = 3 + usize::from(library.is_ok()) + usize::from(o.variants) * 2 + usize::from(o.with_sshfs) + o.extra.len();
     let mut shown = Shown::new(o.progress, o.rounds * workloads.len() * n_targets);
     // Declared after `targets`, so dropped before them: the workloads are out of the mounts
     // before the teardown starts.
@@ -277,7 +278,10 @@ fn run_targets(o: &BenchOptions) -> Result<Report, String> {
         .first()
         .and_then(|t| t.client.as_ref())
         .map(|c| c.addr().to_string());
-    if let Some(addr) = fuse_addr {
+    if let Err(e) = &library {
+        shown.stage(&format!("dfs_shim left out: {e}"));
+    }
+    if let (Some(addr), Ok(_)) = (fuse_addr, library) {
         let mp = s.join("mnt-dfs");
         add(
             &mut targets,

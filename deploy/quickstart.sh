@@ -6,14 +6,14 @@
 #   deploy/quickstart.sh --foreground the same, then wait; Ctrl-C unmounts and stops the server
 #   deploy/quickstart.sh stop         unmount and stop the server
 #
-# It installs copies of dfs and dfs-server in /usr/local/bin and of dfs as /sbin/mount.dfs
-# (for `mount -t dfs` and fstab), so that the commands it prints work as typed and keep
-# working when this clone moves.
+# It installs copies of dfs and dfs-server in /usr/local/bin, of dfs as /sbin/mount.dfs
+# (for `mount -t dfs` and fstab) and of the preload library `dfs run` uses in /usr/local/lib,
+# so that the commands it prints work as typed and keep working when this clone moves.
 #
 # Settings (environment): DFS_EXPORT (default /srv/dfs), DFS_MOUNT (/mnt/dfs), DFS_ADDR
 # (shm:dfs), DFS_STATE (/run/dfs: logs, pid file), DFS_SECRET (/etc/dfs/secret, made if
 # missing), DFS_PROFILE (release; debug builds faster), DFS_BIN (install the binaries in this
-# directory and build nothing), DFS_PREFIX (/usr/local: binaries go to its bin/), DFS_SBIN
+# directory and build nothing), DFS_PREFIX (/usr/local: binaries go to its bin/, the library to its lib/), DFS_SBIN
 # (/sbin: where mount.dfs goes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +26,7 @@ secret="${DFS_SECRET:-/etc/dfs/secret}"
 profile="${DFS_PROFILE:-release}"
 built="${DFS_BIN:-target/$profile}"
 bin="${DFS_PREFIX:-/usr/local}/bin"
+lib="${DFS_PREFIX:-/usr/local}/lib"
 sbin="${DFS_SBIN:-/sbin}"
 pidfile="$state/server.pid"
 
@@ -60,9 +61,9 @@ fi
 if [ -z "${DFS_BIN:-}" ]; then
     say "building ($profile; the first build takes a few minutes on 2 cores)"
     if [ "$profile" = release ]; then
-        cargo build --release -p dfs-server -p dfs-client
+        cargo build --release -p dfs-server -p dfs-client -p kernel32-shim
     else
-        cargo build -p dfs-server -p dfs-client
+        cargo build -p dfs-server -p dfs-client -p kernel32-shim
     fi
 fi
 
@@ -77,6 +78,13 @@ install_copy "$built/dfs" "$bin/dfs"
 install_copy "$built/dfs-server" "$bin/dfs-server"
 install_copy "$built/dfs" "$sbin/mount.dfs"
 say "installed $bin/dfs, $bin/dfs-server and $sbin/mount.dfs"
+# `dfs run` finds it in ../lib from its own directory.
+if [ -f "$built/libkernel32_shim.so" ]; then
+    install_copy "$built/libkernel32_shim.so" "$lib/libkernel32_shim.so"
+    say "installed $lib/libkernel32_shim.so (for dfs run)"
+else
+    say "no $built/libkernel32_shim.so: dfs run will not work (cargo build -p kernel32-shim)"
+fi
 
 mkdir -p "$export_dir" "$mount_dir" "$state" "$(dirname "$secret")"
 if [ ! -s "$secret" ]; then
@@ -109,6 +117,10 @@ probe="$mount_dir/hello-from-dfs.txt"
 echo "written through the dfs mount at $(date -u +%FT%TZ)" > "$probe"
 say "read back: $(cat "$probe")"
 say "the same file in the export: $(cat "$export_dir/hello-from-dfs.txt")"
+if [ -f "$lib/libkernel32_shim.so" ]; then
+    say "and without the mount (dfs run): $("$bin/dfs" run --secret "$secret" "$addr" /dfs -- \
+        cat /dfs/hello-from-dfs.txt)"
+fi
 
 if [ "$foreground" = yes ]; then
     say "mounted on $mount_dir; Ctrl-C unmounts and stops the server"

@@ -40,6 +40,9 @@ command -v sshfs >/dev/null 2>&1 || missing+=(sshfs)
 [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
 command -v cc >/dev/null 2>&1 || missing+=(gcc)
 command -v git >/dev/null 2>&1 || missing+=(git)
+# The shim's tests (kernel32-shim/tests) run these everyday programs under dfs run.
+command -v sqlite3 >/dev/null 2>&1 || missing+=(sqlite3)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
 command -v mount >/dev/null 2>&1 || missing+=(mount)
 # The attack tests run as real unprivileged accounts (useradd, setpriv), under a descriptor
 # limit (prlimit), with clients in network namespaces (ip, nsenter).

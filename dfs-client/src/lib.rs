@@ -22,6 +22,8 @@ pub mod fuse;
 #[cfg(target_os = "linux")]
 pub mod mount;
 #[cfg(target_os = "linux")]
+pub mod preload;
+#[cfg(target_os = "linux")]
 mod sys;
 
 pub use client::Client;

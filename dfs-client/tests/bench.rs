@@ -51,6 +51,7 @@ fn a_small_bench_run_reports_every_target() {
     );
     for t in [
         "dfs_fuse",
+        "dfs_shim",
         "dfs_copy",
         "dfs_tcp",
         "local",
@@ -62,13 +63,13 @@ fn a_small_bench_run_reports_every_target() {
             "{t} missing from the table:\n{text}"
         );
     }
-    // stderr is not a terminal: plain lines, one per measurement (12 workloads, 6 targets,
+    // stderr is not a terminal: plain lines, one per measurement (12 workloads, 7 targets,
     // 2 rounds), none with a terminal's control characters.
     let err = String::from_utf8_lossy(&out.stderr);
     let measured: Vec<&str> = err.lines().filter(|l| l.contains("] round ")).collect();
-    assert_eq!(measured.len(), 12 * 6 * 2, "{err}");
+    assert_eq!(measured.len(), 12 * 7 * 2, "{err}");
     assert!(
-        measured[0].starts_with("dfs bench: 0:00:") && measured[0].contains("[1/144] round 1/2 "),
+        measured[0].starts_with("dfs bench: 0:00:") && measured[0].contains("[1/168] round 1/2 "),
         "{err}"
     );
     assert!(
@@ -94,7 +95,7 @@ fn a_small_bench_run_reports_every_target() {
     assert_eq!(v["config"]["fsync"].as_bool(), Some(false));
     assert_eq!(v["config"]["cold"].as_bool(), Some(false));
     let results = v["results"].as_array().unwrap();
-    assert_eq!(results.len(), 12 * 6, "12 workloads on 6 targets");
+    assert_eq!(results.len(), 12 * 7, "12 workloads on 7 targets");
     for r in results {
         assert_eq!(r["runs"].as_array().unwrap().len(), 2);
         assert!(r["median"].as_f64().unwrap() > 0.0, "{r}");
@@ -105,6 +106,8 @@ fn a_small_bench_run_reports_every_target() {
         "dfs_fuse/local",
         "pointer/copy",
         "dfs_tcp/dfs_fuse",
+        "dfs_shim/local",
+        "dfs_shim/dfs_fuse",
     ] {
         assert!(ratios[k].as_f64().unwrap() > 0.0, "{k}");
     }

@@ -567,7 +567,9 @@ fn check_ring(import: &Import, ring: RingSize) -> io::Result<()> {
 }
 
 /// This process's endpoints for the client side of connections: one for shm, one per local
-/// address for tcp, made on first use and kept for the life of the process.
+/// address for tcp, made on first use and kept for the life of the process. They are keyed
+/// by process id too: a child made by `fork` must bind its own (the parent's is served by
+/// the parent), and never drops the parent's, which would take it from the parent.
 fn client_endpoint(server: &NodeAddr) -> io::Result<Arc<Endpoint>> {
     static ENDPOINTS: OnceLock<Mutex<HashMap<String, Arc<Endpoint>>>> = OnceLock::new();
     static SEQ: AtomicU64 = AtomicU64::new(0);
@@ -580,12 +582,12 @@ fn client_endpoint(server: &NodeAddr) -> io::Result<Arc<Endpoint>> {
                 SEQ.fetch_add(1, Ordering::Relaxed)
             );
             let name = ShmName::new(&name).map_err(nic_error)?;
-            ("shm".to_owned(), NodeAddr::Shm(name))
+            (format!("{} shm", std::process::id()), NodeAddr::Shm(name))
         }
         NodeAddr::Tcp(t) => {
             let ip = local_ip_towards(t)?;
             (
-                format!("tcp {ip}"),
+                format!("{} tcp {ip}", std::process::id()),
                 NodeAddr::Tcp(TcpAddr::from(std::net::SocketAddr::new(ip, 0))),
             )
         }

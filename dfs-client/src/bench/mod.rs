@@ -4,6 +4,7 @@
 
 mod memfs;
 mod report;
+mod shim;
 mod sshfs;
 mod stop;
 mod targets;
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 
 pub use memfs::MemFs;
 pub use report::{Config, Report};
+pub use shim::worker_main as shim_worker_main;
 pub use workloads::{Params, Workload, ALL};
 
 use targets::Target;
@@ -242,7 +244,8 @@ fn run_targets(o: &BenchOptions) -> Result<Report, String> {
     std::fs::create_dir_all(&export).map_err(|e| e.to_string())?;
     targets::make_secret(&secret)?;
     let pid = std::process::id();
-    let n_targets = 3 + usize::from(o.variants) * 2 + usize::from(o.with_sshfs) + o.extra.len();
+    let library = crate::preload::library();
+    let n_targets = 3 + usize::from(library.is_ok()) + usize::from(o.variants) * 2 + usize::from(o.with_sshfs) + o.extra.len();
     let mut shown = Shown::new(o.progress, o.rounds * workloads.len() * n_targets);
     // Declared after `targets`, so dropped before them: the workloads are out of the mounts
     // before the teardown starts.
@@ -270,6 +273,31 @@ fn run_targets(o: &BenchOptions) -> Result<Report, String> {
             false,
         )
     })?;
+    // The same server, from programs under the preload library (`dfs run`).
+    let fuse_addr = targets
+        .first()
+        .and_then(|t| t.client.as_ref())
+        .map(|c| c.addr().to_string());
+    if let Err(e) = &library {
+        shown.stage(&format!("dfs_shim left out: {e}"));
+    }
+    if let (Some(addr), Ok(_)) = (fuse_addr, library) {
+        let mp = s.join("mnt-dfs");
+        add(
+            &mut targets,
+            "dfs_shim (the same server, under dfs run)",
+            &|| {
+                shim::target(
+                    "dfs_shim",
+                    &addr,
+                    &secret,
+                    &mp.join("dfs-bench"),
+                    std::path::Path::new("dfs-bench"),
+                    &o.params,
+                )
+            },
+        )?;
+    }
     if o.variants {
         add(
             &mut targets,
@@ -349,8 +377,11 @@ fn run_targets(o: &BenchOptions) -> Result<Report, String> {
                 let seq_read = matches!(w, Workload::SeqRead(_));
                 // Only sequential reads count copies (and a server call costs time).
                 let before = if seq_read { counters(t) } else { None };
-                let (value, bytes) = workloads::run(*w, &t.dir, &o.params, round)
-                    .map_err(|e| stopped(format!("{} on {}: {e}", w.key(), t.name)))?;
+                let (value, bytes) = match &t.worker {
+                    Some(worker) => worker.run(*w, round),
+                    None => workloads::run(*w, &t.dir, &o.params, round),
+                }
+                .map_err(|e| stopped(format!("{} on {}: {e}", w.key(), t.name)))?;
                 if let (Some(b), Some(a)) = (before, before.and_then(|_| counters(t))) {
                     if bytes > 0 {
                         copies

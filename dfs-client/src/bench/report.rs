@@ -63,7 +63,8 @@ pub struct Report {
     /// Every figure.
     pub results: Vec<Figure>,
     /// Per workload: `dfs_fuse/fuse_ceiling`, `dfs_fuse/local`, `dfs_fuse/sshfs`,
-    /// `pointer/copy` (dfs_fuse over dfs_copy), where both sides ran.
+    /// `pointer/copy` (dfs_fuse over dfs_copy), `dfs_tcp/dfs_fuse`, `dfs_shim/local`,
+    /// `dfs_shim/dfs_fuse`, where both sides ran.
     pub ratios: BTreeMap<String, BTreeMap<String, f64>>,
     /// Software copies per byte read sequentially (NIC counters of the mount and its
     /// server), median per DFS target.
@@ -172,6 +173,8 @@ impl Report {
                 ("dfs_fuse/sshfs", "dfs_fuse", "sshfs"),
                 ("pointer/copy", "dfs_fuse", "dfs_copy"),
                 ("dfs_tcp/dfs_fuse", "dfs_tcp", "dfs_fuse"),
+                ("dfs_shim/local", "dfs_shim", "local"),
+                ("dfs_shim/dfs_fuse", "dfs_shim", "dfs_fuse"),
             ] {
                 if let (Some(x), Some(y)) = (get(&k, a), get(&k, b)) {
                     r.insert(name.to_string(), x / y);

@@ -22,6 +22,8 @@ pub struct Target {
     pub client: Option<Client>,
     /// Mounts and processes, torn down in order when dropped.
     keep: Vec<Keep>,
+    /// For `dfs_shim`: the child process the workloads run in.
+    pub worker: Option<super::shim::Worker>,
 }
 
 impl std::fmt::Debug for Target {
@@ -120,11 +122,23 @@ pub(super) fn stop_group(mut child: Child) {
 }
 
 impl Target {
+    /// A target whose workloads run in `worker`, prepared through `dir`.
+    pub fn with_worker(name: &str, dir: PathBuf, worker: super::shim::Worker) -> Target {
+        Target {
+            name: name.into(),
+            dir,
+            client: None,
+            keep: Vec::new(),
+            worker: Some(worker),
+        }
+    }
+
     /// A plain directory (the export itself, or a user's `--target NAME=PATH`).
     pub fn dir(name: &str, dir: PathBuf) -> Result<Target, String> {
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         Ok(Target {
             name: name.into(),
+            worker: None,
             dir,
             client: None,
             keep: Vec::new(),
@@ -144,6 +158,7 @@ impl Target {
         let (child, addr) = start_server(export, listen, key, secret, copy_path)?;
         let mut t = Target {
             name: name.into(),
+            worker: None,
             dir: mp.join("dfs-bench"),
             client: None,
             keep: vec![Keep::Process(child)],
@@ -188,6 +203,7 @@ impl Target {
         super::stop::register_mount(mp);
         let t = Target {
             name: name.into(),
+            worker: None,
             dir: mp.join("dfs-bench"),
             client: None,
             keep: vec![Keep::Session(bg, mp.to_path_buf())],
@@ -208,6 +224,7 @@ impl Target {
         let sshd = super::sshfs::Sshd::start(scratch)?;
         let mut t = Target {
             name: name.into(),
+            worker: None,
             dir: mp.join("dfs-bench"),
             client: None,
             keep: vec![Keep::Sshd(sshd)],

@@ -8,6 +8,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use dfs_client::mount::{self, MountOptions};
 
+mod run;
+
 /// vmmc-dfs: a file system whose blocks move between machines without copies.
 #[derive(Parser, Debug)]
 #[command(name = "dfs", version)]
@@ -62,7 +64,8 @@ enum Cmd {
     /// Measure file throughput and metadata rates of the DFS next to its alternatives.
     ///
     /// Targets, run interleaved over --rounds: dfs_fuse (the DFS mounted through FUSE, shm
-    /// backend, pointer path), dfs_copy (the same with the copying socket calls), dfs_tcp (tcp
+    /// backend, pointer path), dfs_shim (the same server from a child process under `dfs
+    /// run`'s preload library, no FUSE; left out if the library is not found), dfs_copy (the same with the copying socket calls), dfs_tcp (tcp
     /// backend), local (the export directory itself), fuse_ceiling (an in-memory FUSE file
     /// system: the most any FUSE file system gets here), sshfs (--with-sshfs: a throwaway sshd on
     /// 127.0.0.1), and any --target NAME=PATH. Servers and mounts run under --scratch; this
@@ -86,7 +89,7 @@ enum Cmd {
     /// unit ("MB/s" = 10^6 bytes per second, "ops/s", "entries/s"), median, min, max and
     /// runs[] (one per round), all in that unit; ratios.WORKLOAD: "dfs_fuse/fuse_ceiling",
     /// "dfs_fuse/local", "dfs_fuse/sshfs", "pointer/copy" (dfs_fuse over dfs_copy),
-    /// "dfs_tcp/dfs_fuse": ratios of medians (no unit), where both ran;
+    /// "dfs_tcp/dfs_fuse", "dfs_shim/local", "dfs_shim/dfs_fuse": ratios of medians (no unit), where both ran;
     /// copies_per_byte.TARGET: software copies per byte read sequentially, from the NIC
     /// counters of the mount and its server.
     Bench {
@@ -133,6 +136,28 @@ enum Cmd {
         /// Where exports and mounts go (removed afterwards unless it existed).
         #[arg(long, value_name = "DIR")]
         scratch: Option<PathBuf>,
+    },
+    /// Run a program with the DFS at ADDR under PREFIX, without a mount (LD_PRELOAD).
+    ///
+    /// The program and everything it starts see the server's files at PREFIX (say /dfs)
+    /// through libkernel32_shim.so, found beside this program or in ../lib. No root, no
+    /// /dev/fuse. It acts as the user who runs it. Exits with the program's status.
+    Run {
+        /// The shared secret's file, if the server has one (read by the library; the
+        /// secret never goes in the environment).
+        #[arg(long, value_name = "FILE")]
+        secret: Option<PathBuf>,
+        /// How long a call waits for a server that went away before it fails with
+        /// ENOTCONN (seconds, default 30).
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<f64>,
+        /// The server: shm:NAME on this host, tcp:HOST:PORT across hosts.
+        addr: String,
+        /// Where the DFS appears to the program (an absolute path; need not exist).
+        prefix: String,
+        /// The program and its arguments (after --).
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<std::ffi::OsString>,
     },
     /// Install /sbin/mount.dfs (a copy of this program) so `mount -t dfs` and fstab work.
     InstallHelper {
@@ -360,6 +385,10 @@ fn init_logging(verbose: u8) {
 }
 
 fn main() -> ExitCode {
+    // The dfs_shim target of `dfs bench` runs its workloads in this program, preloaded.
+    if let Some(code) = dfs_client::bench::shim_worker_main() {
+        return code;
+    }
     let argv: Vec<String> = std::env::args().collect();
     let invoked_as = argv
         .first()
@@ -422,6 +451,16 @@ fn main() -> ExitCode {
                 mount::umount(&mountpoint, lazy).map_err(|e| e.to_string())
             }
             Cmd::InstallHelper { path } => install_helper(&path),
+            Cmd::Run {
+                secret,
+                timeout,
+                addr,
+                prefix,
+                command,
+            } => match run::run_cmd(secret, timeout, addr, prefix, command) {
+                Ok(code) => return ExitCode::from(code),
+                Err(e) => Err(e),
+            },
         }
     };
     match result {

@@ -1,8 +1,28 @@
-//! Everything that differs between operating systems, one file per system.
+//! Everything that differs between operating systems, one file per system, and the `unsafe`
+//! they share: this module is the crate's only `unsafe`.
 
+mod bytes;
 #[cfg(target_os = "linux")]
 mod linux;
+#[cfg(windows)]
+mod windows;
+
+pub use bytes::{SharedBytes, SharedBytesMut};
 #[cfg(target_os = "linux")]
 pub(crate) use linux::*;
-#[cfg(target_os = "linux")]
-pub use linux::{SharedBytes, SharedBytesMut};
+#[cfg(windows)]
+pub(crate) use windows::*;
+
+/// Checks a mirrored tail against its region: whole pages, no longer than the region. The
+/// same rule on every system, since a tcp importer checks what a peer on another system
+/// announced; a system may ask more of the regions it maps itself.
+pub(crate) fn check_mirror(len: u64, mirror: u64) -> crate::Result<usize> {
+    const PAGE: u64 = 4096;
+    if mirror == 0 {
+        return Ok(0);
+    }
+    if mirror > len || mirror % PAGE != 0 || len % PAGE != 0 {
+        return Err(crate::Error::BadMirror { len, mirror });
+    }
+    usize::try_from(mirror).map_err(|_| crate::Error::BadMirror { len, mirror })
+}

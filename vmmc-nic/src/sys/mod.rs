@@ -26,3 +26,38 @@ pub(crate) fn check_mirror(len: u64, mirror: u64) -> crate::Result<usize> {
     }
     usize::try_from(mirror).map_err(|_| crate::Error::BadMirror { len, mirror })
 }
+
+/// What a thread can wait on until it is readable, beside sockets: a descriptor on Unix (an
+/// eventfd, a socket), a socket on Windows, where `WSAPoll` waits on nothing else.
+#[cfg(unix)]
+pub type WaitHandle<'a> = std::os::fd::BorrowedFd<'a>;
+/// What a thread can wait on until it is readable, beside sockets: a descriptor on Unix (an
+/// eventfd, a socket), a socket on Windows, where `WSAPoll` waits on nothing else.
+#[cfg(windows)]
+pub type WaitHandle<'a> = std::os::windows::io::BorrowedSocket<'a>;
+/// An owned [`WaitHandle`].
+#[cfg(unix)]
+pub type OwnedWaitHandle = std::os::fd::OwnedFd;
+/// An owned [`WaitHandle`].
+#[cfg(windows)]
+pub type OwnedWaitHandle = std::os::windows::io::OwnedSocket;
+
+/// Borrows the [`WaitHandle`] of a socket or event, under one name on every system.
+pub trait AsWaitHandle {
+    /// The handle, for [`wait_readable`] or a system poll.
+    fn as_wait_handle(&self) -> WaitHandle<'_>;
+}
+
+#[cfg(unix)]
+impl<T: std::os::fd::AsFd> AsWaitHandle for T {
+    fn as_wait_handle(&self) -> WaitHandle<'_> {
+        self.as_fd()
+    }
+}
+
+#[cfg(windows)]
+impl<T: std::os::windows::io::AsSocket> AsWaitHandle for T {
+    fn as_wait_handle(&self) -> WaitHandle<'_> {
+        self.as_socket()
+    }
+}

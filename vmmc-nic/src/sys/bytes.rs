@@ -1,5 +1,6 @@
 //! Bytes in shared memory, lent without Rust references; the same on every system.
 
+#[cfg(unix)]
 use std::io;
 use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};

@@ -313,7 +313,6 @@ impl Drop for Region {
     }
 }
 
-
 /// Private anonymous memory of this process alone, mapped on its own so that dropping it
 /// gives the pages back to the system at once (a large heap buffer may stay in the
 /// allocator's arenas, and a server with many connections then keeps what the busiest moment
@@ -374,8 +373,6 @@ impl Drop for PrivateMap {
         }
     }
 }
-
-
 
 fn map(
     fd: Option<BorrowedFd<'_>>,
@@ -439,6 +436,31 @@ fn map(
         return Err(err);
     }
     NonNull::new(base.cast()).ok_or_else(|| io::Error::other("mmap returned null"))
+}
+
+/// Shuts a socket down both ways: wakes whoever waits on it, and tells the peer.
+pub(crate) fn shutdown_both(sock: BorrowedFd<'_>) {
+    let _ = nix::sys::socket::shutdown(sock.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+}
+
+/// Sends all of `parts` on a stream socket, with one `sendmsg` where the kernel takes it all.
+/// `MSG_NOSIGNAL`: a dead peer is an error, not a SIGPIPE that kills the host program.
+pub(crate) fn send_all(sock: &impl AsFd, parts: &mut [io::IoSlice<'_>]) -> io::Result<()> {
+    let mut parts = parts;
+    while !parts.is_empty() {
+        match nix::sys::socket::sendmsg::<()>(
+            sock.as_fd().as_raw_fd(),
+            parts,
+            &[],
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        ) {
+            Ok(n) => io::IoSlice::advance_slices(&mut parts, n),
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Most descriptors one message may carry.

@@ -7,12 +7,12 @@
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::Shutdown;
-use std::os::fd::{AsFd, AsRawFd};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
-use vmmc_nic::PeerIdentity;
+use vmmc_nic::{AsWaitHandle, OwnedWaitHandle, PeerIdentity};
 
+use crate::codes;
 use crate::layout::RingSize;
 use crate::options::StreamOptions;
 use crate::winsock::{self, SocketHandle};
@@ -153,7 +153,7 @@ impl std::fmt::Debug for SocketTable {
 }
 
 fn not_a_socket() -> io::Error {
-    io::Error::from_raw_os_error(libc::ENOTSOCK)
+    io::Error::from_raw_os_error(codes::ENOTSOCK)
 }
 
 fn errno(code: i32) -> io::Error {
@@ -213,7 +213,7 @@ impl SocketTable {
         let g = lock(&e.state);
         match &g.0 {
             State::Connected(st) => Ok((st.clone(), g.1.clone())),
-            _ => Err(errno(libc::ENOTCONN)),
+            _ => Err(errno(codes::ENOTCONN)),
         }
     }
 
@@ -240,7 +240,7 @@ impl SocketTable {
                 g.0 = State::Bound(addr.to_owned());
                 Ok(())
             }
-            _ => Err(errno(libc::EINVAL)),
+            _ => Err(errno(codes::EINVAL)),
         }
     }
 
@@ -252,7 +252,7 @@ impl SocketTable {
         let addr = match &g.0 {
             State::Bound(a) => a.clone(),
             State::Listening(_) => return Ok(()),
-            _ => return Err(errno(libc::EINVAL)),
+            _ => return Err(errno(codes::EINVAL)),
         };
         let l = VmmcListener::bind_with(&addr, SocketTable::options(&g.1))?;
         l.set_nonblocking(g.1.nonblocking)?;
@@ -268,7 +268,7 @@ impl SocketTable {
             State::Bound(a) => Ok(a.clone()),
             State::Listening(l) => Ok(l.local_addr().to_string()),
             State::Connected(st) => Ok(st.local_addr().to_string()),
-            State::Fresh => Err(errno(libc::EINVAL)),
+            State::Fresh => Err(errno(codes::EINVAL)),
         }
     }
 
@@ -279,7 +279,7 @@ impl SocketTable {
             let g = lock(&e.state);
             match &g.0 {
                 State::Listening(l) => (l.clone(), g.1.clone()),
-                _ => return Err(errno(libc::EINVAL)),
+                _ => return Err(errno(codes::EINVAL)),
             }
         };
         let (stream, who) = listener.accept()?;
@@ -294,8 +294,8 @@ impl SocketTable {
             let g = lock(&e.state);
             match g.0 {
                 State::Fresh | State::Bound(_) => g.1.clone(),
-                State::Connected(_) => return Err(errno(libc::EISCONN)),
-                State::Listening(_) => return Err(errno(libc::EINVAL)),
+                State::Connected(_) => return Err(errno(codes::EISCONN)),
+                State::Listening(_) => return Err(errno(codes::EINVAL)),
             }
         };
         let stream = VmmcStream::connect_with(addr, &SocketTable::options(&settings))?;
@@ -344,7 +344,7 @@ impl SocketTable {
         let dontwait = flags & MSG_DONTWAIT != 0;
         let peek = flags & MSG_PEEK != 0;
         if flags & MSG_OOB != 0 {
-            let byte = st.recv_urgent()?.ok_or_else(|| errno(libc::EINVAL))?;
+            let byte = st.recv_urgent()?.ok_or_else(|| errno(codes::EINVAL))?;
             return match bufs.iter_mut().find(|b| !b.is_empty()) {
                 Some(b) => {
                     b[0] = byte;
@@ -404,7 +404,7 @@ impl SocketTable {
         match opt {
             SockOpt::RcvBuf(n) => match g.0 {
                 State::Fresh | State::Bound(_) => g.1.ring = Some(RingSize::at_least(n)),
-                _ => return Err(errno(libc::EISCONN)),
+                _ => return Err(errno(codes::EISCONN)),
             },
             SockOpt::SndBuf(_) => {}
             SockOpt::RcvTimeo(t) => {
@@ -490,7 +490,7 @@ impl SocketTable {
         let mut arm = false;
         loop {
             let mut ready = 0;
-            let mut wake: Vec<std::os::fd::OwnedFd> = Vec::new();
+            let mut wake: Vec<OwnedWaitHandle> = Vec::new();
             for p in fds.iter_mut() {
                 p.revents = self.revents(p, arm, &mut wake);
                 if p.revents != 0 {
@@ -514,16 +514,13 @@ impl SocketTable {
                 .map(|d| d.saturating_duration_since(Instant::now()))
                 .unwrap_or(Duration::from_millis(50))
                 .min(Duration::from_millis(50));
-            let mut pfds: Vec<nix::poll::PollFd<'_>> = wake
-                .iter()
-                .map(|f| nix::poll::PollFd::new(f.as_fd(), nix::poll::PollFlags::POLLIN))
-                .collect();
-            let ms = slice.as_millis().clamp(1, 50) as u16;
-            let _ = nix::poll::poll(&mut pfds, nix::poll::PollTimeout::from(ms));
+            let handles: Vec<_> = wake.iter().map(|f| f.as_wait_handle()).collect();
+            let slice = slice.clamp(Duration::from_millis(1), Duration::from_millis(50));
+            let _ = vmmc_nic::poll_readable(&handles, Some(slice));
         }
     }
 
-    fn revents(&self, p: &PollFd, arm: bool, wake: &mut Vec<std::os::fd::OwnedFd>) -> i16 {
+    fn revents(&self, p: &PollFd, arm: bool, wake: &mut Vec<OwnedWaitHandle>) -> i16 {
         let Ok(e) = self.entry(p.fd) else {
             return POLLNVAL;
         };
@@ -627,20 +624,38 @@ impl SocketTable {
 
     /// The raw fd of a socket's notifications, for programs that mix table sockets into their
     /// own poll loop (see [`VmmcStream::readiness`] for arming).
-    pub fn notify_fd(&self, s: Sock) -> io::Result<i32> {
+    #[cfg(unix)]
+    pub fn notify_fd(&self, s: Sock) -> io::Result<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.with_notify(s, |h| h.as_raw_fd())
+    }
+
+    /// The raw socket of a socket's notifications, for programs that mix table sockets into
+    /// their own `WSAPoll` loop (see [`VmmcStream::readiness`] for arming).
+    #[cfg(windows)]
+    pub fn notify_fd(&self, s: Sock) -> io::Result<std::os::windows::io::RawSocket> {
+        use std::os::windows::io::AsRawSocket;
+        self.with_notify(s, |h| h.as_raw_socket())
+    }
+
+    fn with_notify<R>(
+        &self,
+        s: Sock,
+        f: impl FnOnce(vmmc_nic::WaitHandle<'_>) -> R,
+    ) -> io::Result<R> {
         let e = self.entry(s)?;
         let g = lock(&e.state);
         match &g.0 {
-            State::Connected(st) => Ok(st.notify_fd().as_raw_fd()),
-            State::Listening(l) => Ok(l.notify_fd().as_raw_fd()),
-            _ => Err(errno(libc::ENOTCONN)),
+            State::Connected(st) => Ok(f(st.notify_fd())),
+            State::Listening(l) => Ok(f(l.notify_fd())),
+            _ => Err(errno(codes::ENOTCONN)),
         }
     }
 }
 
 fn check_flags(flags: i32, allowed: i32) -> io::Result<()> {
     if flags & !allowed != 0 {
-        return Err(errno(libc::EOPNOTSUPP));
+        return Err(errno(codes::EOPNOTSUPP));
     }
     Ok(())
 }

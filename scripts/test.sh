@@ -12,5 +12,11 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== fuzz targets compile"
 cargo check --quiet --manifest-path fuzz/Cargo.toml
+echo "== Windows build (x86_64-pc-windows-gnu)"
+./scripts/build-windows.sh
+# The Wine tests (dfs-client/tests/wine.rs) run with the rest; the wineserver they start is
+# stopped however the run ends.
+trap ./scripts/wine-stop.sh EXIT
+export VMMC_WINE_TESTS=1
 echo "== cargo test"
 cargo test --workspace

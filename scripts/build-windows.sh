@@ -9,3 +9,5 @@ crates=(-p vmmc-nic -p vmmc-sockets -p dfs-proto -p dfs-client)
 examples=(--example echo_peer --example dfs_smoke)
 cargo clippy --target "$target" "${crates[@]}" --lib "${examples[@]}" -- -D warnings
 cargo build --target "$target" "${crates[@]}" --lib "${examples[@]}"
+# The unit tests that scripts/test.sh runs under Wine (the integration tests are Linux's).
+cargo clippy --target "$target" "${crates[@]}" --lib --profile test -- -D warnings

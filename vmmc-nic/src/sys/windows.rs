@@ -512,3 +512,43 @@ pub(crate) fn poll_readable(
     }
     Ok(fds.iter().map(|f| f.revents != 0).collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The mirror aliases the ring's start: a write across the wrap reads back whole from
+    /// either view, in a region whose header pushes the ring off the granularity.
+    #[test]
+    fn the_mirrored_tail_aliases_the_ring() {
+        let ring = granularity() as u64;
+        let r = Region::create(4096 + ring, ring).unwrap();
+        assert_eq!(r.len(), 4096 + 2 * ring);
+        let at = 4096 + ring - 3;
+        r.copy_in(Span::new(r.len(), at, 6).unwrap(), b"abcdef");
+        let mut got = [0u8; 3];
+        r.copy_out(Span::new(r.len(), 4096, 3).unwrap(), &mut got);
+        assert_eq!(&got, b"def");
+        r.store_u64(Span::word(r.len(), 4096 + 8).unwrap(), 77);
+        assert_eq!(
+            r.load_u64(Span::word(r.len(), 4096 + ring + 8).unwrap()),
+            77
+        );
+    }
+
+    #[test]
+    fn a_mirror_off_the_granularity_is_refused() {
+        assert!(Region::create(8192, 4096).is_err());
+    }
+
+    #[test]
+    fn a_notifier_counts_signals_and_polls_readable() {
+        let n = crate::notify::Notifier::new().unwrap();
+        assert_eq!(n.take(), 0);
+        assert!(!poll_readable(&[n.fd()], Some(Duration::from_millis(1))).unwrap()[0]);
+        n.signal();
+        n.signal();
+        assert!(poll_readable(&[n.fd()], Some(Duration::from_secs(5))).unwrap()[0]);
+        assert_eq!(n.take(), 2);
+    }
+}

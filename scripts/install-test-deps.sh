@@ -60,6 +60,10 @@ command -v lsattr >/dev/null 2>&1 || missing+=(e2fsprogs)
 command -v pgrep >/dev/null 2>&1 || missing+=(procps)
 command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 || missing+=(gcc-mingw-w64-x86-64)
 [ -x /usr/lib/wine/wine64 ] || missing+=(wine64)
+# The socket preload's tests run unmodified socket programs (vmmc-preload/tests).
+for t in iperf3 sockperf qperf socat; do
+    command -v "$t" >/dev/null 2>&1 || missing+=("$t")
+done
 if [ ${#missing[@]} -gt 0 ]; then
     echo "install-test-deps: installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive

@@ -43,6 +43,7 @@ mod layout;
 mod listener;
 mod options;
 pub mod ring;
+pub mod routes;
 #[cfg(target_os = "linux")]
 mod share;
 mod stream;

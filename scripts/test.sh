@@ -20,7 +20,7 @@ trap ./scripts/wine-stop.sh EXIT
 echo "== Windows unit tests, under Wine"
 CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER="$(pwd)/scripts/wine-run.sh" \
     cargo test --target x86_64-pc-windows-gnu -p vmmc-nic -p vmmc-sockets -p dfs-proto \
-    -p dfs-client --lib
+    -p dfs-client -p winsock-wrapper --lib
 # The Wine tests against Linux peers (dfs-client/tests/wine.rs) run with the rest.
 export VMMC_WINE_TESTS=1
 echo "== cargo test"

@@ -14,6 +14,10 @@ use std::time::Duration;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
+// The Windows build under Wine, against Linux peers.
+#[cfg(unix)]
+pub mod wine;
+
 // Unprivileged accounts for the attack tests: Unix's.
 #[cfg(unix)]
 mod users;

@@ -3,13 +3,14 @@
 use std::io::{self, ErrorKind};
 use std::time::Duration;
 
+use crate::creds::current_creds;
 use dfs_proto::auth::{proofs_match, Secret};
 use dfs_proto::codec;
 use dfs_proto::frame::{self, Arrival, FrameHeader, HEADER};
 use dfs_proto::handle::{FileHandle, OpenId};
 use dfs_proto::msg::{
     AuthMode, Body, ClientHello, ClientProof, Creds, Notice, Op, Reply, Request, ServerChallenge,
-    ServerVerdict, MAGIC, MAX_GROUPS, NO_REPLY, PROTOCOL_VERSION,
+    ServerVerdict, MAGIC, NO_REPLY, PROTOCOL_VERSION,
 };
 use dfs_proto::Errno;
 use serde::Serialize;
@@ -108,19 +109,6 @@ impl CallError {
 
 fn libc_etimedout() -> i32 {
     110
-}
-
-/// The caller's credentials, as the protocol carries them.
-pub fn current_creds() -> Creds {
-    let mut groups: Vec<u32> = nix::unistd::getgroups()
-        .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
-        .unwrap_or_default();
-    groups.truncate(MAX_GROUPS);
-    Creds {
-        uid: nix::unistd::geteuid().as_raw(),
-        gid: nix::unistd::getegid().as_raw(),
-        groups,
-    }
 }
 
 /// Request ids nobody else can predict: a keyed hash of a counter, with a key from the

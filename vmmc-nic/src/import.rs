@@ -1,7 +1,6 @@
 //! Importing a peer's region, and the remote operations on it.
 
-use std::io::{self, IoSlice};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::io::IoSlice;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +11,7 @@ use crate::counters;
 use crate::error::{Error, Result};
 use crate::shm::{self, ShmImport};
 use crate::span::Span;
-use crate::sys::SharedBytesMut;
+use crate::sys::{AsWaitHandle, SharedBytesMut};
 use crate::tcp::{self, TcpImport};
 use crate::watch::Watcher;
 use crate::wire::{Frame, Refusal};
@@ -203,7 +202,7 @@ impl Import {
     pub(crate) fn from_parts(backend: Backend, p: Parts) -> Result<Import> {
         let alive = Arc::new(AtomicBool::new(true));
         let fd = match &backend {
-            Backend::Shm(s) => s.conn.as_fd(),
+            Backend::Shm(s) => s.conn.as_wait_handle(),
             Backend::Tcp(t) => t.fd(),
         };
         let watcher = Watcher::spawn(fd, alive.clone())
@@ -487,10 +486,11 @@ impl Import {
     /// the file shrinks meanwhile, its tail is filled with zeros that lie beyond the count
     /// returned. Until they are published, the exporter may see any of these bytes change (on
     /// tcp they are the page cache's until the exporter's kernel copies them in).
+    #[cfg(target_os = "linux")]
     pub fn deposit_from_file(
         &self,
         offset: u64,
-        file: BorrowedFd<'_>,
+        file: std::os::fd::BorrowedFd<'_>,
         file_offset: u64,
         len: usize,
     ) -> Result<usize> {
@@ -498,7 +498,7 @@ impl Import {
         let span = self.span(offset, len as u64)?;
         let at = i64::try_from(file_offset).map_err(|_| Error::Io {
             context: "reading the file to deposit",
-            source: io::ErrorKind::InvalidInput.into(),
+            source: std::io::ErrorKind::InvalidInput.into(),
         })?;
         let n = match &self.backend {
             Backend::Shm(s) => {
@@ -556,16 +556,17 @@ impl Import {
 
 /// Repeats `read(done)` until `len` bytes are done or it returns 0 (the end of the file);
 /// an error after some progress ends it with what was done.
+#[cfg(target_os = "linux")]
 pub(crate) fn fill_from(
     len: usize,
-    mut read: impl FnMut(usize) -> io::Result<usize>,
-) -> io::Result<usize> {
+    mut read: impl FnMut(usize) -> std::io::Result<usize>,
+) -> std::io::Result<usize> {
     let mut done = 0;
     while done < len {
         match read(done) {
             Ok(0) => break,
             Ok(n) => done += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) if done == 0 => return Err(e),
             Err(_) => break,
         }

@@ -4,11 +4,8 @@
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-use nix::sys::socket::{sendmsg, MsgFlags};
 
 use crate::access::{Access, PeerIdentity};
 use crate::addr::{ExportId, NodeAddr, TcpAddr};
@@ -18,10 +15,9 @@ use crate::export::{
 };
 use crate::import::{refusal_error, ImportOptions};
 use crate::serve::{overdue_if_timeout, FrameClock, Wire, FRAME_DEADLINE};
-use crate::shm::read_frame;
 use crate::span::{check_region_len, Span};
-use crate::sys::{check_mirror, Region};
-use crate::wire::{Frame, FRAME_LEN};
+use crate::sys::{check_mirror, AsWaitHandle, Region, WaitHandle};
+use crate::wire::{read_frame, Frame, FRAME_LEN};
 
 pub(crate) fn listen(addr: &TcpAddr) -> Result<(Listener, NodeAddr)> {
     let addrs = addr.resolve()?;
@@ -85,9 +81,17 @@ impl TcpConn {
     }
 }
 
-impl AsFd for TcpConn {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.stream.as_fd()
+#[cfg(unix)]
+impl std::os::fd::AsFd for TcpConn {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.stream)
+    }
+}
+
+#[cfg(windows)]
+impl std::os::windows::io::AsSocket for TcpConn {
+    fn as_socket(&self) -> std::os::windows::io::BorrowedSocket<'_> {
+        std::os::windows::io::AsSocket::as_socket(&self.stream)
     }
 }
 
@@ -103,7 +107,7 @@ impl Wire for TcpConn {
     fn recv_into(&mut self, region: &Region, span: Span) -> io::Result<()> {
         self.clock.arm(&self.stream)?;
         region
-            .recv_into(self.stream.as_fd(), span)
+            .recv_into(self.stream.as_wait_handle(), span)
             .map_err(overdue_if_timeout)
     }
 
@@ -114,7 +118,7 @@ impl Wire for TcpConn {
     fn send_from(&mut self, frame: &Frame, region: &Region, span: Span) -> io::Result<()> {
         // A fetch response that the importer stops taking is its frame stalling too.
         region
-            .send_from(self.stream.as_fd(), &frame.emit(), span)
+            .send_from(self.stream.as_wait_handle(), &frame.emit(), span)
             .map_err(overdue_if_timeout)
     }
 
@@ -130,25 +134,13 @@ impl Wire for TcpConn {
         true
     }
 
-    fn wait_or_stop(&mut self, stop: BorrowedFd<'_>) -> io::Result<bool> {
+    fn wait_or_stop(&mut self, stop: WaitHandle<'_>) -> io::Result<bool> {
         crate::serve::poll_or_stop(&self.stream, stop)
     }
 
     fn begin_frame(&mut self) -> io::Result<()> {
         self.clock.start(&self.stream)
     }
-}
-
-/// How a `sendfile` of a deposit's payload went.
-enum FileSend {
-    /// This many bytes came from the file (fewer than asked where it ended).
-    Sent(usize),
-    /// The file failed after this many bytes; the socket is sound.
-    FileFailed(usize, nix::errno::Errno),
-    /// The socket failed: the import is over.
-    SocketFailed(nix::errno::Errno),
-    /// The file cannot be sent this way; nothing was sent.
-    Unsupported,
 }
 
 /// An importer's connection to a tcp export.
@@ -227,7 +219,7 @@ impl TcpImport {
         if let Err(e) = s.write_all(&opts.request(id, access)?) {
             // An endpoint at its limits answers before it reads and closes: its refusal
             // says more than the reset.
-            if let Some(refusal) = crate::shm::refused_first(&mut s, &self.peer, id, access) {
+            if let Some(refusal) = crate::wire::refused_first(&mut s, &self.peer, id, access) {
                 return Err(refusal);
             }
             return Err(self.io_error(e));
@@ -250,6 +242,7 @@ impl TcpImport {
 
 impl TcpImport {
     /// Rebuilds an import around a connection handed over from another process.
+    #[cfg(unix)]
     pub(crate) fn from_fd(fd: std::os::fd::OwnedFd, peer: String, timeout: Duration) -> TcpImport {
         TcpImport {
             stream: TcpStream::from(fd),
@@ -261,6 +254,7 @@ impl TcpImport {
     }
 
     /// The connection, for a handover.
+    #[cfg(unix)]
     pub(crate) fn into_fd(self) -> std::os::fd::OwnedFd {
         self.stream.into()
     }
@@ -269,8 +263,20 @@ impl TcpImport {
         self.timeout
     }
 
-    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
-        self.stream.as_fd()
+    pub(crate) fn fd(&self) -> WaitHandle<'_> {
+        self.stream.as_wait_handle()
+    }
+
+    /// The connection, for the file-deposit path.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// The lock that keeps frames whole.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn send_lock(&self) -> &Mutex<()> {
+        &self.send
     }
 
     fn protocol(&self, why: String) -> Error {
@@ -291,9 +297,8 @@ impl TcpImport {
         }
     }
 
-    /// Sends one frame and its payload slices with a single `sendmsg` where the kernel takes
-    /// it all. `MSG_NOSIGNAL`: a dead peer is an error, not a SIGPIPE that kills the host
-    /// program.
+    /// Sends one frame and its payload slices with a single system call where the kernel
+    /// takes it all (`sys::send_all`).
     pub(crate) fn send(&self, frame: &Frame, payload: &[IoSlice<'_>]) -> Result<()> {
         let hdr = frame.emit();
         let mut parts: Vec<IoSlice<'_>> = Vec::with_capacity(payload.len() + 1);
@@ -304,147 +309,8 @@ impl TcpImport {
                 .filter(|s| !s.is_empty())
                 .map(|s| IoSlice::new(s)),
         );
-        let mut parts = &mut parts[..];
         let _guard = lock(&self.send);
-        while !parts.is_empty() {
-            match sendmsg::<()>(
-                self.stream.as_raw_fd(),
-                parts,
-                &[],
-                MsgFlags::MSG_NOSIGNAL,
-                None,
-            ) {
-                Ok(n) => IoSlice::advance_slices(&mut parts, n),
-                Err(nix::errno::Errno::EINTR) => {}
-                Err(e) => return Err(self.io_error(e.into())),
-            }
-        }
-        Ok(())
-    }
-
-    /// Sends a deposit frame of the bytes of `file` from `at` at `offset` of the region: the
-    /// header, then the file's bytes by `sendfile` (from the page cache to the socket, no copy
-    /// by this process). The frame is sized by what the file holds when the call starts, up
-    /// to `len`; if it shrinks meanwhile, the frame is completed with zeros. Returns how many
-    /// bytes came from the file. A file `sendfile` cannot send (a file system without splice
-    /// support) is read into a buffer and sent from there instead.
-    pub(crate) fn send_file(
-        &self,
-        offset: u64,
-        file: BorrowedFd<'_>,
-        at: i64,
-        len: usize,
-    ) -> Result<usize> {
-        let st = nix::sys::stat::fstat(file).map_err(|e| Error::Io {
-            context: "reading the file to deposit",
-            source: e.into(),
-        })?;
-        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-            return Err(Error::Io {
-                context: "reading the file to deposit",
-                source: io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
-            });
-        }
-        let len = (len as u64).min((st.st_size as u64).saturating_sub(at as u64)) as usize;
-        self.send_file_sized(offset, file, at, len)
-    }
-
-    /// [`TcpImport::send_file`] of a frame of exactly `len` bytes, whatever the file holds.
-    fn send_file_sized(
-        &self,
-        offset: u64,
-        file: BorrowedFd<'_>,
-        at: i64,
-        len: usize,
-    ) -> Result<usize> {
-        if len == 0 {
-            return Ok(0);
-        }
-        let frame = Frame::Deposit {
-            offset,
-            len: len as u64,
-            notify: false,
-            word: false,
-        };
-        let _guard = lock(&self.send);
-        // The header waits for the payload behind it (`MSG_MORE`): one segment, not two.
-        let hdr = frame.emit();
-        let mut sent = 0;
-        while sent < hdr.len() {
-            match nix::sys::socket::send(
-                self.stream.as_raw_fd(),
-                &hdr[sent..],
-                MsgFlags::MSG_NOSIGNAL | MsgFlags::from_bits_retain(libc::MSG_MORE),
-            ) {
-                Ok(n) => sent += n,
-                Err(nix::errno::Errno::EINTR) => {}
-                Err(e) => return Err(self.io_error(e.into())),
-            }
-        }
-        let sock = self.stream.as_fd();
-        // `sendfile` cannot be told `MSG_NOSIGNAL`: a peer that is gone must not kill the host
-        // program with SIGPIPE.
-        let sent = crate::sys::without_sigpipe(|| {
-            use nix::errno::Errno as E;
-            let mut pos = at;
-            let mut done = 0usize;
-            while done < len {
-                match nix::sys::sendfile::sendfile64(sock, file, Some(&mut pos), len - done) {
-                    Ok(0) => break,
-                    Ok(n) => done += n,
-                    Err(E::EINTR) => {}
-                    Err(E::EINVAL | E::ENOSYS) if done == 0 => return FileSend::Unsupported,
-                    Err(
-                        e @ (E::EPIPE | E::ECONNRESET | E::EAGAIN | E::ETIMEDOUT | E::ENOTCONN),
-                    ) => return FileSend::SocketFailed(e),
-                    Err(e) => return FileSend::FileFailed(done, e),
-                }
-            }
-            FileSend::Sent(done)
-        });
-        let mut s = &self.stream;
-        let unsupported = matches!(sent, FileSend::Unsupported);
-        let (mut done, file_error) = match sent {
-            FileSend::Sent(n) => (n, None),
-            FileSend::FileFailed(n, e) => (n, Some(e)),
-            FileSend::SocketFailed(e) => return Err(self.io_error(e.into())),
-            FileSend::Unsupported => (0, None),
-        };
-        let mut file_error = file_error.map(io::Error::from);
-        if unsupported {
-            // Through a buffer, as a `pread` and a `send` would.
-            let mut buf = vec![0u8; len.min(64 << 10)];
-            while done < len {
-                let want = (len - done).min(buf.len());
-                match nix::sys::uio::pread(file, &mut buf[..want], at + done as i64) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        s.write_all(&buf[..n]).map_err(|e| self.io_error(e))?;
-                        done += n;
-                    }
-                    Err(nix::errno::Errno::EINTR) => {}
-                    Err(e) => {
-                        file_error = Some(e.into());
-                        break;
-                    }
-                }
-            }
-        }
-        // Whatever the file did not give completes the frame as zeros.
-        let zeros = [0u8; 4096];
-        let mut left = len - done;
-        while left > 0 {
-            let n = left.min(zeros.len());
-            s.write_all(&zeros[..n]).map_err(|e| self.io_error(e))?;
-            left -= n;
-        }
-        match file_error {
-            Some(source) if done == 0 => Err(Error::Io {
-                context: "reading the file to deposit",
-                source,
-            }),
-            _ => Ok(done),
-        }
+        crate::sys::send_all(&self.stream, &mut parts).map_err(|e| self.io_error(e))
     }
 
     /// Fetches `buf.len()` bytes from `offset`, received straight into `buf`.
@@ -469,6 +335,7 @@ impl TcpImport {
 }
 
 /// Serves a tcp import connection taken over from another process.
+#[cfg(unix)]
 pub(crate) fn serve_adopted(
     export: Arc<ExportShared>,
     fd: std::os::fd::OwnedFd,
@@ -488,57 +355,5 @@ pub(crate) fn serve_adopted(
         crate::export::serve_registered(&addr, &mut conn, export, access, &peer, reg)
     {
         export.push_handed(conn.stream.into(), access, true);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::io::{IoSlice, Write};
-    use std::os::fd::AsFd;
-    use std::time::Duration;
-
-    use crate::{Access, Endpoint, ImportOptions, Permissions, Wake};
-
-    /// A frame declared longer than the file (one that shrank after it was measured) is
-    /// completed with zeros, and the connection stays in step: the next deposit lands.
-    #[test]
-    fn a_file_shorter_than_its_frame_is_padded_with_zeros() {
-        let ep = Endpoint::bind(&"tcp:127.0.0.1:0".parse().unwrap()).unwrap();
-        let x = ep.export(64 << 10, Permissions::open()).unwrap();
-        let crate::addr::NodeAddr::Tcp(addr) = ep.addr().clone() else {
-            panic!("not tcp")
-        };
-        let (t, _) = super::dial(&addr, Duration::from_secs(5)).unwrap();
-        let (t, _, _) = t
-            .import(x.id(), Access::ALL, &ImportOptions::default())
-            .unwrap();
-        let mut f = std::fs::File::from(
-            nix::sys::memfd::memfd_create(c"file", nix::sys::memfd::MFdFlags::MFD_CLOEXEC).unwrap(),
-        );
-        let body: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8 + 1).collect();
-        f.write_all(&body).unwrap();
-        // 10,000 bytes from 1,000 on hold 9,000: a 20,000-byte frame gets 11,000 zeros.
-        assert_eq!(
-            t.send_file_sized(100, f.as_fd(), 1000, 20_000).unwrap(),
-            9_000
-        );
-        let after = crate::wire::Frame::Deposit {
-            offset: 30_000,
-            len: 5,
-            notify: true,
-            word: false,
-        };
-        t.send(&after, &[IoSlice::new(b"after")]).unwrap();
-        assert_eq!(x.wait(Duration::from_secs(10)).unwrap(), Wake::Notified);
-        let mut got = vec![0u8; 20_000];
-        x.read_at(100, &mut got).unwrap();
-        assert!(got[..9_000] == body[1000..], "the file's bytes");
-        assert!(got[9_000..].iter().all(|&b| b == 0), "zeros after them");
-        let mut tail = [0u8; 5];
-        x.read_at(30_000, &mut tail).unwrap();
-        assert_eq!(&tail, b"after");
-        // As measured (the public path): the frame holds what the file has, no zeros.
-        assert_eq!(t.send_file(200, f.as_fd(), 9_990, 4096).unwrap(), 10);
-        assert_eq!(t.send_file(200, f.as_fd(), 20_000, 4096).unwrap(), 0);
     }
 }

@@ -83,6 +83,17 @@ impl RingSize {
         self.0
     }
 
+    /// The size of a ring this process exports itself: Windows maps a mirror only in whole
+    /// units of its allocation granularity (64 KiB), so smaller rings grow to that there.
+    /// Peers' rings keep whatever size they announce.
+    pub(crate) fn local(self) -> RingSize {
+        #[cfg(windows)]
+        let least = 64 << 10;
+        #[cfg(not(windows))]
+        let least = MIN_RING;
+        RingSize(self.0.max(least))
+    }
+
     /// The region a ring of this size needs: header, then ring (mirrored).
     pub(crate) fn region_len(self) -> u64 {
         HEADER + self.0

@@ -8,12 +8,14 @@
 
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::net::Shutdown;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use vmmc_nic::{Export, Import, NodeAddr, Notify, SharedBytes, SharedBytesMut, Wake};
+use vmmc_nic::{
+    Export, Import, NodeAddr, Notify, OwnedWaitHandle, SharedBytes, SharedBytesMut, WaitHandle,
+    Wake,
+};
 
 use crate::layout::*;
 use crate::options::StreamOptions;
@@ -451,7 +453,7 @@ pub struct Readiness {
 /// A connection, shared by every handle and slot on it.
 pub(crate) struct Inner {
     pub(crate) core: Mutex<Core>,
-    pub(crate) notify_fd: OwnedFd,
+    pub(crate) notify_fd: OwnedWaitHandle,
     pub(crate) polling: AtomicBool,
     /// How many times the poller woke, and how many threads wait for it on `woken`.
     pub(crate) generation: Mutex<(u64, usize)>,
@@ -560,12 +562,11 @@ impl Inner {
             slice = slice.min(d.saturating_duration_since(Instant::now()));
         }
         if !self.polling.swap(true, Ordering::AcqRel) {
-            let ms = slice.as_millis().clamp(1, 1000) as u16;
-            let mut fds = [nix::poll::PollFd::new(
-                self.notify_fd.as_fd(),
-                nix::poll::PollFlags::POLLIN,
-            )];
-            let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms));
+            let ms = slice.as_millis().clamp(1, 1000) as u64;
+            let _ = vmmc_nic::poll_readable(
+                &[vmmc_nic::AsWaitHandle::as_wait_handle(&self.notify_fd)],
+                Some(Duration::from_millis(ms)),
+            );
             self.polling.store(false, Ordering::Release);
             let waiters = {
                 let mut g = lock(&self.generation);
@@ -776,8 +777,8 @@ impl VmmcStream {
 
     /// The fd that becomes readable when something arrives (data, credit, a shutdown): for
     /// select/poll loops. Readiness is a hint; the call that follows decides.
-    pub fn notify_fd(&self) -> BorrowedFd<'_> {
-        self.inner.notify_fd.as_fd()
+    pub fn notify_fd(&self) -> WaitHandle<'_> {
+        vmmc_nic::AsWaitHandle::as_wait_handle(&self.inner.notify_fd)
     }
 
     /// Bytes ready to read without waiting (`FIONREAD`).
@@ -1064,10 +1065,11 @@ impl SendSlot<'_> {
     /// replace the file's. On tcp the bytes are the page cache's until the peer receives
     /// them: a write to the file meanwhile may show in them, as it may in a `pread` that runs
     /// at the same time as the write.
+    #[cfg(target_os = "linux")]
     pub fn fill_from_file(
         &mut self,
         at: usize,
-        file: BorrowedFd<'_>,
+        file: std::os::fd::BorrowedFd<'_>,
         offset: u64,
         len: usize,
     ) -> io::Result<usize> {

@@ -51,6 +51,10 @@ command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 # The mount tests run lsattr (its ioctls) and pgrep.
 command -v lsattr >/dev/null 2>&1 || missing+=(e2fsprogs)
 command -v pgrep >/dev/null 2>&1 || missing+=(procps)
+# The socket preload's tests run unmodified socket programs (vmmc-preload/tests).
+for t in iperf3 sockperf qperf socat; do
+    command -v "$t" >/dev/null 2>&1 || missing+=("$t")
+done
 if [ ${#missing[@]} -gt 0 ]; then
     echo "install-test-deps: installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive

@@ -42,6 +42,7 @@ mod layout;
 mod listener;
 mod options;
 pub mod ring;
+pub mod routes;
 mod share;
 mod stream;
 pub mod table;

@@ -650,3 +650,68 @@ fn apply(st: &VmmcStream, s: &Settings) -> io::Result<()> {
     st.set_read_timeout(s.rcvtimeo)?;
     st.set_write_timeout(s.sndtimeo)
 }
+
+/// Calls for wrappers that put table sockets behind kernel descriptors (the Linux preload),
+/// where `poll`, `epoll` and `fork` must be answered without a system call per look.
+impl SocketTable {
+    /// What `s` is ready for among `events` (plus `POLLHUP`/`POLLERR`), as
+    /// [`SocketTable::poll`] would report it; `POLLNVAL` for no socket. With `arm`, the peer
+    /// is asked to raise the socket's notification fd ([`SocketTable::notify_fd`]) on its next
+    /// publish, so a caller may sleep on that fd; look again without `arm` after waking.
+    /// Unlike `poll`, this duplicates no descriptor and never waits.
+    pub fn readiness(&self, s: Sock, events: i16, arm: bool) -> i16 {
+        let Ok(e) = self.entry(s) else {
+            return POLLNVAL;
+        };
+        let g = lock(&e.state);
+        match &g.0 {
+            State::Connected(st) => {
+                let r = st.readiness(arm);
+                let mut ev = 0;
+                if r.readable {
+                    ev |= POLLIN;
+                }
+                if r.writable {
+                    ev |= POLLOUT;
+                }
+                ev &= events;
+                if r.hangup {
+                    ev |= POLLHUP;
+                }
+                if r.error {
+                    ev |= POLLERR;
+                }
+                ev
+            }
+            State::Listening(l) if l.pending() > 0 => POLLIN & events,
+            _ => 0,
+        }
+    }
+
+    /// Whether `s` is listening (an `accept` target) rather than a stream.
+    pub fn is_listening(&self, s: Sock) -> bool {
+        self.entry(s)
+            .is_ok_and(|e| matches!(lock(&e.state).0, State::Listening(_)))
+    }
+
+    /// Removes `s` without a word to its peer, for a process that shares the socket's
+    /// memory with another one that owns it (after `fork`). A connection's descriptors are
+    /// closed here but nothing is shut down; a listener is left as it is (its admission
+    /// threads belong to the process that made it), so its memory stays until exit.
+    pub fn abandon(&self, s: Sock) -> io::Result<()> {
+        let e = self.entry(s)?;
+        {
+            let mut g = lock(&e.state);
+            match std::mem::replace(&mut g.0, State::Fresh) {
+                State::Connected(st) => {
+                    st.inner
+                        .handed
+                        .store(true, std::sync::atomic::Ordering::Release);
+                }
+                State::Listening(l) => std::mem::forget(l),
+                _ => {}
+            }
+        }
+        self.closesocket(s)
+    }
+}

@@ -695,22 +695,16 @@ impl SocketTable {
     }
 
     /// Removes `s` without a word to its peer, for a process that shares the socket's
-    /// memory with another one that owns it (after `fork`). A connection's descriptors are
-    /// closed here but nothing is shut down; a listener is left as it is (its admission
-    /// threads belong to the process that made it), so its memory stays until exit.
+    /// memory and descriptors with another one that owns it (after `fork`). Nothing of the
+    /// socket is dropped: dropping would shut down kernel objects the owner shares (the
+    /// control connections, whose shutdown the peer reads as a departure), and a listener's
+    /// threads belong to the process that made it. Its memory and descriptors stay in this
+    /// process until exit.
     pub fn abandon(&self, s: Sock) -> io::Result<()> {
         let e = self.entry(s)?;
         {
             let mut g = lock(&e.state);
-            match std::mem::replace(&mut g.0, State::Fresh) {
-                State::Connected(st) => {
-                    st.inner
-                        .handed
-                        .store(true, std::sync::atomic::Ordering::Release);
-                }
-                State::Listening(l) => std::mem::forget(l),
-                _ => {}
-            }
+            std::mem::forget(std::mem::replace(&mut g.0, State::Fresh));
         }
         self.closesocket(s)
     }

@@ -21,6 +21,8 @@ use crate::ffi::real;
 pub struct Claim {
     word: Option<&'static AtomicI32>,
     state: State,
+    /// The process that made the socket, whose threads (a listener's admitters) it has.
+    creator: i32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,6 +76,7 @@ impl Claim {
         Claim {
             word,
             state: State::Owned,
+            creator: my_pid(),
         }
     }
 
@@ -97,6 +100,11 @@ impl Claim {
     /// the last fork does. The others leave the connection to whoever takes it.
     pub fn owned(&self) -> bool {
         self.state == State::Owned
+    }
+
+    /// Whether this process made the socket (rather than inheriting it through `fork`).
+    pub fn made_here(&self) -> bool {
+        self.creator == my_pid()
     }
 
     /// Puts the socket up for grabs before a fork.

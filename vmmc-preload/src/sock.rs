@@ -212,6 +212,15 @@ pub fn accept(s: Sock, flags: i32) -> io::Result<(i32, SocketAddr)> {
     let (family, local) = {
         let mut m = fdmap::metas();
         let meta = m.map().get(&s).ok_or_else(|| err(libc::EINVAL))?;
+        if !meta.claim.made_here() {
+            // Its admission threads stayed in the process that listened: an accept here
+            // would wait for ever. Say so instead.
+            eprintln!(
+                "vmmc-preload: accept on a VMMC listener inherited through fork is not supported; \
+                 listen in the process that accepts"
+            );
+            return Err(err(libc::EOPNOTSUPP));
+        }
         (meta.family, meta.local)
     };
     let (ns, _who) = table().accept(s)?;

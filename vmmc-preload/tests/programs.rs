@@ -60,8 +60,9 @@ impl Running {
 }
 
 fn need(tool: &str) {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()));
+    let found = std::path::Path::new(tool).is_absolute()
+        || std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()));
     assert!(
         found,
         "{tool} is not installed: scripts/install-test-deps.sh installs it"
@@ -75,7 +76,11 @@ fn start(routes: Option<&str>, program: &str, args: &[&str]) -> Running {
         None => Command::new(program),
         Some(r) => {
             let mut c = Command::new(env!("CARGO_BIN_EXE_vmmc-run"));
-            c.arg("--route").arg(r).arg("--").arg(program);
+            c.arg("--debug")
+                .arg("--route")
+                .arg(r)
+                .arg("--")
+                .arg(program);
             c
         }
     };
@@ -512,4 +517,48 @@ fn bad_routes_are_reported_before_the_program_runs() {
     assert!(!out.status.success());
     let e = text(&out.stderr);
     assert!(e.contains("route 1"), "{e}");
+}
+
+/// The calls the preload takes (dup, dup2, F_DUPFD, FIONBIO, FIONREAD, MSG_PEEK, readv,
+/// writev, epoll with a one-shot VMMC socket beside a pipe, select, poll, accept4, fork, end
+/// of stream), used by a C program the way any program uses them: it must pass on kernel
+/// TCP and under vmmc-run alike.
+#[test]
+fn socket_calls_behave_as_on_kernel_tcp() {
+    let _serial = serial();
+    need("cc");
+    let dir = std::env::temp_dir().join(format!("vp-calls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    let exe = dir.join("calls");
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/c/calls.c");
+    let cc = Command::new("cc")
+        .args(["-O1", "-Wall", "-o"])
+        .arg(&exe)
+        .arg(src)
+        .output()
+        .expect("cc");
+    assert!(cc.status.success(), "cc: {}", text(&cc.stderr));
+    let exe = exe.to_string_lossy().into_owned();
+    for routed in [false, true] {
+        let port = free_port();
+        let route = format!("127.0.0.1:{port} {} strict", shm_name("calls"));
+        let p = port.to_string();
+        let run = start(routed.then_some(route.as_str()), &exe, &[&p]);
+        let out = run.finish(Duration::from_secs(30));
+        assert_eq!(
+            text(&out.stdout),
+            "ok\n",
+            "routed: {routed}; stderr: {}",
+            text(&out.stderr)
+        );
+        // The routed run really was on VMMC, both ends.
+        let log = text(&out.stderr);
+        assert_eq!(
+            routed,
+            log.contains(&format!("bind 127.0.0.1:{port} -> shm:"))
+                && log.contains(&format!("connect 127.0.0.1:{port} -> shm:")),
+            "{log}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -54,6 +54,27 @@ pub fn set_epoll(fd: i32, on: bool) {
     }
 }
 
+/// Per table socket: whether it is non-blocking (`O_NONBLOCK` of its placeholders, which
+/// share one open file description), read on every receive without a lock.
+static NONBLOCKING: [std::sync::atomic::AtomicBool; MAX_FDS] =
+    [const { std::sync::atomic::AtomicBool::new(false) }; MAX_FDS];
+
+/// Records whether `s` is non-blocking.
+pub fn set_nonblocking(s: Sock, on: bool) {
+    if let Some(b) = usize::try_from(s).ok().and_then(|i| NONBLOCKING.get(i)) {
+        b.store(on, Ordering::Relaxed);
+    }
+}
+
+/// Whether `s` is non-blocking (true for sockets beyond the map: never spin for them).
+#[inline]
+pub fn is_nonblocking(s: Sock) -> bool {
+    usize::try_from(s)
+        .ok()
+        .and_then(|i| NONBLOCKING.get(i))
+        .is_none_or(|b| b.load(Ordering::Relaxed))
+}
+
 /// What the library remembers about a VMMC socket, beyond the table's own state.
 #[derive(Debug)]
 pub struct Meta {

@@ -95,11 +95,16 @@ fn nonblocking(fd: i32) -> bool {
     real::fcntl_int(fd, libc::F_GETFL, 0).is_ok_and(|f| f & libc::O_NONBLOCK != 0)
 }
 
+/// Tells the table and the lock-free flag whether `s` is non-blocking.
+fn set_table_nonblocking(s: Sock, on: bool) -> io::Result<()> {
+    table().ioctlsocket(s, Ioctl::NonBlocking(on))?;
+    fdmap::set_nonblocking(s, on);
+    Ok(())
+}
+
 fn new_table_socket(fd: i32) -> io::Result<Sock> {
     let s = table().socket()?;
-    if nonblocking(fd) {
-        table().ioctlsocket(s, Ioctl::NonBlocking(true))?;
-    }
+    set_table_nonblocking(s, nonblocking(fd))?;
     Ok(s)
 }
 
@@ -195,7 +200,7 @@ pub fn bind(fd: i32, addr: SocketAddr) -> Option<io::Result<()>> {
 /// `listen` on a bound VMMC socket.
 pub fn listen(fd: i32, s: Sock, backlog: i32) -> io::Result<()> {
     usable(s)?;
-    table().ioctlsocket(s, Ioctl::NonBlocking(nonblocking(fd)))?;
+    set_table_nonblocking(s, nonblocking(fd))?;
     table().listen(s, backlog).map_err(|e| {
         if e.kind() == io::ErrorKind::AddrInUse {
             err(libc::EADDRINUSE)
@@ -233,7 +238,7 @@ pub fn accept(s: Sock, flags: i32) -> io::Result<(i32, SocketAddr)> {
         }
     };
     let nb = flags & libc::SOCK_NONBLOCK != 0;
-    if let Err(e) = table().ioctlsocket(ns, Ioctl::NonBlocking(nb)) {
+    if let Err(e) = set_table_nonblocking(ns, nb) {
         let _ = table().closesocket(ns);
         let _ = real::close(placeholder);
         return Err(e);
@@ -261,10 +266,36 @@ pub fn send(s: Sock, bufs: &[IoSlice<'_>], flags: i32) -> io::Result<usize> {
     table().sendmsg(s, bufs, clean(flags))
 }
 
+/// How long a blocking receive looks at its ring before the stream's own wait (which soon
+/// yields its core between looks, then sleeps).
+pub const PRESPIN: Duration = Duration::from_micros(20);
+
 /// `recv`, `recvmsg`, `read`, `readv` on a VMMC socket.
+///
+/// A blocking receive first looks at the ring for [`PRESPIN`] without giving up the core:
+/// a reply in a ping-pong arrives within microseconds, and a `sched_yield` in between costs
+/// more than the whole round trip (on this project's 2-vCPU machines, a yield is a system
+/// call that may hand the core to another process).
 pub fn recv(s: Sock, bufs: &mut [IoSliceMut<'_>], flags: i32) -> io::Result<usize> {
     usable(s)?;
-    table().recvmsg(s, bufs, clean(flags))
+    let flags = clean(flags);
+    let waits = flags & (libc::MSG_DONTWAIT | libc::MSG_WAITALL | libc::MSG_OOB) == 0;
+    if waits && !fdmap::is_nonblocking(s) {
+        let start = std::time::Instant::now();
+        let mut looks = 0u32;
+        loop {
+            match table().recvmsg(s, bufs, flags | libc::MSG_DONTWAIT) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                r => return r,
+            }
+            looks = looks.wrapping_add(1);
+            if looks % 32 == 0 && start.elapsed() >= PRESPIN {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+    }
+    table().recvmsg(s, bufs, flags)
 }
 
 /// `shutdown` on a VMMC socket.
@@ -344,7 +375,7 @@ pub fn dup_min(fd: i32, s: Sock, min: i32, cloexec: bool) -> io::Result<i32> {
 /// `fcntl(F_SETFL)`: the placeholder keeps the flags; the table learns `O_NONBLOCK`.
 pub fn set_flags(fd: i32, s: Sock, flags: i32) -> io::Result<i32> {
     let r = real::fcntl_int(fd, libc::F_SETFL, flags as libc::c_ulong)?;
-    table().ioctlsocket(s, Ioctl::NonBlocking(flags & libc::O_NONBLOCK != 0))?;
+    set_table_nonblocking(s, flags & libc::O_NONBLOCK != 0)?;
     Ok(r)
 }
 

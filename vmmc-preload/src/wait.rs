@@ -98,7 +98,9 @@ impl Waiter {
         self.looks % KERNEL_EVERY == 1
     }
 
-    /// Whether to keep spinning rather than sleep.
+    /// Whether to keep spinning rather than sleep. The first [`sock::PRESPIN`] only looks
+    /// (a yield costs more than a round trip); after that, until the spin ends, the core is
+    /// yielded between looks, since on two cores the peer may need this one.
     fn spinning(&self) -> bool {
         if self.looks % 64 != 0 {
             std::hint::spin_loop();
@@ -106,8 +108,9 @@ impl Waiter {
         }
         let spun = self.start.elapsed();
         if spun < self.spin {
-            // On two cores the peer this process waits for may need this one.
-            std::thread::yield_now();
+            if spun >= sock::PRESPIN {
+                std::thread::yield_now();
+            }
             return true;
         }
         false

@@ -30,6 +30,7 @@ pub mod lock;
 pub mod path;
 pub mod resolve;
 pub mod table;
+pub mod win32;
 
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub mod linux;

@@ -1276,6 +1276,40 @@ pub extern "C" fn copy_file_range(
     ssize(r)
 }
 
+/// `syscall(2)`: programs that make system calls through it (Rust's `nix` calls
+/// `copy_file_range` so) reach the placeholder and fail with `EBADF`; `copy_file_range` is
+/// served as its interposer serves it. Its arguments are declared fixed (six registers on
+/// x86_64, as the variadic ones arrive; see [`ffi`]).
+#[no_mangle]
+pub extern "C" fn syscall(
+    n: libc::c_long,
+    a: libc::c_long,
+    b: libc::c_long,
+    c: libc::c_long,
+    d: libc::c_long,
+    e: libc::c_long,
+    f: libc::c_long,
+) -> libc::c_long {
+    if n == libc::SYS_copy_file_range {
+        let (Ok(fin), Ok(fout), Ok(flags)) = (
+            c_int::try_from(a),
+            c_int::try_from(c),
+            c_uint::try_from(f),
+        ) else {
+            return ffi::syscall(n, a, b, c, d, e, f);
+        };
+        return copy_file_range(
+            fin,
+            ffi::syscall_ptr(b),
+            fout,
+            ffi::syscall_ptr(d),
+            e as size_t,
+            flags,
+        ) as libc::c_long;
+    }
+    ffi::syscall(n, a, b, c, d, e, f)
+}
+
 /// `splice(2)` on a DFS file: not served (`EINVAL`, as for a file that cannot splice).
 #[no_mangle]
 pub extern "C" fn splice(

@@ -52,6 +52,13 @@ pub fn errno() -> i32 {
 // ---------------------------------------------------------------------------------------
 // Pointers from C
 
+/// Whether an address may be a user-space pointer at all (x86_64: the first page is never
+/// mapped, and user space ends below 2^47). Other bad pointers fault as they would in the
+/// C library's own functions.
+fn plausible(addr: usize) -> bool {
+    (4096..1 << 47).contains(&addr)
+}
+
 /// A NUL-terminated string a C caller passed (a path, an xattr name), or null.
 #[repr(transparent)]
 #[derive(Clone, Copy, Debug)]
@@ -60,7 +67,9 @@ pub struct CStrPtr<'a>(*const c_char, PhantomData<&'a CStr>);
 impl<'a> CStrPtr<'a> {
     /// The string's bytes without the NUL, `None` for a null pointer.
     pub fn bytes(&self) -> Option<&'a [u8]> {
-        if self.0.is_null() {
+        if !plausible(self.0 as usize) {
+            // Null, the first page, or the kernel's half: not a string a caller could own.
+            // `None` sends the call to the C library, whose system call says `EFAULT`.
             return None;
         }
         // SAFETY: a non-null `const char *` from the C caller of a libc function that takes a
@@ -757,6 +766,9 @@ real! {
     execvpe = "execvpe"(path: P<'_>, argv: StrArray<'_>, envp: StrArray<'_>) -> c_int, -1;
     mkostemps64 = "mkostemps64"(t: Template<'_>, suffix: c_int, flags: c_int) -> c_int, -1;
     mkdtemp = "mkdtemp"(t: Template<'_>) -> CharPtr, CharPtr::null();
+    pathconf = "pathconf"(path: P<'_>, name: c_int) -> libc::c_long, -1;
+    fpathconf = "fpathconf"(fd: c_int, name: c_int) -> libc::c_long, -1;
+    syscall = "syscall"(n: libc::c_long, a: libc::c_long, b: libc::c_long, c: libc::c_long, d: libc::c_long, e: libc::c_long, f: libc::c_long) -> libc::c_long, -1;
     fexecve = "fexecve"(fd: c_int, argv: StrArray<'_>, envp: StrArray<'_>) -> c_int, -1;
     _exit = "_exit"(code: c_int) -> (), ();
     umask = "umask"(mask: mode_t) -> mode_t, 0o022;
@@ -836,6 +848,11 @@ pub fn flock_arg<'a>(arg: c_ulong) -> Out<'a, abi::Flock> {
     // A pointer as the caller passed it, under fcntl's contract for the lock commands
     // (null reads as absent: `Out` checks).
     Out(arg as usize as *mut abi::Flock, PhantomData)
+}
+
+/// A pointer argument of `syscall(2)`, as the caller passed it (an integer register).
+pub fn syscall_ptr<'a, T>(arg: libc::c_long) -> Out<'a, T> {
+    Out(arg as usize as *mut T, PhantomData)
 }
 
 /// The C library's `ioctl(fd, request, arg)`, the caller's arguments passed on.

@@ -51,6 +51,10 @@ pub(crate) fn via<R>(
         Some(p) => match enter() {
             None => Next::Real,
             Some(e) if !e.shim.wants(dirfd, p) => Next::Real,
+            // As the kernel measures a path: with its NUL, at most PATH_MAX.
+            Some(_) if p.len() >= libc::PATH_MAX as usize => {
+                Next::Ret(fail(Errno(libc::ENAMETOOLONG), fail_v))
+            }
             Some(e) => match ours(e.shim, p) {
                 Ok(Done::Value(v)) => Next::Ret(v),
                 Ok(Done::Local(np)) => Next::RealAt(cstring(np)),
@@ -470,6 +474,11 @@ fn remove(shim: &Shim, dirfd: c_int, p: &[u8], dir: bool) -> Result<Done<c_int>,
     if dir && ends_with_dot(p) {
         return Err(Errno::EINVAL);
     }
+    let last = p.strip_suffix(b"/").unwrap_or(p);
+    if dir && (last == b".." || last.ends_with(b"/..")) {
+        // As Linux answers: a directory's parent is never empty (it holds the directory).
+        return Err(Errno(libc::ENOTEMPTY));
+    }
     shim.on(dirfd, p, false, |f, cl, c| {
         let (parent, name, n) = old_name(f)?;
         if dir {
@@ -571,8 +580,24 @@ fn two_paths(
     ours: impl FnOnce(&Shim, &Found, &Found, &Client, &Creds) -> Result<(), Errno>,
 ) -> c_int {
     let (Some(a), Some(b)) = (p1.bytes(), p2.bytes()) else {
+        // One string is unreadable: the kernel would say EFAULT before looking at the
+        // other, which may be the DFS's (and so a name the kernel does not know).
+        let other = p1.bytes().or(p2.bytes());
+        if let (Some(o), Some(e)) = (other, enter()) {
+            if e.shim.wants(d1, o) || e.shim.wants(d2, o) {
+                return fail(Errno(libc::EFAULT), -1);
+            }
+        }
         return real(p1, p2);
     };
+    if a.len() >= libc::PATH_MAX as usize || b.len() >= libc::PATH_MAX as usize {
+        let Some(e) = enter() else { return real(p1, p2) };
+        if e.shim.wants(d1, a) || e.shim.wants(d2, b) {
+            return fail(Errno(libc::ENAMETOOLONG), -1);
+        }
+        drop(e);
+        return real(p1, p2);
+    }
     let Some(e) = enter() else { return real(p1, p2) };
     if !e.shim.wants(d1, a) && !e.shim.wants(d2, b) {
         drop(e);
@@ -1276,4 +1301,55 @@ pub extern "C" fn canonicalize_file_name(path: CStrPtr<'_>) -> CharPtr {
             })
         },
     )
+}
+
+// ---------------------------------------------------------------------------------------
+// Limits
+
+/// What `pathconf` answers for a DFS file: the server's file system is Linux's, so its
+/// limits are those of a local disk (glibc would ask `statfs` internally, past this
+/// library, and fail on a name the kernel does not know).
+fn limit(name: c_int) -> Result<libc::c_long, Errno> {
+    Ok(match name {
+        libc::_PC_NAME_MAX => 255,
+        libc::_PC_PATH_MAX => libc::PATH_MAX as libc::c_long,
+        libc::_PC_LINK_MAX => 65000,
+        libc::_PC_PIPE_BUF => libc::PIPE_BUF as libc::c_long,
+        libc::_PC_CHOWN_RESTRICTED | libc::_PC_NO_TRUNC => 1,
+        libc::_PC_FILESIZEBITS => 64,
+        libc::_PC_MAX_CANON | libc::_PC_MAX_INPUT => 255,
+        libc::_PC_VDISABLE => 0,
+        // No limit (-1 with errno unchanged), as glibc says for these.
+        libc::_PC_SYMLINK_MAX
+        | libc::_PC_ASYNC_IO
+        | libc::_PC_PRIO_IO
+        | libc::_PC_SYNC_IO
+        | libc::_PC_REC_INCR_XFER_SIZE
+        | libc::_PC_REC_MAX_XFER_SIZE
+        | libc::_PC_REC_MIN_XFER_SIZE
+        | libc::_PC_REC_XFER_ALIGN
+        | libc::_PC_ALLOC_SIZE_MIN
+        | libc::_PC_2_SYMLINKS => -1,
+        _ => return Err(Errno::EINVAL),
+    })
+}
+
+/// `pathconf(3)`.
+#[no_mangle]
+pub extern "C" fn pathconf(path: CStrPtr<'_>, name: c_int) -> libc::c_long {
+    via(libc::AT_FDCWD, path, -1, |p| ffi::pathconf(p, name), |shim, p| {
+        Ok(match shim.stat_path(libc::AT_FDCWD, p, true)? {
+            Done::Local(np) => Done::Local(np),
+            Done::Value(_) => Done::Value(limit(name)?),
+        })
+    })
+}
+
+/// `fpathconf(3)`.
+#[no_mangle]
+pub extern "C" fn fpathconf(fd: c_int, name: c_int) -> libc::c_long {
+    match enter_fd(fd) {
+        None => ffi::fpathconf(fd, name),
+        Some(_) => limit(name).unwrap_or_else(|e| fail(e, -1)),
+    }
 }

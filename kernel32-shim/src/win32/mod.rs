@@ -56,6 +56,8 @@ pub struct Config {
     pub uid: u32,
     /// See `uid`.
     pub gid: u32,
+    /// How long a call waits for the server, also across its restart; then it fails.
+    pub timeout: std::time::Duration,
 }
 
 /// What a file looks like to Win32 (`BY_HANDLE_FILE_INFORMATION`, `WIN32_FIND_DATAW` and the
@@ -284,8 +286,10 @@ impl Win32Fs {
     pub fn connect(cfg: &Config) -> Result<Win32Fs, String> {
         let mut opts = ConnectOptions::new().map_err(|e| e.to_string())?;
         opts.secret = cfg.secret.clone();
-        let client = Client::connect(&cfg.addr, opts)
+        opts.timeout = cfg.timeout;
+        let mut client = Client::connect(&cfg.addr, opts)
             .map_err(|e| format!("cannot connect to {}: {e}", cfg.addr))?;
+        client.set_reconnect_for(cfg.timeout);
         let creds = Creds {
             uid: cfg.uid,
             gid: cfg.gid,
@@ -416,6 +420,11 @@ impl Win32Fs {
 
     /// The share-mode check and registration of a new open of `ino`.
     fn admit(&self, ino: u64, access: Access, share: u32) -> WinResult<u64> {
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        if access == Access::default() {
+            // Attributes only: share modes neither apply to it nor count against others.
+            return Ok(id);
+        }
         let mut opens = lock(&self.shared.opens);
         let list = opens.entry(ino).or_default();
         if list
@@ -424,7 +433,6 @@ impl Win32Fs {
         {
             return Err(ERROR_SHARING_VIOLATION);
         }
-        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         list.push((id, access, share));
         Ok(id)
     }

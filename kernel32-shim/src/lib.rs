@@ -34,3 +34,5 @@ pub mod win32;
 
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub mod linux;
+#[cfg(windows)]
+pub mod windows;

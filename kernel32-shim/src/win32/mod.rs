@@ -12,6 +12,8 @@
 //! processes on the DFS do not see each other's share modes: the README says so.
 
 pub mod consts;
+pub mod env;
+pub mod handles;
 pub mod path;
 
 use std::collections::HashMap;
@@ -1086,6 +1088,36 @@ impl Win32Fs {
             return Err(ERROR_INSUFFICIENT_BUFFER);
         }
         Ok(n)
+    }
+
+    /// `GetDiskFreeSpaceExW`: bytes available to the caller, in all, and free.
+    pub fn space(&self) -> WinResult<(u64, u64, u64)> {
+        let st = self
+            .client()
+            .statfs(self.creds(), &self.shared.root.handle)
+            .map_err(win_error)?;
+        let unit = u64::from(if st.frsize > 0 { st.frsize } else { st.bsize });
+        Ok((
+            st.bavail.saturating_mul(unit),
+            st.blocks.saturating_mul(unit),
+            st.bfree.saturating_mul(unit),
+        ))
+    }
+
+    /// The components of `rel` (a name relative to the directory `dir` is open on, as
+    /// `NtCreateFile` takes one with a root directory), `.` and `..` applied.
+    pub fn below(&self, dir: &WinFile, rel: &[u16]) -> WinResult<Vec<String>> {
+        let mut comps = lock(&dir.place).2.clone();
+        for part in rel.split(|&c| path::is_sep(c)) {
+            match String::from_utf16(part).map_err(|_| path::ERROR_INVALID_NAME)?.as_str() {
+                "" | "." => {}
+                ".." => {
+                    comps.pop();
+                }
+                p => comps.push(p.to_string()),
+            }
+        }
+        Ok(comps)
     }
 
     /// `GetFullPathNameW` of a DFS path.

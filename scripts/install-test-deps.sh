@@ -13,6 +13,13 @@ need_component() {
 need_component fmt rustfmt
 need_component clippy clippy
 
+# The Windows build (scripts/build-windows.sh) and its tests under Wine
+# (dfs-client/tests/wine.rs): the rustup target, mingw-w64 to link it, Wine to run it.
+if ! rustup target list --installed | grep -qx x86_64-pc-windows-gnu; then
+    echo "install-test-deps: adding the rustup target x86_64-pc-windows-gnu"
+    rustup target add x86_64-pc-windows-gnu
+fi
+
 # libfuzzer-sys (checked, not run, by the suite) builds libFuzzer with a C++ compiler.
 if ! command -v c++ >/dev/null 2>&1; then
     echo "install-test-deps: installing g++"
@@ -51,6 +58,12 @@ command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 # The mount tests run lsattr (its ioctls) and pgrep.
 command -v lsattr >/dev/null 2>&1 || missing+=(e2fsprogs)
 command -v pgrep >/dev/null 2>&1 || missing+=(procps)
+command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 || missing+=(gcc-mingw-w64-x86-64)
+[ -x /usr/lib/wine/wine64 ] || missing+=(wine64)
+# The socket preload's tests run unmodified socket programs (vmmc-preload/tests).
+for t in iperf3 sockperf qperf socat; do
+    command -v "$t" >/dev/null 2>&1 || missing+=("$t")
+done
 if [ ${#missing[@]} -gt 0 ]; then
     echo "install-test-deps: installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive

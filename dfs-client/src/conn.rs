@@ -3,17 +3,22 @@
 use std::io::{self, ErrorKind};
 use std::time::Duration;
 
+use crate::creds::current_creds;
 use dfs_proto::auth::{proofs_match, Secret};
 use dfs_proto::codec;
 use dfs_proto::frame::{self, Arrival, FrameHeader, HEADER};
 use dfs_proto::handle::{FileHandle, OpenId};
 use dfs_proto::msg::{
     AuthMode, Body, ClientHello, ClientProof, Creds, Notice, Op, Reply, Request, ServerChallenge,
-    ServerVerdict, MAGIC, MAX_GROUPS, NO_REPLY, PROTOCOL_VERSION,
+    ServerVerdict, MAGIC, NO_REPLY, PROTOCOL_VERSION,
 };
 use dfs_proto::Errno;
 use serde::Serialize;
 use vmmc_sockets::{RecvSlot, RingSize, SharedBytes, StreamOptions, VmmcStream};
+
+/// Reads at least this large are answered later than a spin lasts (the server copies the
+/// block first): their reply is waited for without spinning.
+const LONG_READ: u32 = 256 << 10;
 
 /// How to connect.
 #[derive(Clone, Debug)]
@@ -104,19 +109,6 @@ impl CallError {
 
 fn libc_etimedout() -> i32 {
     110
-}
-
-/// The caller's credentials, as the protocol carries them.
-pub fn current_creds() -> Creds {
-    let mut groups: Vec<u32> = nix::unistd::getgroups()
-        .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
-        .unwrap_or_default();
-    groups.truncate(MAX_GROUPS);
-    Creds {
-        uid: nix::unistd::geteuid().as_raw(),
-        gid: nix::unistd::getegid().as_raw(),
-        groups,
-    }
 }
 
 /// Request ids nobody else can predict: a keyed hash of a counter, with a key from the
@@ -319,6 +311,11 @@ impl Connection {
             offset,
             len,
         };
+        if len >= LONG_READ {
+            // The server takes longer to copy the block than a spin lasts: the core is
+            // better left to it (and to the other requests in flight).
+            self.stream.set_next_read_spin(Duration::ZERO);
+        }
         self.exchange(creds, op, &[], |reply, data| {
             if data.len() > len as usize {
                 return Err(CallError::Protocol(format!(

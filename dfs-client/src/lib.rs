@@ -17,6 +17,7 @@
 pub mod bench;
 mod client;
 mod conn;
+mod creds;
 #[cfg(target_os = "linux")]
 pub mod fuse;
 #[cfg(target_os = "linux")]
@@ -25,4 +26,5 @@ pub mod mount;
 mod sys;
 
 pub use client::Client;
-pub use conn::{current_creds, CallError, ConnectError, ConnectOptions, Connection, Notices};
+pub use conn::{CallError, ConnectError, ConnectOptions, Connection, Notices};
+pub use creds::current_creds;

@@ -776,8 +776,20 @@ impl Fs {
         }
     }
 
-    /// A read into `buf` (the reply's data part, in place in the client's ring): the bytes
-    /// read and whether the file ended first.
+    /// The descriptor a read of `handle` (through `open` if this session holds it) reads
+    /// from: for the pointer path, which moves the bytes from it to the client itself
+    /// ([`vmmc_sockets::SendSlot::fill_from_file`]).
+    pub fn read_fd(
+        &self,
+        c: &Caller<'_>,
+        handle: &FileHandle,
+        open: Option<OpenId>,
+    ) -> Result<Arc<OwnedFd>, Errno> {
+        self.io_fd(c, handle, open, OFlag::O_RDONLY)
+    }
+
+    /// A read into `buf` (a reply's data part, for the copying path): the bytes read and
+    /// whether the file ended first.
     pub fn read(
         &self,
         c: &Caller<'_>,

@@ -3,6 +3,7 @@
 //! nothing else.
 
 use std::io::{self, ErrorKind};
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,7 +17,7 @@ use dfs_proto::msg::{
 };
 use dfs_proto::Errno;
 use serde::Serialize;
-use vmmc_sockets::{PeerIdentity, RecvSlot, SendSlot, SharedBytes, SharedBytesMut, VmmcStream};
+use vmmc_sockets::{PeerIdentity, RecvSlot, SendSlot, SharedBytes, VmmcStream};
 
 use crate::creds::Trust;
 use crate::opens::Session;
@@ -28,6 +29,9 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(250);
 /// Room for a read reply's meta part: `Reply { id, Ok(Body::Read { eof }) }` is far smaller.
 const READ_META_ROOM: usize = 64;
+/// After a read reply at least this large, the client spends longer copying it out than a
+/// spin lasts before it sends anything more on the connection: the next wait does not spin.
+const LONG_READ: usize = 256 << 10;
 
 /// Why a connection ended.
 #[derive(Debug, thiserror::Error)]
@@ -420,7 +424,9 @@ fn serve_notices(stream: &VmmcStream, shared: &Shared, conn: &Conn, id: u64) -> 
     }
 }
 
-/// Answers a read: the reply header, then `pread` straight into the client's ring behind it.
+/// Answers a read: the reply header, then the file's bytes straight into the client's ring
+/// behind it (`pread` into the ring on shm; `sendfile` from the page cache on tcp, see
+/// [`vmmc_sockets::SendSlot::fill_from_file`]).
 fn send_read(stream: &VmmcStream, shared: &Shared, conn: &Conn, req: &Request) -> Result<(), End> {
     let Op::Read {
         handle,
@@ -435,36 +441,40 @@ fn send_read(stream: &VmmcStream, shared: &Shared, conn: &Conn, req: &Request) -
     let len = (*len as usize).min(MAX_DATA).min(room);
     let total = HEADER + READ_META_ROOM + len;
     let mut slot = reserve(stream, &shared.stop, total)?;
-    let mut buf = slot.buf()?;
     // The header and meta are made here and copied in; the file's bytes go straight from the
     // page cache into the client's ring behind them.
     let mut head = [0u8; HEADER + READ_META_ROOM];
-    let mut put_head = |buf: &mut SharedBytesMut<'_>, result: Result<Body, Errno>, n: usize| {
+    let mut put_head = |slot: &mut SendSlot<'_>, result: Result<Body, Errno>, n: usize| {
         let start = codec::emit_head(&mut head, &Reply { id: req.id, result }, n)
             .map_err(|e| End::Protocol(e.to_string()))?;
-        buf.copy_from(&head[..start]);
+        slot.buf()?.copy_from(&head[..start]);
         Ok::<usize, End>(start)
     };
-    let start = put_head(&mut buf, Ok(Body::Read { eof: false }), len)?;
-    let Some(mut into) = buf.get_mut(start..start + len) else {
-        return Err(End::Protocol(
-            "the reply's slot is shorter than asked".into(),
-        ));
-    };
+    let start = put_head(&mut slot, Ok(Body::Read { eof: false }), len)?;
     let outcome = shared
         .fs
         .caller(&conn.session, &conn.trust, &req.creds)
-        .and_then(|c| shared.fs.read(&c, handle, *open, *offset, &mut into));
+        .and_then(|c| shared.fs.read_fd(&c, handle, *open))
+        .and_then(|fd| {
+            i64::try_from(*offset).map_err(|_| Errno::EINVAL)?;
+            slot.fill_from_file(start, fd.as_fd(), *offset, len)
+                .map_err(|e| crate::fs::errno_of(&e))
+        });
     let used = match outcome {
-        Ok((n, eof)) => {
+        Ok(n) => {
             // `eof` is one byte either way, so the data part stays where it was read to.
-            let again = put_head(&mut buf, Ok(Body::Read { eof }), n)?;
+            let again = put_head(&mut slot, Ok(Body::Read { eof: n < len }), n)?;
             debug_assert_eq!(again, start);
             start + n
         }
-        Err(errno) => put_head(&mut buf, Err(errno), 0)?,
+        Err(errno) => put_head(&mut slot, Err(errno), 0)?,
     };
     slot.commit(used)?;
+    if len >= LONG_READ {
+        // The client copies the block out of its ring before it sends anything more on this
+        // connection: spinning for its next request would only take its core.
+        stream.set_next_read_spin(Duration::ZERO);
+    }
     Ok(())
 }
 
@@ -573,6 +583,11 @@ mod copying {
                 frame(&Reply { id: req.id, result }, &[])?
             }
         };
-        write_all(stream, shared, &out)
+        write_all(stream, shared, &out)?;
+        if out.len() >= super::LONG_READ {
+            // As on the pointer path (see `send_read`).
+            stream.set_next_read_spin(std::time::Duration::ZERO);
+        }
+        Ok(())
     }
 }

@@ -14,7 +14,10 @@ use std::time::Duration;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
+// Unprivileged accounts for the attack tests: Unix's.
+#[cfg(unix)]
 mod users;
+#[cfg(unix)]
 pub use users::{run_as, test_user, TestUser};
 
 /// The two backends every behavioural test runs against.
@@ -113,6 +116,7 @@ impl Peer {
     /// As [`Peer::spawn`], with the child running as `user`: its real, effective and saved
     /// ids, no supplementary groups, no capabilities. The binary is run from a copy anyone
     /// may execute, since the clone may sit where the user cannot look (`/root`).
+    #[cfg(unix)]
     pub fn spawn_as(user: &TestUser, entry: &str, role: &[&str]) -> (Peer, String) {
         let mut cmd = Command::new("setpriv");
         cmd.args([

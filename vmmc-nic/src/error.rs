@@ -96,6 +96,11 @@ pub enum Error {
     /// The operation needs the peer's memory mapped here (shm backend only).
     #[error("{0} needs the shm backend")]
     NeedsSharedMemory(&'static str),
+    /// A feature this system does not have yet (the shm backend on Windows): failing at
+    /// once beats half-working.
+    #[error("{0} is not implemented on this system yet")]
+    NotImplemented(&'static str),
+
     /// A wait or a transfer did not finish in time.
     #[error("timed out after {0:?}")]
     Timeout(Duration),

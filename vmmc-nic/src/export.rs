@@ -5,14 +5,10 @@
 //! died when its connection ends, and revoking an export is closing its connections.
 
 use std::collections::{HashMap, VecDeque};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::socket::{shutdown, Shutdown};
 
 use crate::access::{Access, PeerIdentity, Permissions, Principal};
 use crate::addr::{ExportId, NodeAddr};
@@ -21,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::notify::Notifier;
 use crate::serve::{self, End, Wire};
 use crate::span::Span;
-use crate::sys::{Region, SharedBytes};
+use crate::sys::{shutdown_both, AsWaitHandle, OwnedWaitHandle, Region, SharedBytes, WaitHandle};
 use crate::{shm, tcp};
 
 /// Greetings an export holds (queued, or taken and not yet dropped) before it refuses more
@@ -91,15 +87,17 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// The listening socket of an endpoint.
 pub(crate) enum Listener {
+    #[cfg(unix)]
     Unix(std::os::unix::net::UnixListener),
     Tcp(std::net::TcpListener),
 }
 
 impl Listener {
-    fn fd(&self) -> BorrowedFd<'_> {
+    fn fd(&self) -> WaitHandle<'_> {
         match self {
-            Listener::Unix(l) => l.as_fd(),
-            Listener::Tcp(l) => l.as_fd(),
+            #[cfg(unix)]
+            Listener::Unix(l) => l.as_wait_handle(),
+            Listener::Tcp(l) => l.as_wait_handle(),
         }
     }
 }
@@ -255,13 +253,8 @@ impl Drop for Endpoint {
 
 fn accept_loop(inner: Arc<EndpointInner>, listener: Listener) {
     loop {
-        let mut fds = [
-            PollFd::new(listener.fd(), PollFlags::POLLIN),
-            PollFd::new(inner.stop.fd(), PollFlags::POLLIN),
-        ];
-        match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
+        let ready = match crate::notify::poll_readable(&[listener.fd(), inner.stop.fd()], None) {
+            Ok(r) => r,
             Err(e) => {
                 tracing::error!(
                     "vmmc endpoint {}: poll failed, no longer accepting: {e}",
@@ -269,11 +262,12 @@ fn accept_loop(inner: Arc<EndpointInner>, listener: Listener) {
                 );
                 return;
             }
-        }
-        if fds[1].any().unwrap_or(true) {
+        };
+        if ready.get(1).copied().unwrap_or(true) {
             return;
         }
         let spawned = match &listener {
+            #[cfg(unix)]
             Listener::Unix(l) => match l.accept() {
                 Ok((s, _)) => {
                     let peer = match shm::peer_identity(&s) {
@@ -367,7 +361,7 @@ fn spawn_conn(
 
 /// Runs one import connection to its end: handshake, then serve (tcp) or wait for the close
 /// (shm), then record the departure.
-pub(crate) fn run_connection<W: Wire + AsFd>(
+pub(crate) fn run_connection<W: Wire + AsWaitHandle>(
     inner: &EndpointInner,
     w: &mut W,
     peer: PeerIdentity,
@@ -382,7 +376,7 @@ pub(crate) fn run_connection<W: Wire + AsFd>(
     };
     let (export, access) = (admitted.export, admitted.access);
     // Recorded before the grant, so that an importer that holds the grant is already counted.
-    let Some(registration) = export.register(w.as_fd()) else {
+    let Some(registration) = export.register(w.as_wait_handle()) else {
         // Revoked between the lookup and now.
         return None;
     };
@@ -444,7 +438,7 @@ pub(crate) struct ExportShared {
     live: AtomicUsize,
     departed: AtomicU64,
     seen_departed: AtomicU64,
-    conns: Mutex<HashMap<u64, OwnedFd>>,
+    conns: Mutex<HashMap<u64, OwnedWaitHandle>>,
     next_conn: AtomicU64,
     revoked: AtomicBool,
     greetings: Mutex<Greetings>,
@@ -457,7 +451,7 @@ pub(crate) struct ExportShared {
 /// An import connection taken off its serving thread, for another process to serve.
 #[derive(Debug)]
 pub(crate) struct HandedConn {
-    pub(crate) fd: OwnedFd,
+    pub(crate) fd: OwnedWaitHandle,
     pub(crate) access: Access,
     pub(crate) tcp: bool,
 }
@@ -506,17 +500,17 @@ impl ExportShared {
     }
 
     /// The lock `register` takes, so that a handover and a late registration cannot cross.
-    pub(crate) fn conns_for_handover(&self) -> &Mutex<HashMap<u64, OwnedFd>> {
+    pub(crate) fn conns_for_handover(&self) -> &Mutex<HashMap<u64, OwnedWaitHandle>> {
         &self.conns
     }
 
     /// Signalled (and left signalled) when the export is being handed to another process.
-    pub(crate) fn handover_fd(&self) -> BorrowedFd<'_> {
+    pub(crate) fn handover_fd(&self) -> WaitHandle<'_> {
         self.handover.fd()
     }
 
     /// Keeps a connection whose serving thread stopped for a handover.
-    pub(crate) fn push_handed(&self, fd: OwnedFd, access: Access, tcp: bool) {
+    pub(crate) fn push_handed(&self, fd: OwnedWaitHandle, access: Access, tcp: bool) {
         lock(&self.handed).push(HandedConn { fd, access, tcp });
     }
 
@@ -563,7 +557,7 @@ impl ExportShared {
     /// Ends one import connection (the importer sees the export as gone).
     fn shut_conn(&self, key: u64) {
         if let Some(fd) = lock(&self.conns).get(&key) {
-            let _ = shutdown(fd.as_raw_fd(), Shutdown::Both);
+            shutdown_both(fd.as_wait_handle());
         }
     }
 
@@ -580,13 +574,13 @@ impl ExportShared {
     }
 
     /// Records a live importer; the returned guard records its departure when dropped.
-    pub(crate) fn register(self: &Arc<Self>, conn: BorrowedFd<'_>) -> Option<Registration> {
+    pub(crate) fn register(self: &Arc<Self>, conn: WaitHandle<'_>) -> Option<Registration> {
         let dup = conn.try_clone_to_owned().ok()?;
         let key = self.next_conn.fetch_add(1, Ordering::Relaxed);
         {
             let mut conns = lock(&self.conns);
             if self.revoked.load(Ordering::Acquire) || self.handing.load(Ordering::Acquire) {
-                let _ = shutdown(dup.as_raw_fd(), Shutdown::Both);
+                shutdown_both(dup.as_wait_handle());
                 return None;
             }
             conns.insert(key, dup);
@@ -601,13 +595,13 @@ impl ExportShared {
 
     /// Closes every import connection; importers see the export as gone.
     fn revoke(&self) {
-        let conns: Vec<OwnedFd> = {
+        let conns: Vec<OwnedWaitHandle> = {
             let mut c = lock(&self.conns);
             self.revoked.store(true, Ordering::Release);
             c.drain().map(|(_, fd)| fd).collect()
         };
         for fd in conns {
-            let _ = shutdown(fd.as_raw_fd(), Shutdown::Both);
+            shutdown_both(fd.as_wait_handle());
         }
         // Dropped outside the lock: a greeting's drop takes it.
         let waiting: Vec<Greeting> = lock(&self.greetings).queue.drain(..).collect();
@@ -880,7 +874,7 @@ impl Export {
 
     /// The eventfd that becomes readable when [`Export::wait`] would return: put it in a
     /// poll set, then call [`Export::try_wait`].
-    pub fn notify_fd(&self) -> BorrowedFd<'_> {
+    pub fn notify_fd(&self) -> WaitHandle<'_> {
         self.shared.notifier.fd()
     }
 

@@ -129,7 +129,7 @@ impl Wire for MemWire<'_> {
         true
     }
 
-    fn wait_or_stop(&mut self, _: std::os::fd::BorrowedFd<'_>) -> io::Result<bool> {
+    fn wait_or_stop(&mut self, _: crate::sys::WaitHandle<'_>) -> io::Result<bool> {
         Ok(false)
     }
 }

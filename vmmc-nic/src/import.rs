@@ -1,7 +1,6 @@
 //! Importing a peer's region, and the remote operations on it.
 
 use std::io::IoSlice;
-use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +11,7 @@ use crate::counters;
 use crate::error::{Error, Result};
 use crate::shm::{self, ShmImport};
 use crate::span::Span;
-use crate::sys::SharedBytesMut;
+use crate::sys::{AsWaitHandle, SharedBytesMut};
 use crate::tcp::{self, TcpImport};
 use crate::watch::Watcher;
 use crate::wire::{Frame, Refusal};
@@ -203,7 +202,7 @@ impl Import {
     pub(crate) fn from_parts(backend: Backend, p: Parts) -> Result<Import> {
         let alive = Arc::new(AtomicBool::new(true));
         let fd = match &backend {
-            Backend::Shm(s) => s.conn.as_fd(),
+            Backend::Shm(s) => s.conn.as_wait_handle(),
             Backend::Tcp(t) => t.fd(),
         };
         let watcher = Watcher::spawn(fd, alive.clone())
@@ -475,6 +474,49 @@ impl Import {
         Ok(())
     }
 
+    /// Deposits up to `len` bytes of the regular file `file`, read from `file_offset`, at
+    /// `offset` of the remote region; returns how many came from the file: fewer than `len`
+    /// only where the file ends (or after an error that came after some bytes). No copy by
+    /// this process: on shm the kernel's `pread` copies from the page cache into the region; on
+    /// tcp the frame's payload goes from the page cache to the socket by `sendfile`, without
+    /// passing through this process's memory at all, and the exporter receives it in place.
+    ///
+    /// Like [`Import::write_at`] without a notification: publish the bytes afterwards, with a
+    /// control word. On tcp the frame is sized by the file's length when the call starts; if
+    /// the file shrinks meanwhile, its tail is filled with zeros that lie beyond the count
+    /// returned. Until they are published, the exporter may see any of these bytes change (on
+    /// tcp they are the page cache's until the exporter's kernel copies them in).
+    #[cfg(target_os = "linux")]
+    pub fn deposit_from_file(
+        &self,
+        offset: u64,
+        file: std::os::fd::BorrowedFd<'_>,
+        file_offset: u64,
+        len: usize,
+    ) -> Result<usize> {
+        self.ready(Access::DEPOSIT)?;
+        let span = self.span(offset, len as u64)?;
+        let at = i64::try_from(file_offset).map_err(|_| Error::Io {
+            context: "reading the file to deposit",
+            source: std::io::ErrorKind::InvalidInput.into(),
+        })?;
+        let n = match &self.backend {
+            Backend::Shm(s) => {
+                let mut into = s.region.bytes_mut(span);
+                fill_from(len, |done| match into.get_mut(done..) {
+                    Some(mut rest) => rest.pread_from(file, at.saturating_add(done as i64)),
+                    None => Ok(0),
+                })
+                .map_err(Error::io("reading the file to deposit"))?
+            }
+            Backend::Tcp(t) => t
+                .send_file(offset, file, at, len)
+                .map_err(|e| self.failed(e))?,
+        };
+        counters::add_deposited(n);
+        Ok(n)
+    }
+
     /// Records `n` bytes that the caller wrote in place through [`Import::bytes_mut`] and is
     /// about to publish, so the counters see them as deposited (with no software copy by the
     /// NIC: whatever produced them, a `pread` from the page cache say, was the one copy).
@@ -510,4 +552,24 @@ impl Import {
             }
         }
     }
+}
+
+/// Repeats `read(done)` until `len` bytes are done or it returns 0 (the end of the file);
+/// an error after some progress ends it with what was done.
+#[cfg(target_os = "linux")]
+pub(crate) fn fill_from(
+    len: usize,
+    mut read: impl FnMut(usize) -> std::io::Result<usize>,
+) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < len {
+        match read(done) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if done == 0 => return Err(e),
+            Err(_) => break,
+        }
+    }
+    Ok(done)
 }

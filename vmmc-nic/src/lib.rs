@@ -41,6 +41,9 @@
 //! [`Wake::ImporterLeft`].
 
 #![deny(missing_docs)]
+// Handing exports and imports to another process, and the shm backend, exist on Linux only
+// so far; elsewhere the parts of the shared code that only they use are idle.
+#![cfg_attr(not(target_os = "linux"), allow(dead_code))]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod access;
@@ -51,6 +54,7 @@ mod error;
 mod export;
 #[doc(hidden)]
 pub mod fuzzing;
+#[cfg(target_os = "linux")]
 mod handover;
 mod import;
 mod notify;
@@ -59,6 +63,8 @@ mod shm;
 mod span;
 mod sys;
 mod tcp;
+#[cfg(target_os = "linux")]
+mod tcp_file;
 mod watch;
 mod wire;
 
@@ -71,10 +77,12 @@ pub use export::{
     Endpoint, EndpointOptions, Export, Greeting, Wake, MAX_PENDING_GREETINGS,
     MAX_PENDING_GREETINGS_PER_PEER,
 };
+#[cfg(target_os = "linux")]
 pub use handover::{recv_handover, send_handover, ExportHandover, ImportHandover, Received};
 pub use import::{Dialed, Import, ImportOptions, Notify, DEFAULT_TIMEOUT};
+pub use notify::{poll_readable, Notifier as Event};
 pub use span::MAX_REGION_LEN;
-pub use sys::{SharedBytes, SharedBytesMut};
+pub use sys::{AsWaitHandle, OwnedWaitHandle, SharedBytes, SharedBytesMut, WaitHandle};
 pub use wire::MAX_GREETING_LEN;
 
 #[cfg(test)]

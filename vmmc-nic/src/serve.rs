@@ -5,17 +5,15 @@
 //! nothing more.
 
 use std::io::{self, Read};
-use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::sync::Arc;
 
 use crate::access::{Access, ImportKey, PeerIdentity, KEY_LEN};
 use crate::addr::ExportId;
 use crate::export::{ExportShared, GreetingSlot};
 use crate::span::Span;
-use crate::sys::Region;
+use crate::sys::{AsWaitHandle, Region, WaitHandle};
 use crate::wire::{Frame, Refusal, FRAME_LEN, WORD_TRAILER};
 
 /// The word offset and value of a deposit's trailer.
@@ -46,7 +44,7 @@ pub(crate) trait Wire {
     fn carries_data(&self) -> bool;
     /// Waits until a frame may be read or `stop` is signalled; true for stop. Stopping only
     /// between frames is what lets another process take the connection over mid-stream.
-    fn wait_or_stop(&mut self, stop: BorrowedFd<'_>) -> io::Result<bool>;
+    fn wait_or_stop(&mut self, stop: WaitHandle<'_>) -> io::Result<bool>;
     /// A frame has started to arrive (its first bytes are readable): from now on the rest of
     /// it must arrive within [`FRAME_DEADLINE`]. Connections that cannot stall need nothing.
     fn begin_frame(&mut self) -> io::Result<()> {
@@ -77,6 +75,7 @@ impl RecvTimeout for std::net::TcpStream {
     }
 }
 
+#[cfg(unix)]
 impl RecvTimeout for std::os::unix::net::UnixStream {
     fn set_recv_timeout(&self, t: Option<Duration>) -> io::Result<()> {
         self.set_read_timeout(t)
@@ -383,20 +382,14 @@ fn serve_frame<W: Wire>(
 }
 
 /// [`Wire::wait_or_stop`] for a real socket.
-pub(crate) fn poll_or_stop(conn: &impl AsFd, stop: BorrowedFd<'_>) -> io::Result<bool> {
+pub(crate) fn poll_or_stop(conn: &impl AsWaitHandle, stop: WaitHandle<'_>) -> io::Result<bool> {
     loop {
-        let mut fds = [
-            PollFd::new(conn.as_fd(), PollFlags::POLLIN),
-            PollFd::new(stop, PollFlags::POLLIN),
-        ];
-        match poll(&mut fds, PollTimeout::NONE) {
-            Err(nix::errno::Errno::EINTR) | Ok(0) => continue,
-            Err(e) => return Err(e.into()),
-            Ok(_) => {}
+        let ready = crate::notify::poll_readable(&[conn.as_wait_handle(), stop], None)?;
+        match ready[..] {
+            [_, true] => return Ok(true),
+            [true, _] => return Ok(false),
+            // Interrupted: wait again.
+            _ => continue,
         }
-        if fds[1].any().unwrap_or(false) {
-            return Ok(true);
-        }
-        return Ok(false);
     }
 }

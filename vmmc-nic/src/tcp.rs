@@ -4,11 +4,8 @@
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-use nix::sys::socket::{sendmsg, MsgFlags};
 
 use crate::access::{Access, PeerIdentity};
 use crate::addr::{ExportId, NodeAddr, TcpAddr};
@@ -18,10 +15,9 @@ use crate::export::{
 };
 use crate::import::{refusal_error, ImportOptions};
 use crate::serve::{overdue_if_timeout, FrameClock, Wire, FRAME_DEADLINE};
-use crate::shm::read_frame;
 use crate::span::{check_region_len, Span};
-use crate::sys::{check_mirror, Region};
-use crate::wire::{Frame, FRAME_LEN};
+use crate::sys::{check_mirror, AsWaitHandle, Region, WaitHandle};
+use crate::wire::{read_frame, Frame, FRAME_LEN};
 
 pub(crate) fn listen(addr: &TcpAddr) -> Result<(Listener, NodeAddr)> {
     let addrs = addr.resolve()?;
@@ -85,9 +81,17 @@ impl TcpConn {
     }
 }
 
-impl AsFd for TcpConn {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.stream.as_fd()
+#[cfg(unix)]
+impl std::os::fd::AsFd for TcpConn {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.stream)
+    }
+}
+
+#[cfg(windows)]
+impl std::os::windows::io::AsSocket for TcpConn {
+    fn as_socket(&self) -> std::os::windows::io::BorrowedSocket<'_> {
+        std::os::windows::io::AsSocket::as_socket(&self.stream)
     }
 }
 
@@ -103,7 +107,7 @@ impl Wire for TcpConn {
     fn recv_into(&mut self, region: &Region, span: Span) -> io::Result<()> {
         self.clock.arm(&self.stream)?;
         region
-            .recv_into(self.stream.as_fd(), span)
+            .recv_into(self.stream.as_wait_handle(), span)
             .map_err(overdue_if_timeout)
     }
 
@@ -114,7 +118,7 @@ impl Wire for TcpConn {
     fn send_from(&mut self, frame: &Frame, region: &Region, span: Span) -> io::Result<()> {
         // A fetch response that the importer stops taking is its frame stalling too.
         region
-            .send_from(self.stream.as_fd(), &frame.emit(), span)
+            .send_from(self.stream.as_wait_handle(), &frame.emit(), span)
             .map_err(overdue_if_timeout)
     }
 
@@ -130,7 +134,7 @@ impl Wire for TcpConn {
         true
     }
 
-    fn wait_or_stop(&mut self, stop: BorrowedFd<'_>) -> io::Result<bool> {
+    fn wait_or_stop(&mut self, stop: WaitHandle<'_>) -> io::Result<bool> {
         crate::serve::poll_or_stop(&self.stream, stop)
     }
 
@@ -215,7 +219,7 @@ impl TcpImport {
         if let Err(e) = s.write_all(&opts.request(id, access)?) {
             // An endpoint at its limits answers before it reads and closes: its refusal
             // says more than the reset.
-            if let Some(refusal) = crate::shm::refused_first(&mut s, &self.peer, id, access) {
+            if let Some(refusal) = crate::wire::refused_first(&mut s, &self.peer, id, access) {
                 return Err(refusal);
             }
             return Err(self.io_error(e));
@@ -238,6 +242,7 @@ impl TcpImport {
 
 impl TcpImport {
     /// Rebuilds an import around a connection handed over from another process.
+    #[cfg(unix)]
     pub(crate) fn from_fd(fd: std::os::fd::OwnedFd, peer: String, timeout: Duration) -> TcpImport {
         TcpImport {
             stream: TcpStream::from(fd),
@@ -249,6 +254,7 @@ impl TcpImport {
     }
 
     /// The connection, for a handover.
+    #[cfg(unix)]
     pub(crate) fn into_fd(self) -> std::os::fd::OwnedFd {
         self.stream.into()
     }
@@ -257,8 +263,20 @@ impl TcpImport {
         self.timeout
     }
 
-    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
-        self.stream.as_fd()
+    pub(crate) fn fd(&self) -> WaitHandle<'_> {
+        self.stream.as_wait_handle()
+    }
+
+    /// The connection, for the file-deposit path.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// The lock that keeps frames whole.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn send_lock(&self) -> &Mutex<()> {
+        &self.send
     }
 
     fn protocol(&self, why: String) -> Error {
@@ -279,9 +297,8 @@ impl TcpImport {
         }
     }
 
-    /// Sends one frame and its payload slices with a single `sendmsg` where the kernel takes
-    /// it all. `MSG_NOSIGNAL`: a dead peer is an error, not a SIGPIPE that kills the host
-    /// program.
+    /// Sends one frame and its payload slices with a single system call where the kernel
+    /// takes it all (`sys::send_all`).
     pub(crate) fn send(&self, frame: &Frame, payload: &[IoSlice<'_>]) -> Result<()> {
         let hdr = frame.emit();
         let mut parts: Vec<IoSlice<'_>> = Vec::with_capacity(payload.len() + 1);
@@ -292,22 +309,8 @@ impl TcpImport {
                 .filter(|s| !s.is_empty())
                 .map(|s| IoSlice::new(s)),
         );
-        let mut parts = &mut parts[..];
         let _guard = lock(&self.send);
-        while !parts.is_empty() {
-            match sendmsg::<()>(
-                self.stream.as_raw_fd(),
-                parts,
-                &[],
-                MsgFlags::MSG_NOSIGNAL,
-                None,
-            ) {
-                Ok(n) => IoSlice::advance_slices(&mut parts, n),
-                Err(nix::errno::Errno::EINTR) => {}
-                Err(e) => return Err(self.io_error(e.into())),
-            }
-        }
-        Ok(())
+        crate::sys::send_all(&self.stream, &mut parts).map_err(|e| self.io_error(e))
     }
 
     /// Fetches `buf.len()` bytes from `offset`, received straight into `buf`.
@@ -332,6 +335,7 @@ impl TcpImport {
 }
 
 /// Serves a tcp import connection taken over from another process.
+#[cfg(unix)]
 pub(crate) fn serve_adopted(
     export: Arc<ExportShared>,
     fd: std::os::fd::OwnedFd,

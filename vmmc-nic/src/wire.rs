@@ -13,9 +13,12 @@
 //! is known.
 
 use std::fmt;
+use std::io::{self, Read};
 
 use crate::access::Access;
 use crate::addr::ExportId;
+use crate::error::Error;
+use crate::import::refusal_error;
 use crate::span::MAX_REGION_LEN;
 
 /// Size of every frame header.
@@ -281,6 +284,35 @@ fn notify_bit(notify: bool) -> u8 {
         FLAG_NOTIFY
     } else {
         0
+    }
+}
+
+/// Reads one frame header; `None` at a clean end of stream before it.
+pub(crate) fn read_frame(r: &mut impl Read) -> io::Result<Option<[u8; FRAME_LEN]>> {
+    let mut buf = [0u8; FRAME_LEN];
+    let mut got = 0;
+    while got < FRAME_LEN {
+        match r.read(&mut buf[got..]) {
+            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Some(buf))
+}
+
+/// The refusal an exporter sent before it closed, if that is what is waiting to be read.
+pub(crate) fn refused_first(
+    r: &mut impl Read,
+    peer: &str,
+    id: ExportId,
+    access: Access,
+) -> Option<Error> {
+    match Frame::parse(&read_frame(r).ok()??).ok()? {
+        Frame::Refused { reason } => Some(refusal_error(reason, peer, id, access)),
+        _ => None,
     }
 }
 

@@ -26,6 +26,7 @@ test_support::both_backends!(
     greetings_reach_the_exporter_with_the_kernel_identity,
     an_export_handed_to_another_process_keeps_its_importers,
     an_import_handed_to_another_process_keeps_depositing,
+    deposits_from_a_file_land_exactly,
 );
 
 /// A child that takes over whatever is handed to it at an abstract socket name.
@@ -591,4 +592,63 @@ fn counters_count_software_copies(b: Backend) {
     // The exporter's `sum` read 16 MiB locally: counted as copied; it deposited and fetched
     // nothing.
     assert_eq!(counters(&mut exporter), vec![0, 0, 16 << 20]);
+}
+
+fn deposits_from_a_file_land_exactly(b: Backend) {
+    let (mut exporter, addr, id) = spawn_exporter(b, 8 << 20, "open");
+    let (mut importer, ready) = spawn_importer(&addr, id, "all");
+    assert!(ready.starts_with("READY"), "{ready}");
+    let path = std::env::temp_dir().join(format!(
+        "vmmc-nic-depfile-{}-{}",
+        std::process::id(),
+        matches!(b, Backend::Shm)
+    ));
+    let size = (3 << 20) + 123;
+    let body = pattern(9, 0, size);
+    std::fs::write(&path, &body).unwrap();
+    let p = path.display();
+    let counters = |p: &mut Peer| -> Vec<u64> {
+        p.ok("counters")
+            .split(' ')
+            .map(|v| v.parse().unwrap())
+            .collect()
+    };
+    let before = counters(&mut importer);
+    // (file offset, region offset, asked, got): whole blocks, an odd offset, a short read at
+    // the end of the file, and one past it.
+    let cases = [
+        (0, 0, 1 << 20, 1 << 20),
+        ((1 << 20) + 7, 3 << 20, 1 << 20, 1 << 20),
+        (size - 100, 5 << 20, 1 << 20, 100),
+        (size, 7 << 20, 4096, 0),
+    ];
+    let mut moved = 0;
+    for (file_at, at, len, got) in cases {
+        let n = importer.ok(&format!("depfile {p} {file_at} {at} {len}"));
+        assert_eq!(n, got.to_string(), "{file_at} {at} {len}");
+        moved += got as u64;
+        // Published by a word after it, as a ring would.
+        importer.ok(&format!("store {} 1 n", (8 << 20) - 8));
+        assert_eq!(exporter.ok("wait 10000"), "notified");
+        if got > 0 {
+            assert_eq!(
+                exporter.ok(&format!("sum {at} {got}")),
+                fnv(&body[file_at..file_at + got], FNV_START).to_string()
+            );
+        }
+    }
+    // A range outside the region is refused before anything moves; the import carries on.
+    assert!(importer
+        .cmd(&format!("depfile {p} 0 {} 4096", (8 << 20) - 100))
+        .starts_with("ERR"));
+    importer.ok("write 64 6f6b n");
+    assert_eq!(exporter.ok("wait 10000"), "notified");
+    assert_eq!(exporter.ok("read 64 2"), hex_encode(b"ok"));
+    // Counted as deposited, and copied by nobody in this process: the kernel's `pread` (shm)
+    // or `sendfile` (tcp) moved the bytes.
+    let after = counters(&mut importer);
+    assert_eq!(after[0] - before[0], moved + 2);
+    let words = if matches!(b, Backend::Shm) { 2 } else { 0 };
+    assert_eq!(after[2], before[2] + words);
+    let _ = std::fs::remove_file(&path);
 }

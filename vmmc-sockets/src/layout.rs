@@ -18,8 +18,16 @@ pub(crate) const PEER_FIN: u64 = 8;
 pub(crate) const PEER_CREDIT: u64 = 16;
 /// Nonzero once the peer has shut down receiving: my further sends are refused.
 pub(crate) const PEER_RDSHUT: u64 = 24;
-/// Nonzero while the peer is about to sleep waiting for me: notify it after publishing.
+/// Nonzero while the peer is about to sleep waiting for me: notify it after publishing
+/// ([`WAIT_ANY`], or [`WAIT_DATA`] when a credit is not worth waking it for).
 pub(crate) const PEER_WAITING: u64 = 32;
+/// In [`PEER_WAITING`]: wake me after any publish (what a side waiting for room says, and
+/// what every side said before [`WAIT_DATA`] existed).
+pub(crate) const WAIT_ANY: u64 = 1;
+/// In [`PEER_WAITING`]: I wait only for data (or the end of the stream): a credit alone
+/// would wake me for nothing. A reader waiting for a reply would otherwise be woken once
+/// more per request, when the peer consumes the request.
+pub(crate) const WAIT_DATA: u64 = 2;
 /// Zero, or 1 + the send index just past the peer's most recent urgent byte.
 pub(crate) const PEER_URGENT: u64 = 40;
 /// Set by the listener in a connecting client's header: [`ACCEPTED`] or [`REFUSED_LIMIT`],
@@ -73,6 +81,17 @@ impl RingSize {
     /// The size in bytes.
     pub fn get(self) -> u64 {
         self.0
+    }
+
+    /// The size of a ring this process exports itself: Windows maps a mirror only in whole
+    /// units of its allocation granularity (64 KiB), so smaller rings grow to that there.
+    /// Peers' rings keep whatever size they announce.
+    pub(crate) fn local(self) -> RingSize {
+        #[cfg(windows)]
+        let least = 64 << 10;
+        #[cfg(not(windows))]
+        let least = MIN_RING;
+        RingSize(self.0.max(least))
     }
 
     /// The region a ring of this size needs: header, then ring (mirrored).

@@ -35,6 +35,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod codes;
 #[doc(hidden)]
 pub mod fuzzing;
 mod greeting;
@@ -42,6 +43,8 @@ mod layout;
 mod listener;
 mod options;
 pub mod ring;
+pub mod routes;
+#[cfg(target_os = "linux")]
 mod share;
 mod stream;
 pub mod table;

@@ -21,18 +21,15 @@
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, UdpSocket};
-use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::eventfd::{EfdFlags, EventFd};
 use std::time::{Duration, Instant};
 
 use vmmc_nic::{
-    Access, Endpoint, EndpointOptions, Export, ExportId, Greeting, Import, ImportKey,
-    ImportOptions, NodeAddr, Notify, PeerIdentity, PeerMatch, Permissions, ShmName, TcpAddr,
-    KEY_LEN,
+    poll_readable, Access, Endpoint, EndpointOptions, Event, Export, ExportId, Greeting, Import,
+    ImportKey, ImportOptions, NodeAddr, Notify, PeerIdentity, PeerMatch, Permissions, ShmName,
+    TcpAddr, WaitHandle, KEY_LEN,
 };
 
 use crate::greeting::{ClientEndpoint, ConnectRequest};
@@ -100,12 +97,12 @@ struct ListenShared {
     opts: StreamOptions,
     queue: Mutex<VecDeque<(VmmcStream, PeerIdentity)>>,
     ready: Condvar,
-    ready_fd: EventFd,
+    ready_fd: Event,
     closing: AtomicBool,
     /// Live connections, for the limits.
     live: Mutex<Live>,
     /// Written by an admission worker when it finishes, so the coordinator starts the next.
-    done_fd: EventFd,
+    done_fd: Event,
 }
 
 #[derive(Default)]
@@ -141,7 +138,7 @@ impl Drop for Ticket {
             }
         }
         // A place freed may let a waiting request in.
-        let _ = l.done_fd.write(1);
+        l.done_fd.signal();
     }
 }
 
@@ -189,17 +186,16 @@ impl VmmcListener {
                 "the accept region is not the endpoint's first export",
             ));
         }
-        let flags = EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK;
         let shared = Arc::new(ListenShared {
             endpoint: Arc::new(endpoint),
             accept_region,
             opts,
             queue: Mutex::new(VecDeque::new()),
             ready: Condvar::new(),
-            ready_fd: EventFd::from_flags(flags)?,
+            ready_fd: Event::new()?,
             closing: AtomicBool::new(false),
             live: Mutex::new(Live::default()),
-            done_fd: EventFd::from_flags(flags)?,
+            done_fd: Event::new()?,
         });
         let admitter = {
             let shared = shared.clone();
@@ -226,8 +222,8 @@ impl VmmcListener {
     }
 
     /// The fd that is readable while a connection waits to be accepted.
-    pub fn notify_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.shared.ready_fd.as_fd()
+    pub fn notify_fd(&self) -> WaitHandle<'_> {
+        self.shared.ready_fd.fd()
     }
 
     /// Connections admitted and waiting for `accept`.
@@ -247,7 +243,7 @@ impl VmmcListener {
         loop {
             if let Some(conn) = q.pop_front() {
                 if q.is_empty() {
-                    let _ = self.shared.ready_fd.read();
+                    let _ = self.shared.ready_fd.take();
                 }
                 return Ok(conn);
             }
@@ -262,7 +258,7 @@ impl VmmcListener {
 impl Drop for VmmcListener {
     fn drop(&mut self) {
         self.shared.closing.store(true, Ordering::Release);
-        let _ = self.shared.done_fd.write(1);
+        self.shared.done_fd.signal();
         if let Some(t) = self.admitter.take() {
             let _ = t.join();
         }
@@ -334,13 +330,9 @@ impl ListenShared {
                 lock(&waiting).push(g);
             }
             self.start_admissions(&waiting);
-            let mut fds = [
-                PollFd::new(self.accept_region.notify_fd(), PollFlags::POLLIN),
-                PollFd::new(self.done_fd.as_fd(), PollFlags::POLLIN),
-            ];
-            let slice = PollTimeout::try_from(ADMIT_SLICE).unwrap_or(PollTimeout::NONE);
-            match poll(&mut fds, slice) {
-                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            let fds = [self.accept_region.notify_fd(), self.done_fd.fd()];
+            match poll_readable(&fds, Some(ADMIT_SLICE)) {
+                Ok(_) => {}
                 Err(e) => {
                     tracing::error!(
                         "vmmc listener {}: stops admitting: {e}",
@@ -349,7 +341,7 @@ impl ListenShared {
                     return;
                 }
             }
-            let _ = self.done_fd.read();
+            let _ = self.done_fd.take();
             let _ = self.accept_region.try_wait();
         }
     }
@@ -382,7 +374,7 @@ impl ListenShared {
                 .spawn(move || {
                     me.admit_one(g);
                     lock(&w).finished(key);
-                    let _ = me.done_fd.write(1);
+                    me.done_fd.signal();
                 });
             if let Err(e) = spawned {
                 tracing::warn!(
@@ -401,7 +393,7 @@ impl ListenShared {
             Ok(stream) => {
                 let mut q = lock(&self.queue);
                 q.push_back((stream, who));
-                let _ = self.ready_fd.write(1);
+                self.ready_fd.signal();
                 self.ready.notify_one();
             }
             Err(e) => tracing::warn!(
@@ -484,7 +476,7 @@ impl ListenShared {
                 ),
             ));
         };
-        let ring = self.opts.ring;
+        let ring = self.opts.ring.local();
         let key = ImportKey::random().map_err(nic_error)?;
         let rx_export = self
             .endpoint
@@ -678,7 +670,7 @@ fn try_connect(
         Ok(e) => e,
         Err(e) => return Ok(Err(e)),
     };
-    let ring = opts.ring;
+    let ring = opts.ring.local();
     let key = match ImportKey::random() {
         Ok(k) => k,
         Err(e) => return Ok(Err(nic_error(e))),

@@ -8,16 +8,21 @@
 
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::net::Shutdown;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use vmmc_nic::{Export, Import, NodeAddr, Notify, SharedBytes, SharedBytesMut, Wake};
+use vmmc_nic::{
+    Export, Import, NodeAddr, Notify, OwnedWaitHandle, SharedBytes, SharedBytesMut, WaitHandle,
+    Wake,
+};
 
 use crate::layout::*;
 use crate::options::StreamOptions;
 use crate::ring::{RxState, TxState};
+
+/// No one-shot spin is set: the next wait spins as the stream is configured.
+const NO_SPIN_ONCE: u64 = u64::MAX;
 
 /// Longest a blocked call sleeps before it looks again, whatever it waits for: a bound on
 /// the cost of any lost wake-up between threads sharing one stream.
@@ -69,7 +74,12 @@ pub(crate) struct Core {
     pub(crate) peer_left: bool,
     pub(crate) peer_rdshut: bool,
     pub(crate) broken: Option<(io::ErrorKind, String)>,
-    pub(crate) waiting: bool,
+    /// A call of this side is about to sleep waiting for data (or the end of the stream).
+    pub(crate) waiting_data: bool,
+    /// A call of this side is about to sleep waiting for room.
+    pub(crate) waiting_room: bool,
+    /// What this side last said in the peer's [`PEER_WAITING`].
+    pub(crate) waiting_word: u64,
     pub(crate) shm: bool,
     /// An outstanding `reserve_raw`: send index when taken, length.
     pub(crate) raw_send: Option<(u64, usize)>,
@@ -153,6 +163,7 @@ impl Core {
                     fence(Ordering::SeqCst);
                     match self.rx_export.load_u64(PEER_WAITING) {
                         Ok(0) => Ok(()),
+                        Ok(WAIT_DATA) if offset == PEER_CREDIT => Ok(()),
                         _ => self.tx_import.write_at(0, &[], Notify::Yes),
                     }
                 })
@@ -206,12 +217,24 @@ impl Core {
         self.rx_export.bytes(at, len as u64).map_err(nic_error)
     }
 
-    fn set_waiting(&mut self, on: bool) {
-        if self.shm && self.waiting != on {
-            self.waiting = on;
-            let _ = self
-                .tx_import
-                .store_u64(PEER_WAITING, u64::from(on), Notify::No);
+    /// Says whether a call waiting for `dir` is about to sleep (see [`Core::publish`]).
+    fn set_waiting(&mut self, dir: Dir, on: bool) {
+        match dir {
+            Dir::Read => self.waiting_data = on,
+            Dir::Write => self.waiting_room = on,
+        }
+        self.say_waiting();
+    }
+
+    fn say_waiting(&mut self) {
+        let word = match (self.waiting_data, self.waiting_room) {
+            (false, false) => 0,
+            (true, false) => WAIT_DATA,
+            _ => WAIT_ANY,
+        };
+        if self.shm && self.waiting_word != word {
+            self.waiting_word = word;
+            let _ = self.tx_import.store_u64(PEER_WAITING, word, Notify::No);
             fence(Ordering::SeqCst);
         }
     }
@@ -295,6 +318,51 @@ impl Core {
             .write_then_store(at, data, PEER_WRITE, sent, Notify::Yes);
         r.map_err(|e| self.fail_nic(e))?;
         self.tx.commit(data.len() as u64);
+        Ok(())
+    }
+
+    /// The tcp commit of a slot parts of which were deposited from files already: deposits
+    /// the other parts of `bytes` (the slot's first bytes, in the staging buffer) at `at`,
+    /// the last with the send index that publishes all of them.
+    fn tcp_publish_around(
+        &mut self,
+        at: u64,
+        bytes: &[u8],
+        from_files: &mut [(usize, usize)],
+    ) -> io::Result<()> {
+        let n = bytes.len();
+        from_files.sort_unstable();
+        let mut gaps = Vec::with_capacity(from_files.len() + 1);
+        let mut next = 0;
+        for &(start, len) in from_files.iter() {
+            let start = start.min(n);
+            if start > next {
+                gaps.push((next, start));
+            }
+            next = next.max(start.saturating_add(len).min(n));
+        }
+        // The last part, empty if the files' bytes end the slot, carries the send index.
+        let (last_start, last_end) = if next < n || gaps.is_empty() {
+            (next, n)
+        } else {
+            gaps.pop().unwrap_or((n, n))
+        };
+        for (start, end) in gaps {
+            let r = self
+                .tx_import
+                .write_at(at + start as u64, &bytes[start..end], Notify::No);
+            r.map_err(|e| self.fail_nic(e))?;
+        }
+        let sent = self.tx.sent() + n as u64;
+        let r = self.tx_import.write_then_store(
+            at + last_start as u64,
+            &bytes[last_start..last_end],
+            PEER_WRITE,
+            sent,
+            Notify::Yes,
+        );
+        r.map_err(|e| self.fail_nic(e))?;
+        self.tx.commit(n as u64);
         Ok(())
     }
 
@@ -385,11 +453,15 @@ pub struct Readiness {
 /// A connection, shared by every handle and slot on it.
 pub(crate) struct Inner {
     pub(crate) core: Mutex<Core>,
-    pub(crate) notify_fd: OwnedFd,
+    pub(crate) notify_fd: OwnedWaitHandle,
     pub(crate) polling: AtomicBool,
-    pub(crate) generation: Mutex<u64>,
+    /// How many times the poller woke, and how many threads wait for it on `woken`.
+    pub(crate) generation: Mutex<(u64, usize)>,
     pub(crate) woken: Condvar,
     pub(crate) spin: Duration,
+    /// The spin of the next read-side wait only, in nanoseconds ([`NO_SPIN_ONCE`]: none);
+    /// see [`VmmcStream::set_next_read_spin`].
+    pub(crate) next_read_spin: AtomicU64,
     pub(crate) nonblocking: AtomicBool,
     pub(crate) read_timeout: Mutex<Option<Duration>>,
     pub(crate) write_timeout: Mutex<Option<Duration>>,
@@ -412,13 +484,23 @@ impl Inner {
         dontwait: bool,
         mut ready: impl FnMut(&mut Core) -> io::Result<bool>,
     ) -> io::Result<MutexGuard<'_, Core>> {
+        // A one-shot spin belongs to the next read-side call, whether it waits or not.
+        let spin = match dir {
+            Dir::Read if self.next_read_spin.load(Ordering::Relaxed) != NO_SPIN_ONCE => {
+                match self.next_read_spin.swap(NO_SPIN_ONCE, Ordering::Relaxed) {
+                    NO_SPIN_ONCE => self.spin,
+                    ns => Duration::from_nanos(ns),
+                }
+            }
+            _ => self.spin,
+        };
         // The fast path touches nothing but the lock and the ring words: no eventfd read (a
         // system call), no clock, no timeout lock. The control words in shared memory already
         // say whether the call can proceed; notifications are taken only before sleeping.
         {
             let mut c = lock(&self.core);
             if ready(&mut c)? {
-                c.set_waiting(false);
+                c.set_waiting(dir, false);
                 return Ok(c);
             }
         }
@@ -436,23 +518,24 @@ impl Inner {
             {
                 let mut c = lock(&self.core);
                 if ready(&mut c)? {
-                    c.set_waiting(false);
+                    c.set_waiting(dir, false);
                     return Ok(c);
                 }
             }
             spins = spins.wrapping_add(1);
-            // Reading the clock costs more than a look at the ring: do it every 64th pass.
-            if spins % 64 != 0 {
+            // Reading the clock costs more than a look at the ring: do it every 64th pass
+            // (and at once when there is no spin to time).
+            if spins % 64 != 0 && !spin.is_zero() {
                 std::hint::spin_loop();
                 continue;
             }
             let now = Instant::now();
             if deadline.is_some_and(|d| now >= d) {
                 let mut c = lock(&self.core);
-                c.set_waiting(false);
+                c.set_waiting(dir, false);
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"));
             }
-            if now - start < self.spin {
+            if now - start < spin {
                 // A thread this one's peer waits for may be ready to run on this core (on a
                 // machine with few cores, the one that would send what we wait for).
                 std::thread::yield_now();
@@ -460,10 +543,10 @@ impl Inner {
             }
             {
                 let mut c = lock(&self.core);
-                c.set_waiting(true);
+                c.set_waiting(dir, true);
                 c.pump();
                 if ready(&mut c)? {
-                    c.set_waiting(false);
+                    c.set_waiting(dir, false);
                     return Ok(c);
                 }
             }
@@ -479,22 +562,32 @@ impl Inner {
             slice = slice.min(d.saturating_duration_since(Instant::now()));
         }
         if !self.polling.swap(true, Ordering::AcqRel) {
-            let ms = slice.as_millis().clamp(1, 1000) as u16;
-            let mut fds = [nix::poll::PollFd::new(
-                self.notify_fd.as_fd(),
-                nix::poll::PollFlags::POLLIN,
-            )];
-            let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms));
+            let ms = slice.as_millis().clamp(1, 1000) as u64;
+            let _ = vmmc_nic::poll_readable(
+                &[vmmc_nic::AsWaitHandle::as_wait_handle(&self.notify_fd)],
+                Some(Duration::from_millis(ms)),
+            );
             self.polling.store(false, Ordering::Release);
-            *lock(&self.generation) += 1;
-            self.woken.notify_all();
+            let waiters = {
+                let mut g = lock(&self.generation);
+                g.0 += 1;
+                g.1
+            };
+            // Most streams have one thread: no wake-up call for nobody.
+            if waiters > 0 {
+                self.woken.notify_all();
+            }
         } else {
-            let g = lock(&self.generation);
-            let seen = *g;
-            let _ = self
-                .woken
-                .wait_timeout_while(g, slice, |g| *g == seen)
-                .map(drop);
+            // Counted under the lock the poller takes to move the generation on: it either
+            // sees this waiter or this waiter sees the new generation.
+            let mut g = lock(&self.generation);
+            g.1 += 1;
+            let seen = g.0;
+            let mut g = match self.woken.wait_timeout_while(g, slice, |g| g.0 == seen) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+            g.1 -= 1;
         }
     }
 }
@@ -566,7 +659,9 @@ impl VmmcStream {
             peer_left: false,
             peer_rdshut: false,
             broken: None,
-            waiting: false,
+            waiting_data: false,
+            waiting_room: false,
+            waiting_word: 0,
             shm,
             raw_send: None,
             raw_recv: None,
@@ -576,9 +671,10 @@ impl VmmcStream {
             core: Mutex::new(core),
             notify_fd,
             polling: AtomicBool::new(false),
-            generation: Mutex::new(0),
+            generation: Mutex::new((0, 0)),
             woken: Condvar::new(),
             spin: opts.spin,
+            next_read_spin: AtomicU64::new(NO_SPIN_ONCE),
             nonblocking: AtomicBool::new(false),
             read_timeout: Mutex::new(None),
             write_timeout: Mutex::new(None),
@@ -632,6 +728,19 @@ impl VmmcStream {
         Ok(self.clone())
     }
 
+    /// Sets how long the next read-side call (a read, [`VmmcStream::readable`] and its
+    /// variants) spins before it sleeps, if it has to wait at all; later ones spin as the
+    /// stream was configured ([`StreamOptions::spin`]). For a caller that knows its next wait
+    /// will be long, such as for the reply to a large read, or for the next request from a
+    /// peer that is busy consuming a large reply: on two cores its spin would only take the
+    /// CPU from the very thread that is producing what it waits for.
+    pub fn set_next_read_spin(&self, spin: Duration) {
+        let ns = u64::try_from(spin.as_nanos()).unwrap_or(NO_SPIN_ONCE - 1);
+        self.inner
+            .next_read_spin
+            .store(ns.min(NO_SPIN_ONCE - 1), Ordering::Relaxed);
+    }
+
     /// Makes reads, writes and slot requests return `WouldBlock` instead of waiting.
     pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
         self.inner.nonblocking.store(on, Ordering::Relaxed);
@@ -668,8 +777,8 @@ impl VmmcStream {
 
     /// The fd that becomes readable when something arrives (data, credit, a shutdown): for
     /// select/poll loops. Readiness is a hint; the call that follows decides.
-    pub fn notify_fd(&self) -> BorrowedFd<'_> {
-        self.inner.notify_fd.as_fd()
+    pub fn notify_fd(&self) -> WaitHandle<'_> {
+        vmmc_nic::AsWaitHandle::as_wait_handle(&self.inner.notify_fd)
     }
 
     /// Bytes ready to read without waiting (`FIONREAD`).
@@ -735,7 +844,10 @@ impl VmmcStream {
             hangup: c.peer_left || !c.tx_import.is_alive() || (c.shut_rd && c.shut_wr),
             error,
         };
-        c.set_waiting(arm && !(r.readable && r.writable));
+        let arm = arm && !(r.readable && r.writable);
+        c.waiting_data = arm;
+        c.waiting_room = arm;
+        c.say_waiting();
         r
     }
 
@@ -754,7 +866,11 @@ impl VmmcStream {
     /// Publishes `n` bytes written through the pointer from [`VmmcStream::reserve_raw`].
     pub fn commit_reserved(&self, n: usize) -> io::Result<()> {
         let c = lock(&self.inner.core);
-        let mut slot = SendSlot { core: c, len: 0 };
+        let mut slot = SendSlot {
+            core: c,
+            len: 0,
+            from_files: Vec::new(),
+        };
         match slot.core.raw_send.take() {
             Some((at, len)) if at == slot.core.tx.sent() => slot.len = len,
             _ => {
@@ -841,7 +957,11 @@ impl VmmcStream {
     pub fn reserve(&self, max: usize) -> io::Result<SendSlot<'_>> {
         let c = self.inner.wait(Dir::Write, false, Core::tx_ready)?;
         let len = (c.tx.space() as usize).min(max);
-        Ok(SendSlot { core: c, len })
+        Ok(SendSlot {
+            core: c,
+            len,
+            from_files: Vec::new(),
+        })
     }
 
     /// Like [`reserve`](Self::reserve), but waits until at least `min` bytes are free, so that
@@ -862,7 +982,11 @@ impl VmmcStream {
             .inner
             .wait(Dir::Write, false, |c| c.tx_ready_for(min as u64))?;
         let len = (c.tx.space() as usize).min(max);
-        Ok(SendSlot { core: c, len })
+        Ok(SendSlot {
+            core: c,
+            len,
+            from_files: Vec::new(),
+        })
     }
 
     /// Like [`readable`](Self::readable), but waits until at least `min` bytes have arrived
@@ -900,6 +1024,9 @@ impl VmmcStream {
 pub struct SendSlot<'a> {
     core: MutexGuard<'a, Core>,
     len: usize,
+    /// On tcp, the parts of the slot already deposited from files (start, length): the
+    /// commit sends the rest from the staging buffer.
+    from_files: Vec<(usize, usize)>,
 }
 
 impl std::fmt::Debug for SendSlot<'_> {
@@ -927,6 +1054,70 @@ impl SendSlot<'_> {
         self.len == 0
     }
 
+    /// Fills `len` bytes of the slot from `at` with the bytes of `file` from `offset`, and
+    /// returns how many came from it: fewer than `len` only where the file ends (or after an
+    /// error that came after some bytes); the slot's bytes beyond those are unspecified. This
+    /// process copies nothing: on shm the kernel's `pread` copies from the page cache straight
+    /// into the peer's ring; on tcp a regular file's bytes go from the page cache to the
+    /// socket by `sendfile` at once, as a deposit of their own ahead of the commit (which then
+    /// sends only the rest of the slot), and the peer's kernel receives them into its ring.
+    /// Bytes written through [`SendSlot::buf`] into a filled range afterwards may or may not
+    /// replace the file's. On tcp the bytes are the page cache's until the peer receives
+    /// them: a write to the file meanwhile may show in them, as it may in a `pread` that runs
+    /// at the same time as the write.
+    #[cfg(target_os = "linux")]
+    pub fn fill_from_file(
+        &mut self,
+        at: usize,
+        file: std::os::fd::BorrowedFd<'_>,
+        offset: u64,
+        len: usize,
+    ) -> io::Result<usize> {
+        if at.checked_add(len).is_none_or(|end| end > self.len) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("filling {len} bytes at {at} of a {}-byte slot", self.len),
+            ));
+        }
+        let pos = i64::try_from(offset)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file offset too large"))?;
+        let c = &mut *self.core;
+        let regular = || {
+            nix::sys::stat::fstat(file).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG)
+        };
+        if !c.shm && regular() {
+            let at_ring = Core::ring_at(c.tx.write_offset()) + at as u64;
+            let n = match c.tx_import.deposit_from_file(at_ring, file, offset, len) {
+                Ok(n) => n,
+                // The file failed: the deposit is complete (with zeros), the connection sound.
+                Err(vmmc_nic::Error::Io { source, .. }) => return Err(source),
+                Err(e) => return Err(c.fail_nic(e)),
+            };
+            self.from_files.push((at, n));
+            return Ok(n);
+        }
+        // shm: the kernel copies into the peer's ring; tcp, a file that cannot be sent
+        // (not a regular one): into the staging buffer, which the commit sends.
+        let mut span = c.send_span(self.len)?;
+        let Some(mut into) = span.get_mut(at..at + len) else {
+            return Err(io::Error::other("the send slot is shorter than asked"));
+        };
+        let mut done = 0;
+        while done < len {
+            let Some(mut rest) = into.get_mut(done..) else {
+                break;
+            };
+            match rest.pread_from(file, pos.saturating_add(done as i64)) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if done == 0 => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(done)
+    }
+
     /// Publishes the first `n` bytes written into the slot.
     pub fn commit(mut self, n: usize) -> io::Result<()> {
         if n > self.len {
@@ -940,7 +1131,12 @@ impl SendSlot<'_> {
             let at = Core::ring_at(c.tx.write_offset());
             let staging = c.staging.take();
             let r = match &staging {
-                Some(b) if n <= b.len() => c.tcp_deposit_and_publish(at, &b.as_slice()[..n]),
+                Some(b) if n <= b.len() && self.from_files.is_empty() => {
+                    c.tcp_deposit_and_publish(at, &b.as_slice()[..n])
+                }
+                Some(b) if n <= b.len() => {
+                    c.tcp_publish_around(at, &b.as_slice()[..n], &mut self.from_files)
+                }
                 _ => Err(io::Error::other("the send slot's buffer is gone")),
             };
             c.staging = staging;

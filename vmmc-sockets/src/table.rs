@@ -7,12 +7,12 @@
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::Shutdown;
-use std::os::fd::{AsFd, AsRawFd};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
-use vmmc_nic::PeerIdentity;
+use vmmc_nic::{AsWaitHandle, OwnedWaitHandle, PeerIdentity};
 
+use crate::codes;
 use crate::layout::RingSize;
 use crate::options::StreamOptions;
 use crate::winsock::{self, SocketHandle};
@@ -153,7 +153,7 @@ impl std::fmt::Debug for SocketTable {
 }
 
 fn not_a_socket() -> io::Error {
-    io::Error::from_raw_os_error(libc::ENOTSOCK)
+    io::Error::from_raw_os_error(codes::ENOTSOCK)
 }
 
 fn errno(code: i32) -> io::Error {
@@ -213,7 +213,7 @@ impl SocketTable {
         let g = lock(&e.state);
         match &g.0 {
             State::Connected(st) => Ok((st.clone(), g.1.clone())),
-            _ => Err(errno(libc::ENOTCONN)),
+            _ => Err(errno(codes::ENOTCONN)),
         }
     }
 
@@ -240,7 +240,7 @@ impl SocketTable {
                 g.0 = State::Bound(addr.to_owned());
                 Ok(())
             }
-            _ => Err(errno(libc::EINVAL)),
+            _ => Err(errno(codes::EINVAL)),
         }
     }
 
@@ -252,7 +252,7 @@ impl SocketTable {
         let addr = match &g.0 {
             State::Bound(a) => a.clone(),
             State::Listening(_) => return Ok(()),
-            _ => return Err(errno(libc::EINVAL)),
+            _ => return Err(errno(codes::EINVAL)),
         };
         let l = VmmcListener::bind_with(&addr, SocketTable::options(&g.1))?;
         l.set_nonblocking(g.1.nonblocking)?;
@@ -268,7 +268,7 @@ impl SocketTable {
             State::Bound(a) => Ok(a.clone()),
             State::Listening(l) => Ok(l.local_addr().to_string()),
             State::Connected(st) => Ok(st.local_addr().to_string()),
-            State::Fresh => Err(errno(libc::EINVAL)),
+            State::Fresh => Err(errno(codes::EINVAL)),
         }
     }
 
@@ -279,7 +279,7 @@ impl SocketTable {
             let g = lock(&e.state);
             match &g.0 {
                 State::Listening(l) => (l.clone(), g.1.clone()),
-                _ => return Err(errno(libc::EINVAL)),
+                _ => return Err(errno(codes::EINVAL)),
             }
         };
         let (stream, who) = listener.accept()?;
@@ -294,8 +294,8 @@ impl SocketTable {
             let g = lock(&e.state);
             match g.0 {
                 State::Fresh | State::Bound(_) => g.1.clone(),
-                State::Connected(_) => return Err(errno(libc::EISCONN)),
-                State::Listening(_) => return Err(errno(libc::EINVAL)),
+                State::Connected(_) => return Err(errno(codes::EISCONN)),
+                State::Listening(_) => return Err(errno(codes::EINVAL)),
             }
         };
         let stream = VmmcStream::connect_with(addr, &SocketTable::options(&settings))?;
@@ -344,7 +344,7 @@ impl SocketTable {
         let dontwait = flags & MSG_DONTWAIT != 0;
         let peek = flags & MSG_PEEK != 0;
         if flags & MSG_OOB != 0 {
-            let byte = st.recv_urgent()?.ok_or_else(|| errno(libc::EINVAL))?;
+            let byte = st.recv_urgent()?.ok_or_else(|| errno(codes::EINVAL))?;
             return match bufs.iter_mut().find(|b| !b.is_empty()) {
                 Some(b) => {
                     b[0] = byte;
@@ -404,7 +404,7 @@ impl SocketTable {
         match opt {
             SockOpt::RcvBuf(n) => match g.0 {
                 State::Fresh | State::Bound(_) => g.1.ring = Some(RingSize::at_least(n)),
-                _ => return Err(errno(libc::EISCONN)),
+                _ => return Err(errno(codes::EISCONN)),
             },
             SockOpt::SndBuf(_) => {}
             SockOpt::RcvTimeo(t) => {
@@ -490,7 +490,7 @@ impl SocketTable {
         let mut arm = false;
         loop {
             let mut ready = 0;
-            let mut wake: Vec<std::os::fd::OwnedFd> = Vec::new();
+            let mut wake: Vec<OwnedWaitHandle> = Vec::new();
             for p in fds.iter_mut() {
                 p.revents = self.revents(p, arm, &mut wake);
                 if p.revents != 0 {
@@ -514,16 +514,13 @@ impl SocketTable {
                 .map(|d| d.saturating_duration_since(Instant::now()))
                 .unwrap_or(Duration::from_millis(50))
                 .min(Duration::from_millis(50));
-            let mut pfds: Vec<nix::poll::PollFd<'_>> = wake
-                .iter()
-                .map(|f| nix::poll::PollFd::new(f.as_fd(), nix::poll::PollFlags::POLLIN))
-                .collect();
-            let ms = slice.as_millis().clamp(1, 50) as u16;
-            let _ = nix::poll::poll(&mut pfds, nix::poll::PollTimeout::from(ms));
+            let handles: Vec<_> = wake.iter().map(|f| f.as_wait_handle()).collect();
+            let slice = slice.clamp(Duration::from_millis(1), Duration::from_millis(50));
+            let _ = vmmc_nic::poll_readable(&handles, Some(slice));
         }
     }
 
-    fn revents(&self, p: &PollFd, arm: bool, wake: &mut Vec<std::os::fd::OwnedFd>) -> i16 {
+    fn revents(&self, p: &PollFd, arm: bool, wake: &mut Vec<OwnedWaitHandle>) -> i16 {
         let Ok(e) = self.entry(p.fd) else {
             return POLLNVAL;
         };
@@ -627,20 +624,38 @@ impl SocketTable {
 
     /// The raw fd of a socket's notifications, for programs that mix table sockets into their
     /// own poll loop (see [`VmmcStream::readiness`] for arming).
-    pub fn notify_fd(&self, s: Sock) -> io::Result<i32> {
+    #[cfg(unix)]
+    pub fn notify_fd(&self, s: Sock) -> io::Result<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.with_notify(s, |h| h.as_raw_fd())
+    }
+
+    /// The raw socket of a socket's notifications, for programs that mix table sockets into
+    /// their own `WSAPoll` loop (see [`VmmcStream::readiness`] for arming).
+    #[cfg(windows)]
+    pub fn notify_fd(&self, s: Sock) -> io::Result<std::os::windows::io::RawSocket> {
+        use std::os::windows::io::AsRawSocket;
+        self.with_notify(s, |h| h.as_raw_socket())
+    }
+
+    fn with_notify<R>(
+        &self,
+        s: Sock,
+        f: impl FnOnce(vmmc_nic::WaitHandle<'_>) -> R,
+    ) -> io::Result<R> {
         let e = self.entry(s)?;
         let g = lock(&e.state);
         match &g.0 {
-            State::Connected(st) => Ok(st.notify_fd().as_raw_fd()),
-            State::Listening(l) => Ok(l.notify_fd().as_raw_fd()),
-            _ => Err(errno(libc::ENOTCONN)),
+            State::Connected(st) => Ok(f(st.notify_fd())),
+            State::Listening(l) => Ok(f(l.notify_fd())),
+            _ => Err(errno(codes::ENOTCONN)),
         }
     }
 }
 
 fn check_flags(flags: i32, allowed: i32) -> io::Result<()> {
     if flags & !allowed != 0 {
-        return Err(errno(libc::EOPNOTSUPP));
+        return Err(errno(codes::EOPNOTSUPP));
     }
     Ok(())
 }
@@ -649,4 +664,63 @@ fn apply(st: &VmmcStream, s: &Settings) -> io::Result<()> {
     st.set_nonblocking(s.nonblocking)?;
     st.set_read_timeout(s.rcvtimeo)?;
     st.set_write_timeout(s.sndtimeo)
+}
+
+/// Calls for wrappers that put table sockets behind kernel descriptors (the Linux preload),
+/// where `poll`, `epoll` and `fork` must be answered without a system call per look.
+impl SocketTable {
+    /// What `s` is ready for among `events` (plus `POLLHUP`/`POLLERR`), as
+    /// [`SocketTable::poll`] would report it; `POLLNVAL` for no socket. With `arm`, the peer
+    /// is asked to raise the socket's notification fd ([`SocketTable::notify_fd`]) on its next
+    /// publish, so a caller may sleep on that fd; look again without `arm` after waking.
+    /// Unlike `poll`, this duplicates no descriptor and never waits.
+    pub fn readiness(&self, s: Sock, events: i16, arm: bool) -> i16 {
+        let Ok(e) = self.entry(s) else {
+            return POLLNVAL;
+        };
+        let g = lock(&e.state);
+        match &g.0 {
+            State::Connected(st) => {
+                let r = st.readiness(arm);
+                let mut ev = 0;
+                if r.readable {
+                    ev |= POLLIN;
+                }
+                if r.writable {
+                    ev |= POLLOUT;
+                }
+                ev &= events;
+                if r.hangup {
+                    ev |= POLLHUP;
+                }
+                if r.error {
+                    ev |= POLLERR;
+                }
+                ev
+            }
+            State::Listening(l) if l.pending() > 0 => POLLIN & events,
+            _ => 0,
+        }
+    }
+
+    /// Whether `s` is listening (an `accept` target) rather than a stream.
+    pub fn is_listening(&self, s: Sock) -> bool {
+        self.entry(s)
+            .is_ok_and(|e| matches!(lock(&e.state).0, State::Listening(_)))
+    }
+
+    /// Removes `s` without a word to its peer, for a process that shares the socket's
+    /// memory and descriptors with another one that owns it (after `fork`). Nothing of the
+    /// socket is dropped: dropping would shut down kernel objects the owner shares (the
+    /// control connections, whose shutdown the peer reads as a departure), and a listener's
+    /// threads belong to the process that made it. Its memory and descriptors stay in this
+    /// process until exit.
+    pub fn abandon(&self, s: Sock) -> io::Result<()> {
+        let e = self.entry(s)?;
+        {
+            let mut g = lock(&e.state);
+            std::mem::forget(std::mem::replace(&mut g.0, State::Fresh));
+        }
+        self.closesocket(s)
+    }
 }

@@ -7,6 +7,8 @@
 
 use std::io;
 
+use crate::codes;
+
 /// A WinSock `SOCKET` value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SocketHandle(pub u64);
@@ -36,11 +38,14 @@ pub(crate) fn decode(h: SocketHandle) -> Option<(usize, u32)> {
 /// The `WSAGetLastError` code for an error from this crate.
 pub fn wsa_error(e: &io::Error) -> i32 {
     match e.raw_os_error() {
-        Some(libc::ENOTSOCK) | Some(libc::EBADF) => return WSAENOTSOCK,
-        Some(libc::EISCONN) => return 10056,
-        Some(libc::ENOTCONN) => return 10057,
-        Some(libc::EOPNOTSUPP) => return 10045,
-        Some(libc::EINVAL) => return 10022,
+        Some(codes::ENOTSOCK) | Some(codes::EBADF) => return WSAENOTSOCK,
+        Some(codes::EISCONN) => return 10056,
+        Some(codes::ENOTCONN) => return 10057,
+        Some(codes::EOPNOTSUPP) => return 10045,
+        Some(codes::EINVAL) => return 10022,
+        // Already WinSock's (Windows, a real socket's error).
+        #[cfg(windows)]
+        Some(c @ 10000..=11999) => return c,
         _ => {}
     }
     match e.kind() {
@@ -78,7 +83,7 @@ mod tests {
     #[test]
     fn errors_map_to_winsock_codes() {
         assert_eq!(
-            wsa_error(&io::Error::from_raw_os_error(libc::ENOTSOCK)),
+            wsa_error(&io::Error::from_raw_os_error(codes::ENOTSOCK)),
             WSAENOTSOCK
         );
         assert_eq!(wsa_error(&io::ErrorKind::WouldBlock.into()), WSAEWOULDBLOCK);

@@ -40,7 +40,7 @@ use fuser::{INodeNo, Notifier};
 
 use super::nodes::{Nodes, ROOT};
 use super::CacheTimes;
-use crate::conn::current_creds;
+use crate::creds::current_creds;
 use crate::Client;
 
 /// Where a request stood in the stream of notices, and among this client's own changes,

@@ -174,6 +174,15 @@ fn run_command(side: &Side, words: &[&str]) -> Result<String, String> {
             }
             return Ok(h.to_string());
         }
+        ("depfile", Side::Import(i)) => {
+            // depfile PATH FILE_OFFSET REGION_OFFSET LEN: bytes that came from the file.
+            let f = std::fs::File::open(words[1]).map_err(|e| e.to_string())?;
+            use std::os::fd::AsFd;
+            return i
+                .deposit_from_file(num(3), f.as_fd(), num(2), num(4) as usize)
+                .map(|n| n.to_string())
+                .map_err(e);
+        }
         ("store", Side::Import(i)) => i.store_u64(num(1), num(2), notify).map_err(e)?,
         ("store", Side::Export(_, x) | Side::Adopted(x)) => {
             x.store_u64(num(1), num(2)).map_err(e)?

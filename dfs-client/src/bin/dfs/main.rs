@@ -30,7 +30,8 @@ enum Cmd {
     /// 60; 0 asks for no such notices), attr_timeout=SECS and entry_timeout=SECS (the cache
     /// times without notices, default 1), timeout=SECS (how long a call waits for the server,
     /// also across its restart, default 30; then ENOTCONN), secret=FILE, threads=N (default 4),
-    /// readahead=KIB (default 1024, so sequential reads travel in 1 MiB requests),
+    /// readahead=KIB (default 4096, so sequential reads travel in 1 MiB requests, several at
+    /// a time),
     /// allow_other (the default for root) or owner_only, nosuid, nodev, noexec, noatime, sync,
     /// dirsync; fstab's defaults, auto,
     /// noauto, user, _netdev and nofail are accepted and ignored.

@@ -4,7 +4,7 @@
 //! Nothing is named on disk or in `/dev/shm`: the control socket is abstract and the regions
 //! are memfds, so everything vanishes with the last process holding a descriptor.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
@@ -23,6 +23,7 @@ use crate::notify::RemoteNotifier;
 use crate::serve::{FrameClock, Wire, FRAME_DEADLINE};
 use crate::span::Span;
 use crate::sys::{recv_with_fds, Region};
+use crate::wire::refused_first;
 use crate::wire::{Frame, FRAME_LEN};
 
 fn socket_addr(name: &ShmName) -> Result<SocketAddr> {
@@ -82,21 +83,6 @@ impl AsFd for ShmConn {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.stream.as_fd()
     }
-}
-
-pub(crate) fn read_frame(r: &mut impl Read) -> io::Result<Option<[u8; FRAME_LEN]>> {
-    let mut buf = [0u8; FRAME_LEN];
-    let mut got = 0;
-    while got < FRAME_LEN {
-        match r.read(&mut buf[got..]) {
-            Ok(0) if got == 0 => return Ok(None),
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(Some(buf))
 }
 
 impl Wire for ShmConn {
@@ -302,19 +288,6 @@ impl ShmDial {
             len,
             mirror,
         ))
-    }
-}
-
-/// The refusal an exporter sent before it closed, if that is what is waiting to be read.
-pub(crate) fn refused_first(
-    r: &mut impl Read,
-    peer: &str,
-    id: ExportId,
-    access: Access,
-) -> Option<Error> {
-    match Frame::parse(&read_frame(r).ok()??).ok()? {
-        Frame::Refused { reason } => Some(refusal_error(reason, peer, id, access)),
-        _ => None,
     }
 }
 

@@ -8,7 +8,6 @@
 use std::fs::File;
 use std::io;
 use std::marker::PhantomData;
-use std::ops::{Bound, RangeBounds};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +16,7 @@ use nix::fcntl::{fcntl, FcntlArg, SealFlag};
 use nix::sys::memfd::{memfd_create, MFdFlags};
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 
+use super::{check_mirror, SharedBytes, SharedBytesMut};
 use crate::span::{check_region_len, Span};
 
 /// A shared mapping of a region's memory.
@@ -313,211 +313,6 @@ impl Drop for Region {
     }
 }
 
-/// Bytes in memory another process may write at any moment: a span of a shared region,
-/// lent for the life `'a` of a borrow of its owner (or private bytes lent the same way).
-///
-/// Never a Rust reference: a `&[u8]` promises the compiler that the bytes stay as they are
-/// while it lives, which a peer can break at will (a length checked, then loaded again and
-/// used with the peer's new value). Bytes leave by copy ([`SharedBytes::copy_to`]), and system
-/// calls get the address ([`SharedBytes::pwrite_to`], [`SharedBytes::as_ptr`]): the kernel
-/// copies from it as from any user memory. A peer that writes meanwhile can tear data bytes,
-/// which the protocols above accept and validate, never memory safety.
-#[derive(Clone, Copy)]
-pub struct SharedBytes<'a> {
-    ptr: NonNull<u8>,
-    len: usize,
-    _life: PhantomData<&'a [u8]>,
-}
-
-/// Bytes in memory another process may read or write at any moment, to fill in place: the
-/// writable counterpart of [`SharedBytes`]. Bytes enter by copy ([`SharedBytesMut::copy_from`])
-/// or from system calls ([`SharedBytesMut::pread_from`], [`SharedBytesMut::as_mut_ptr`]).
-pub struct SharedBytesMut<'a> {
-    ptr: NonNull<u8>,
-    len: usize,
-    _life: PhantomData<&'a mut [u8]>,
-}
-
-impl std::fmt::Debug for SharedBytes<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SharedBytes")
-            .field("len", &self.len)
-            .finish()
-    }
-}
-
-impl std::fmt::Debug for SharedBytesMut<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SharedBytesMut")
-            .field("len", &self.len)
-            .finish()
-    }
-}
-
-/// `range` of a span of `len` bytes as (start, end), or `None` if it does not fit.
-fn sub_range(len: usize, range: impl RangeBounds<usize>) -> Option<(usize, usize)> {
-    let start = match range.start_bound() {
-        Bound::Included(&s) => s,
-        Bound::Excluded(&s) => s.checked_add(1)?,
-        Bound::Unbounded => 0,
-    };
-    let end = match range.end_bound() {
-        Bound::Included(&e) => e.checked_add(1)?,
-        Bound::Excluded(&e) => e,
-        Bound::Unbounded => len,
-    };
-    (start <= end && end <= len).then_some((start, end))
-}
-
-/// Repeats a system call on EINTR; a negative result is the error in errno.
-fn retry(mut call: impl FnMut() -> isize) -> io::Result<usize> {
-    loop {
-        let n = call();
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
-        }
-    }
-}
-
-impl<'a> SharedBytes<'a> {
-    /// How many bytes.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// The bytes in `range`, or `None` if it does not fit.
-    pub fn get(&self, range: impl RangeBounds<usize>) -> Option<SharedBytes<'a>> {
-        let (start, end) = sub_range(self.len, range)?;
-        Some(SharedBytes {
-            // SAFETY: `start <= len`, so the pointer stays inside (or one past) the span.
-            ptr: unsafe { NonNull::new_unchecked(self.ptr.as_ptr().add(start)) },
-            len: end - start,
-            _life: PhantomData,
-        })
-    }
-
-    /// Copies the first `dst.len()` bytes (or all, if fewer) into `dst`; returns how many.
-    pub fn copy_to(&self, dst: &mut [u8]) -> usize {
-        let n = self.len.min(dst.len());
-        // SAFETY: `n` bytes from `ptr` lie inside the lent span, which stays mapped for `'a`;
-        // `dst` is our own exclusive memory and cannot overlap a shared mapping. The copy reads
-        // through a raw pointer, never a reference, so a concurrent writer can only tear bytes.
-        unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr(), dst.as_mut_ptr(), n) };
-        n
-    }
-
-    /// A copy of all the bytes.
-    pub fn to_vec(&self) -> Vec<u8> {
-        let mut v = vec![0u8; self.len];
-        self.copy_to(&mut v);
-        v
-    }
-
-    /// The address of the first byte, for a system call that reads `len()` bytes from it.
-    /// Valid while `'a` lasts; never turn it into a reference.
-    pub fn as_ptr(&self) -> *const u8 {
-        self.ptr.as_ptr()
-    }
-
-    /// One `pwrite` of the bytes to `fd` at `offset`; returns how many were written.
-    pub fn pwrite_to(&self, fd: BorrowedFd<'_>, offset: i64) -> io::Result<usize> {
-        retry(|| {
-            // SAFETY: the kernel reads at most `len` bytes from inside the lent span, which stays
-            // mapped for the call.
-            unsafe { libc::pwrite(fd.as_raw_fd(), self.ptr.as_ptr().cast(), self.len, offset) }
-        })
-    }
-}
-
-impl<'a> From<&'a [u8]> for SharedBytes<'a> {
-    /// Private bytes lent as shared ones, for code that serves both (a copying path, a test).
-    fn from(b: &'a [u8]) -> SharedBytes<'a> {
-        SharedBytes {
-            ptr: NonNull::from(b).cast(),
-            len: b.len(),
-            _life: PhantomData,
-        }
-    }
-}
-
-impl<'a> SharedBytesMut<'a> {
-    /// How many bytes.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// The bytes in `range`, or `None` if it does not fit.
-    pub fn get_mut(&mut self, range: impl RangeBounds<usize>) -> Option<SharedBytesMut<'_>> {
-        let (start, end) = sub_range(self.len, range)?;
-        Some(SharedBytesMut {
-            // SAFETY: `start <= len`, so the pointer stays inside (or one past) the span.
-            ptr: unsafe { NonNull::new_unchecked(self.ptr.as_ptr().add(start)) },
-            len: end - start,
-            _life: PhantomData,
-        })
-    }
-
-    /// The bytes to read back (what this process wrote, or what a peer changed since).
-    pub fn as_shared(&self) -> SharedBytes<'_> {
-        SharedBytes {
-            ptr: self.ptr,
-            len: self.len,
-            _life: PhantomData,
-        }
-    }
-
-    /// Copies `src` (or as much as fits) to the start; returns how many bytes.
-    pub fn copy_from(&mut self, src: &[u8]) -> usize {
-        let n = self.len.min(src.len());
-        // SAFETY: `n` bytes from `ptr` lie inside the lent writable span; `src` is our own
-        // memory and cannot overlap a shared mapping.
-        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.as_ptr(), n) };
-        n
-    }
-
-    /// The address of the first byte, for a system call that writes at most `len()` bytes
-    /// there. Valid while `'a` lasts; never turn it into a reference.
-    pub fn as_mut_ptr(&mut self) -> *mut u8 {
-        self.ptr.as_ptr()
-    }
-
-    /// One `pread` from `fd` at `offset` into the bytes; returns how many were read (0 at the
-    /// end of the file).
-    pub fn pread_from(&mut self, fd: BorrowedFd<'_>, offset: i64) -> io::Result<usize> {
-        retry(|| {
-            // SAFETY: the kernel writes at most `len` bytes inside the lent writable span, which
-            // stays mapped for the call.
-            unsafe { libc::pread(fd.as_raw_fd(), self.ptr.as_ptr().cast(), self.len, offset) }
-        })
-    }
-}
-
-impl<'a> From<&'a mut [u8]> for SharedBytesMut<'a> {
-    /// Private bytes lent as shared ones, for code that serves both (a copying path, a test).
-    fn from(b: &'a mut [u8]) -> SharedBytesMut<'a> {
-        let len = b.len();
-        SharedBytesMut {
-            ptr: NonNull::from(b).cast(),
-            len,
-            _life: PhantomData,
-        }
-    }
-}
-
 /// Private anonymous memory of this process alone, mapped on its own so that dropping it
 /// gives the pages back to the system at once (a large heap buffer may stay in the
 /// allocator's arenas, and a server with many connections then keeps what the busiest moment
@@ -577,24 +372,6 @@ impl Drop for PrivateMap {
             libc::munmap(self.ptr.as_ptr().cast(), self.len);
         }
     }
-}
-
-/// The page size, which mirrored tails must be multiples of.
-pub(crate) fn page_size() -> u64 {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    u64::try_from(p).unwrap_or(4096)
-}
-
-pub(crate) fn check_mirror(len: u64, mirror: u64) -> crate::Result<usize> {
-    let page = page_size();
-    if mirror == 0 {
-        return Ok(0);
-    }
-    if mirror > len || mirror % page != 0 || len % page != 0 {
-        return Err(crate::Error::BadMirror { len, mirror });
-    }
-    usize::try_from(mirror).map_err(|_| crate::Error::BadMirror { len, mirror })
 }
 
 fn map(
@@ -659,6 +436,31 @@ fn map(
         return Err(err);
     }
     NonNull::new(base.cast()).ok_or_else(|| io::Error::other("mmap returned null"))
+}
+
+/// Shuts a socket down both ways: wakes whoever waits on it, and tells the peer.
+pub(crate) fn shutdown_both(sock: BorrowedFd<'_>) {
+    let _ = nix::sys::socket::shutdown(sock.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+}
+
+/// Sends all of `parts` on a stream socket, with one `sendmsg` where the kernel takes it all.
+/// `MSG_NOSIGNAL`: a dead peer is an error, not a SIGPIPE that kills the host program.
+pub(crate) fn send_all(sock: &impl AsFd, parts: &mut [io::IoSlice<'_>]) -> io::Result<()> {
+    let mut parts = parts;
+    while !parts.is_empty() {
+        match nix::sys::socket::sendmsg::<()>(
+            sock.as_fd().as_raw_fd(),
+            parts,
+            &[],
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        ) {
+            Ok(n) => io::IoSlice::advance_slices(&mut parts, n),
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Most descriptors one message may carry.
@@ -728,4 +530,65 @@ pub(crate) fn peer_groups(sock: BorrowedFd<'_>) -> io::Result<Vec<u32>> {
     let n = (len as usize / std::mem::size_of::<u32>()).min(groups.len());
     groups.truncate(n);
     Ok(groups)
+}
+
+/// Runs `f` with SIGPIPE blocked in this thread, and takes back a SIGPIPE that became
+/// pending meanwhile: for the calls that write to a socket and cannot be told
+/// `MSG_NOSIGNAL` (`sendfile`), so that a peer that went away is an error, not a signal that
+/// kills the host program. A SIGPIPE that was pending before is left as it was.
+pub(crate) fn without_sigpipe<R>(f: impl FnOnce() -> R) -> R {
+    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
+    let mut pipe = SigSet::empty();
+    pipe.add(Signal::SIGPIPE);
+    let mut old = SigSet::empty();
+    let blocked = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&pipe), Some(&mut old)).is_ok();
+    let was_pending = blocked && sigpipe_pending();
+    let r = f();
+    if blocked {
+        if !was_pending && sigpipe_pending() {
+            let none = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: `pipe` is a valid, initialised signal set and `none` a valid timespec;
+            // a null `siginfo_t` pointer is allowed. SIGPIPE is blocked in this thread, so the
+            // pending one is taken here instead of being delivered.
+            unsafe { libc::sigtimedwait(pipe.as_ref(), std::ptr::null_mut(), &none) };
+        }
+        let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
+    }
+    r
+}
+
+/// Whether a SIGPIPE is pending for this thread (or the process).
+fn sigpipe_pending() -> bool {
+    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: `sigpending` fills the set it is given; it is read only after it succeeded.
+    unsafe {
+        libc::sigpending(set.as_mut_ptr()) == 0
+            && libc::sigismember(set.as_ptr(), libc::SIGPIPE) == 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+
+    /// With SIGPIPE's default action (which kills), a write to a socket whose peer is gone
+    /// fails with EPIPE inside `without_sigpipe`, and the process lives on.
+    #[test]
+    fn a_write_to_a_dead_peer_is_an_error_not_a_signal() {
+        let (a, b) = UnixStream::pair().unwrap();
+        drop(b);
+        // `write(2)`, not the standard library's `send(MSG_NOSIGNAL)`.
+        let mut a = std::fs::File::from(std::os::fd::OwnedFd::from(a));
+        // SAFETY: setting a signal's disposition to a constant action installs no handler
+        // code; the previous action (the Rust runtime's `SIG_IGN`) is put back below.
+        let old = unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+        let r = super::without_sigpipe(|| a.write(b"x"));
+        // SAFETY: as above.
+        unsafe { libc::signal(libc::SIGPIPE, old) };
+        assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EPIPE));
+    }
 }

@@ -14,21 +14,24 @@ use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
-/// The receiving side: counts signals until a waiter takes them.
+/// The receiving side: counts signals until a waiter takes them. Also what a thread that
+/// must be woken from a poll elsewhere waits on (a listener's admission thread, say).
 #[derive(Debug)]
-pub(crate) struct Notifier {
+pub struct Notifier {
     file: File,
 }
 
 impl Notifier {
-    pub(crate) fn new() -> io::Result<Notifier> {
+    /// A fresh notifier with no signal pending.
+    pub fn new() -> io::Result<Notifier> {
         let efd = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
         Ok(Notifier {
             file: File::from(OwnedFd::from(efd)),
         })
     }
 
-    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+    /// What to poll: readable while a signal is pending.
+    pub fn fd(&self) -> BorrowedFd<'_> {
         self.file.as_fd()
     }
 
@@ -37,7 +40,8 @@ impl Notifier {
         self.file.as_fd().try_clone_to_owned()
     }
 
-    pub(crate) fn signal(&self) {
+    /// Adds a signal and wakes a waiter.
+    pub fn signal(&self) {
         signal(&self.file);
     }
 
@@ -47,7 +51,7 @@ impl Notifier {
     }
 
     /// Takes all pending signals without blocking; 0 when there were none.
-    pub(crate) fn take(&self) -> u64 {
+    pub fn take(&self) -> u64 {
         let mut buf = [0u8; 8];
         match (&self.file).read(&mut buf) {
             Ok(8) => u64::from_ne_bytes(buf),
@@ -58,14 +62,26 @@ impl Notifier {
 
 /// Waits until `fd` is readable or `timeout` passes (then returns false).
 pub(crate) fn wait_readable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
-    let ms = timeout.as_millis().clamp(1, i32::MAX as u128) as i32;
-    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
-    match poll(
-        &mut fds,
-        PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
-    ) {
-        Ok(n) => Ok(n > 0),
-        Err(nix::errno::Errno::EINTR) => Ok(false),
+    poll_readable(&[fd], Some(timeout)).map(|r| r.first().copied().unwrap_or(false))
+}
+
+/// Waits until one of `fds` is readable (or hung up) or `timeout` passes, and says which
+/// are; a signal that interrupts the wait is an early return with none ready.
+pub fn poll_readable(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> io::Result<Vec<bool>> {
+    let timeout = match timeout {
+        None => PollTimeout::NONE,
+        Some(t) => {
+            let ms = t.as_millis().clamp(1, i32::MAX as u128) as i32;
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+        }
+    };
+    let mut pfds: Vec<PollFd<'_>> = fds
+        .iter()
+        .map(|f| PollFd::new(*f, PollFlags::POLLIN))
+        .collect();
+    match poll(&mut pfds, timeout) {
+        Ok(_) => Ok(pfds.iter().map(|p| p.any().unwrap_or(false)).collect()),
+        Err(nix::errno::Errno::EINTR) => Ok(vec![false; fds.len()]),
         Err(e) => Err(e.into()),
     }
 }
@@ -109,7 +125,8 @@ impl RemoteNotifier {
         })
     }
 
-    pub(crate) fn signal(&self) {
+    /// Adds a signal and wakes a waiter.
+    pub fn signal(&self) {
         signal(&self.file);
     }
 }

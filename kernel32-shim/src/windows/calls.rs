@@ -103,6 +103,7 @@ pub fn create_file(
 }
 
 /// What `GetFileInformationByHandle` and its kin report.
+#[derive(Debug)]
 pub struct Info {
     /// The file's attributes.
     pub info: FileInfo,

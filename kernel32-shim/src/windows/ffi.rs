@@ -210,8 +210,7 @@ macro_rules! original {
         if p == 0 {
             // Not hooked after all: nothing to call. (Cannot happen: a hook runs only once
             // its trampoline is stored.)
-            SetLastError(ERROR_INVALID_FUNCTION);
-            return $fail;
+            return fail(ERROR_INVALID_FUNCTION, $fail);
         }
         // SAFETY: `p` is the trampoline MinHook made for this very function, whose
         // signature the macro's caller states as Windows declares it.
@@ -1338,7 +1337,7 @@ unsafe extern "system" fn GetDriveTypeW(root: *const u16) -> u32 {
 pub fn install() -> Vec<&'static str> {
     macro_rules! hooks {
         ($($name:ident),* $(,)?) => {
-            [$((stringify!($name), $name as usize, &orig::$name)),*]
+            [$((stringify!($name), $name as *const () as usize, &orig::$name)),*]
         };
     }
     let table: [(&str, usize, &AtomicUsize); 35] = hooks!(

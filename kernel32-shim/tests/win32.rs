@@ -127,9 +127,15 @@ fn dispositions_answer_as_a_local_drive() {
     assert_eq!(c.last_error, ERROR_ALREADY_EXISTS);
     assert_eq!(fs.info(&c.file).unwrap().size, 0);
     drop(c);
-    // TRUNCATE_EXISTING wants write access.
-    let e = fs.create_file(&a, params(GENERIC_READ, 0, TRUNCATE_EXISTING));
-    assert_eq!(e.unwrap_err(), ERROR_INVALID_PARAMETER);
+    // TRUNCATE_EXISTING empties the file even for a reader (as on Wine's drives), whose
+    // handle still cannot write.
+    let c = fs.create_file(&a, params(RW, 0, OPEN_EXISTING)).unwrap();
+    fs.write(&c.file, b"0123", None).unwrap();
+    drop(c);
+    let c = fs.create_file(&a, params(GENERIC_READ, 0, TRUNCATE_EXISTING)).unwrap();
+    assert_eq!(fs.info(&c.file).unwrap().size, 0);
+    assert_eq!(fs.write(&c.file, b"x", None).unwrap_err(), ERROR_ACCESS_DENIED);
+    drop(c);
     // A handle without read access cannot read; without write, cannot write.
     let c = fs
         .create_file(&a, params(GENERIC_WRITE, 0, OPEN_EXISTING))

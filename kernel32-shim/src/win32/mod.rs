@@ -463,9 +463,6 @@ impl Win32Fs {
         if p.flags & FILE_FLAG_DELETE_ON_CLOSE != 0 {
             access.delete = true;
         }
-        if p.disposition == TRUNCATE_EXISTING && !access.write {
-            return Err(ERROR_INVALID_PARAMETER);
-        }
         let follow = p.flags & FILE_FLAG_OPEN_REPARSE_POINT == 0;
         let place = self.place(comps, follow)?;
         let existed = place.node.is_ok();
@@ -483,6 +480,9 @@ impl Win32Fs {
                     }
                     (e, None)
                 } else {
+                    // TRUNCATE_EXISTING empties the file whatever the access asked for (as
+                    // NtCreateFile's FILE_OVERWRITE does; Wine too), and the handle still
+                    // has only that access.
                     let truncate = matches!(p.disposition, CREATE_ALWAYS | TRUNCATE_EXISTING);
                     // The read-only attribute refuses writers, an administrator's too.
                     if (access.write || access.append || truncate || access.delete)

@@ -153,6 +153,18 @@ fn dispositions_answer_as_a_local_drive() {
         ERROR_ACCESS_DENIED
     );
     drop(c);
+    // An append-only handle (FILE_APPEND_DATA without FILE_WRITE_DATA, as Rust's
+    // `OpenOptions::append` asks) writes at the end whatever its pointer says.
+    let c = fs.create_file(&a, params(RW, 0, OPEN_EXISTING)).unwrap();
+    fs.write(&c.file, b"one", None).unwrap();
+    drop(c);
+    let c = fs
+        .create_file(&a, params(FILE_APPEND_DATA, 0, OPEN_EXISTING))
+        .unwrap();
+    assert_eq!(c.file.position(), 0);
+    fs.write(&c.file, b", two", None).unwrap();
+    drop(c);
+    assert_eq!(std::fs::read(export(&s).join("a.txt")).unwrap(), b"one, two");
     // The file is the server's, owned by the program's user.
     let meta = std::fs::metadata(export(&s).join("a.txt")).unwrap();
     assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), UID);

@@ -495,6 +495,9 @@ impl Win32Fs {
                         let flags = OpenFlags {
                             read: access.read,
                             write: access.write || access.append || truncate,
+                            // FILE_APPEND_DATA without FILE_WRITE_DATA: every write goes to
+                            // the end, whatever offset it names.
+                            append: access.append && !access.write,
                             truncate,
                             sync: p.flags & FILE_FLAG_WRITE_THROUGH != 0,
                             ..OpenFlags::default()
@@ -529,6 +532,7 @@ impl Win32Fs {
                 let flags = OpenFlags {
                     read: access.read || !(access.write || access.append),
                     write: access.write || access.append,
+                    append: access.append && !access.write,
                     exclusive: true,
                     sync: p.flags & FILE_FLAG_WRITE_THROUGH != 0,
                     ..OpenFlags::default()

@@ -197,3 +197,91 @@ pub fn move_file(
         })()),
     }
 }
+
+/// The `NTSTATUS` for a Win32 error, for the hooks of ntdll's calls (Rust's standard
+/// library reads and writes with `NtReadFile`/`NtWriteFile`, and `remove_dir_all` opens with
+/// `NtOpenFile`): the status the system maps back to the same error.
+pub fn nt_status(e: WinError) -> i32 {
+    let s: u32 = match e {
+        ERROR_FILE_NOT_FOUND => 0xC000_0034,
+        ERROR_PATH_NOT_FOUND => 0xC000_003A,
+        ERROR_ACCESS_DENIED => 0xC000_0022,
+        ERROR_INVALID_HANDLE => 0xC000_0008,
+        ERROR_SHARING_VIOLATION => 0xC000_0043,
+        ERROR_FILE_EXISTS | ERROR_ALREADY_EXISTS => 0xC000_0035,
+        ERROR_DIR_NOT_EMPTY => 0xC000_0101,
+        ERROR_INVALID_PARAMETER | ERROR_NEGATIVE_SEEK => 0xC000_000D,
+        ERROR_INVALID_NAME => 0xC000_0033,
+        ERROR_NOT_SUPPORTED => 0xC000_00BB,
+        ERROR_DIRECTORY => 0xC000_0103,
+        ERROR_INVALID_FUNCTION => 0xC000_0010,
+        ERROR_NOT_SAME_DEVICE => 0xC000_00D4,
+        ERROR_BAD_NETPATH => 0xC000_00BE,
+        112 => 0xC000_007F,  // ERROR_DISK_FULL: STATUS_DISK_FULL
+        19 => 0xC000_00A2,   // ERROR_WRITE_PROTECT: STATUS_MEDIA_WRITE_PROTECTED
+        _ => 0xC000_0001,    // STATUS_UNSUCCESSFUL
+    };
+    s as i32
+}
+
+/// `NtCreateFile`/`NtOpenFile` of a DFS name: `rel` relative to the DFS directory `root`,
+/// or an absolute `\??\M:\…` name. `None`: not the DFS's.
+pub fn nt_route(root: usize, name: &[u16]) -> Option<WinResult<Vec<String>>> {
+    if root != 0 {
+        let dir = handles().file(root)?;
+        return Some(fs().and_then(|fs| fs.below(&dir, name)));
+    }
+    let nt: Vec<u16> = r"\??\".encode_utf16().collect();
+    route(Some(name.strip_prefix(&nt[..])?))
+}
+
+/// `NtCreateFile` of a DFS name: its disposition and options mapped to `CreateFileW`'s.
+/// The object and whether the file was there before.
+pub fn nt_create(
+    comps: &[String],
+    access: u32,
+    share: u32,
+    disposition: u32,
+    options: u32,
+) -> WinResult<(Object, bool)> {
+    const FILE_DIRECTORY_FILE: u32 = 0x1;
+    const FILE_NON_DIRECTORY_FILE: u32 = 0x40;
+    const FILE_DELETE_ON_CLOSE: u32 = 0x1000;
+    const FILE_OPEN_REPARSE_POINT: u32 = 0x0020_0000;
+    let disposition = match disposition {
+        0 | 5 => CREATE_ALWAYS, // FILE_SUPERSEDE, FILE_OVERWRITE_IF
+        1 => OPEN_EXISTING,     // FILE_OPEN
+        2 => CREATE_NEW,        // FILE_CREATE
+        3 => OPEN_ALWAYS,       // FILE_OPEN_IF
+        4 => TRUNCATE_EXISTING, // FILE_OVERWRITE
+        _ => return Err(ERROR_INVALID_PARAMETER),
+    };
+    if options & FILE_DIRECTORY_FILE != 0 && disposition != OPEN_EXISTING {
+        // Directories are made with CreateDirectoryW here.
+        return Err(ERROR_NOT_SUPPORTED);
+    }
+    let mut flags = FILE_FLAG_BACKUP_SEMANTICS;
+    if options & FILE_DELETE_ON_CLOSE != 0 {
+        flags |= FILE_FLAG_DELETE_ON_CLOSE;
+    }
+    if options & FILE_OPEN_REPARSE_POINT != 0 {
+        flags |= FILE_FLAG_OPEN_REPARSE_POINT;
+    }
+    let c = fs()?.create_file(
+        comps,
+        CreateParams {
+            access,
+            share,
+            disposition,
+            flags,
+        },
+    )?;
+    if options & FILE_DIRECTORY_FILE != 0 && !c.file.is_directory() {
+        return Err(ERROR_DIRECTORY);
+    }
+    if options & FILE_NON_DIRECTORY_FILE != 0 && c.file.is_directory() {
+        return Err(ERROR_ACCESS_DENIED);
+    }
+    let existed = c.last_error == ERROR_ALREADY_EXISTS || disposition == OPEN_EXISTING;
+    Ok((Object::File(c.file), existed))
+}

@@ -201,6 +201,10 @@ originals!(
     GetVolumeInformationW,
     GetDiskFreeSpaceExW,
     GetDriveTypeW,
+    NtReadFile,
+    NtWriteFile,
+    NtCreateFile,
+    NtOpenFile,
 );
 
 /// Calls the original of a hook through its trampoline.
@@ -1330,6 +1334,189 @@ unsafe extern "system" fn GetDriveTypeW(root: *const u16) -> u32 {
     unsafe { f(root) }
 }
 
+// ---- ntdll: what Rust's standard library calls directly. ----
+
+/// `FILE_USE_FILE_POINTER_POSITION` in an offset's low part (with -1 high): no offset.
+const USE_FILE_POINTER: i64 = -2;
+const STATUS_SUCCESS: i32 = 0;
+const STATUS_END_OF_FILE: i32 = 0xC000_0011_u32 as i32;
+
+/// Writes an `IO_STATUS_BLOCK` (status, information).
+unsafe fn io_status(iosb: *mut c_void, status: i32, info: usize) {
+    if !iosb.is_null() {
+        // SAFETY: IO_STATUS_BLOCK is { NTSTATUS/PVOID union (8 bytes), ULONG_PTR }.
+        unsafe {
+            (iosb as *mut usize).write_unaligned(status as u32 as usize);
+            (iosb as *mut usize).add(1).write_unaligned(info);
+        }
+    }
+}
+
+/// The explicit offset of an Nt read or write, if any.
+unsafe fn nt_offset(p: *const i64) -> Option<u64> {
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: the caller's LARGE_INTEGER.
+    let v = unsafe { p.read_unaligned() };
+    (v != USE_FILE_POINTER && v >= 0).then_some(v as u64)
+}
+
+unsafe extern "system" fn NtReadFile(
+    h: HANDLE,
+    event: HANDLE,
+    apc: *const c_void,
+    apc_ctx: *const c_void,
+    iosb: *mut c_void,
+    buf: *mut u8,
+    len: u32,
+    offset: *const i64,
+    key: *const u32,
+) -> i32 {
+    if let Some(f) = calls::handles().file(h as usize) {
+        // SAFETY: the caller's buffer and offset.
+        let dst = unsafe { slice_mut(buf, len as usize) };
+        let at = unsafe { nt_offset(offset) };
+        let (st, n) = match calls::fs().and_then(|fs| fs.read(&f, dst, at)) {
+            Ok(0) if len > 0 => (STATUS_END_OF_FILE, 0),
+            Ok(n) => (STATUS_SUCCESS, n),
+            Err(e) => (calls::nt_status(e), 0),
+        };
+        // SAFETY: the caller's status block.
+        unsafe { io_status(iosb, st, n) };
+        return st;
+    }
+    let f = original!(NtReadFile: fn(HANDLE, HANDLE, *const c_void, *const c_void, *mut c_void, *mut u8, u32, *const i64, *const u32) -> i32, calls::nt_status(ERROR_INVALID_FUNCTION));
+    // SAFETY: the caller's arguments, passed on unchanged.
+    unsafe { f(h, event, apc, apc_ctx, iosb, buf, len, offset, key) }
+}
+
+unsafe extern "system" fn NtWriteFile(
+    h: HANDLE,
+    event: HANDLE,
+    apc: *const c_void,
+    apc_ctx: *const c_void,
+    iosb: *mut c_void,
+    buf: *const u8,
+    len: u32,
+    offset: *const i64,
+    key: *const u32,
+) -> i32 {
+    if let Some(f) = calls::handles().file(h as usize) {
+        // SAFETY: the caller's data and offset.
+        let src = unsafe { slice(buf, len as usize) };
+        let at = unsafe { nt_offset(offset) };
+        let (st, n) = match calls::fs().and_then(|fs| fs.write(&f, src, at)) {
+            Ok(n) => (STATUS_SUCCESS, n),
+            Err(e) => (calls::nt_status(e), 0),
+        };
+        // SAFETY: the caller's status block.
+        unsafe { io_status(iosb, st, n) };
+        return st;
+    }
+    let f = original!(NtWriteFile: fn(HANDLE, HANDLE, *const c_void, *const c_void, *mut c_void, *const u8, u32, *const i64, *const u32) -> i32, calls::nt_status(ERROR_INVALID_FUNCTION));
+    // SAFETY: the caller's arguments, passed on unchanged.
+    unsafe { f(h, event, apc, apc_ctx, iosb, buf, len, offset, key) }
+}
+
+/// The root directory and name of an `OBJECT_ATTRIBUTES`.
+unsafe fn object_name<'a>(oa: *const c_void) -> Option<(usize, &'a [u16])> {
+    if oa.is_null() {
+        return None;
+    }
+    // SAFETY: OBJECT_ATTRIBUTES is { ULONG Length; HANDLE RootDirectory (at 8);
+    // PUNICODE_STRING ObjectName (at 16); … }, UNICODE_STRING { USHORT Length (bytes);
+    // USHORT MaximumLength; PWSTR Buffer (at 8) }.
+    unsafe {
+        let root = (oa as *const u8).add(8).cast::<usize>().read_unaligned();
+        let us = (oa as *const u8).add(16).cast::<*const u8>().read_unaligned();
+        if us.is_null() {
+            return None;
+        }
+        let bytes = us.cast::<u16>().read_unaligned() as usize;
+        let buf = us.add(8).cast::<*const u16>().read_unaligned();
+        if buf.is_null() {
+            return Some((root, &[]));
+        }
+        Some((root, std::slice::from_raw_parts(buf, bytes / 2)))
+    }
+}
+
+/// `NtCreateFile`/`NtOpenFile` of a DFS name: the new handle into `out`, the status.
+unsafe fn nt_open(
+    out: *mut HANDLE,
+    access: u32,
+    oa: *const c_void,
+    iosb: *mut c_void,
+    share: u32,
+    disposition: u32,
+    options: u32,
+) -> Option<i32> {
+    // SAFETY: the caller's object attributes.
+    let (root, name) = unsafe { object_name(oa) }?;
+    let comps = calls::nt_route(root, name)?;
+    let r = comps.and_then(|c| calls::nt_create(&c, access, share, disposition, options));
+    let st = match r {
+        Ok((o, existed)) => {
+            let h = hand_out(o);
+            if h == INVALID_HANDLE_VALUE {
+                calls::nt_status(ERROR_NOT_ENOUGH_MEMORY)
+            } else {
+                // SAFETY: the caller's out-handle and status block (FILE_OPENED 1,
+                // FILE_CREATED 2).
+                unsafe {
+                    put(out, h);
+                    io_status(iosb, STATUS_SUCCESS, if existed { 1 } else { 2 });
+                }
+                return Some(STATUS_SUCCESS);
+            }
+        }
+        Err(e) => calls::nt_status(e),
+    };
+    // SAFETY: the caller's status block.
+    unsafe { io_status(iosb, st, 0) };
+    Some(st)
+}
+
+unsafe extern "system" fn NtCreateFile(
+    out: *mut HANDLE,
+    access: u32,
+    oa: *const c_void,
+    iosb: *mut c_void,
+    alloc: *const i64,
+    attrs: u32,
+    share: u32,
+    disposition: u32,
+    options: u32,
+    ea: *const c_void,
+    ea_len: u32,
+) -> i32 {
+    // SAFETY: the caller's arguments.
+    if let Some(st) = unsafe { nt_open(out, access, oa, iosb, share, disposition, options) } {
+        return st;
+    }
+    let f = original!(NtCreateFile: fn(*mut HANDLE, u32, *const c_void, *mut c_void, *const i64, u32, u32, u32, u32, *const c_void, u32) -> i32, calls::nt_status(ERROR_INVALID_FUNCTION));
+    // SAFETY: the caller's arguments, passed on unchanged.
+    unsafe { f(out, access, oa, iosb, alloc, attrs, share, disposition, options, ea, ea_len) }
+}
+
+unsafe extern "system" fn NtOpenFile(
+    out: *mut HANDLE,
+    access: u32,
+    oa: *const c_void,
+    iosb: *mut c_void,
+    share: u32,
+    options: u32,
+) -> i32 {
+    // SAFETY: the caller's arguments (FILE_OPEN is disposition 1).
+    if let Some(st) = unsafe { nt_open(out, access, oa, iosb, share, 1, options) } {
+        return st;
+    }
+    let f = original!(NtOpenFile: fn(*mut HANDLE, u32, *const c_void, *mut c_void, u32, u32) -> i32, calls::nt_status(ERROR_INVALID_FUNCTION));
+    // SAFETY: the caller's arguments, passed on unchanged.
+    unsafe { f(out, access, oa, iosb, share, options) }
+}
+
 // ---- Installing the hooks. ----
 
 /// Installs every hook; returns the names that could not be hooked (absent from this
@@ -1340,7 +1527,7 @@ pub fn install() -> Vec<&'static str> {
             [$((stringify!($name), $name as *const () as usize, &orig::$name)),*]
         };
     }
-    let table: [(&str, usize, &AtomicUsize); 35] = hooks!(
+    let table: [(&str, usize, &AtomicUsize); 39] = hooks!(
         CreateFileW,
         ReadFile,
         WriteFile,
@@ -1376,6 +1563,10 @@ pub fn install() -> Vec<&'static str> {
         GetVolumeInformationW,
         GetDiskFreeSpaceExW,
         GetDriveTypeW,
+        NtReadFile,
+        NtWriteFile,
+        NtCreateFile,
+        NtOpenFile,
     );
     let mut missing = Vec::new();
     let mut seen = Vec::new();
@@ -1409,7 +1600,7 @@ pub fn install() -> Vec<&'static str> {
 /// where kernelbase's calls to itself go), then kernel32.
 fn proc_address(name: &str) -> Option<usize> {
     let cname: Vec<u8> = name.bytes().chain([0]).collect();
-    for dll in ["kernelbase.dll", "kernel32.dll"] {
+    for dll in ["kernelbase.dll", "kernel32.dll", "ntdll.dll"] {
         let w: Vec<u16> = dll.encode_utf16().chain([0]).collect();
         // SAFETY: NUL-terminated names; both DLLs are loaded in every process.
         unsafe {
@@ -1457,6 +1648,9 @@ pub extern "system" fn DllMain(_module: *mut c_void, reason: u32, _reserved: *mu
         let missing = install();
         if !missing.is_empty() && std::env::var_os("DFS_SHIM_DEBUG").is_some() {
             warn(&format!("not hooked: {}", missing.join(", ")));
+        }
+        if let Some(p) = std::env::var_os("DFS_SHIM_DEBUG_FILE") {
+            let _ = std::fs::write(p, format!("not hooked: {}", missing.join(", ")));
         }
     }
     TRUE

@@ -11,3 +11,7 @@ cargo clippy --target "$target" "${crates[@]}" --lib "${examples[@]}" -- -D warn
 cargo build --target "$target" "${crates[@]}" --lib "${examples[@]}"
 # The unit tests that scripts/test.sh runs under Wine (the integration tests are Linux's).
 cargo clippy --target "$target" "${crates[@]}" --lib --profile test -- -D warnings
+# kernel32-shim's Windows face: the DLL, its launcher dfs-run.exe and the std::fs program
+# its Wine tests (kernel32-shim/tests/wine.rs) run.
+cargo clippy --target "$target" -p kernel32-shim --lib --bins --example std_fs -- -D warnings
+cargo build --target "$target" -p kernel32-shim --lib --bins --example std_fs

@@ -36,14 +36,23 @@ fn run(base: &Path) -> std::io::Result<()> {
     println!("copied {n} bytes");
     let back = fs::read(root.join("a").join("b").join("c").join("three.bin"))?;
     println!("copy is the same: {}", back == big);
-    fs::rename(root.join("a").join("one.txt"), root.join("a").join("uno.txt"))?;
-    println!("renamed: {}", fs::read_to_string(root.join("a").join("uno.txt"))?);
+    fs::rename(
+        root.join("a").join("one.txt"),
+        root.join("a").join("uno.txt"),
+    )?;
+    println!(
+        "renamed: {}",
+        fs::read_to_string(root.join("a").join("uno.txt"))?
+    );
     let mut f = OpenOptions::new()
         .append(true)
         .open(root.join("a").join("uno.txt"))?;
     f.write_all(b", dos")?;
     drop(f);
-    println!("appended: {}", fs::read_to_string(root.join("a").join("uno.txt"))?);
+    println!(
+        "appended: {}",
+        fs::read_to_string(root.join("a").join("uno.txt"))?
+    );
     let mut f = OpenOptions::new()
         .read(true)
         .write(true)
@@ -56,7 +65,11 @@ fn run(base: &Path) -> std::io::Result<()> {
     println!("set_len: {}", f.metadata()?.len());
     drop(f);
     let m = fs::metadata(root.join("a"))?;
-    println!("a is a dir: {}, read-only: {}", m.is_dir(), m.permissions().readonly());
+    println!(
+        "a is a dir: {}, read-only: {}",
+        m.is_dir(),
+        m.permissions().readonly()
+    );
     println!(
         "missing: {:?}",
         fs::metadata(root.join("missing")).map_err(|e| e.kind())

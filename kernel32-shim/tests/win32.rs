@@ -132,9 +132,14 @@ fn dispositions_answer_as_a_local_drive() {
     let c = fs.create_file(&a, params(RW, 0, OPEN_EXISTING)).unwrap();
     fs.write(&c.file, b"0123", None).unwrap();
     drop(c);
-    let c = fs.create_file(&a, params(GENERIC_READ, 0, TRUNCATE_EXISTING)).unwrap();
+    let c = fs
+        .create_file(&a, params(GENERIC_READ, 0, TRUNCATE_EXISTING))
+        .unwrap();
     assert_eq!(fs.info(&c.file).unwrap().size, 0);
-    assert_eq!(fs.write(&c.file, b"x", None).unwrap_err(), ERROR_ACCESS_DENIED);
+    assert_eq!(
+        fs.write(&c.file, b"x", None).unwrap_err(),
+        ERROR_ACCESS_DENIED
+    );
     drop(c);
     // A handle without read access cannot read; without write, cannot write.
     let c = fs
@@ -164,7 +169,10 @@ fn dispositions_answer_as_a_local_drive() {
     assert_eq!(c.file.position(), 0);
     fs.write(&c.file, b", two", None).unwrap();
     drop(c);
-    assert_eq!(std::fs::read(export(&s).join("a.txt")).unwrap(), b"one, two");
+    assert_eq!(
+        std::fs::read(export(&s).join("a.txt")).unwrap(),
+        b"one, two"
+    );
     // The file is the server's, owned by the program's user.
     let meta = std::fs::metadata(export(&s).join("a.txt")).unwrap();
     assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), UID);

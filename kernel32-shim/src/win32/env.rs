@@ -35,13 +35,9 @@ pub fn config() -> Result<Config, String> {
     let secret = match std::env::var_os(SECRET_FILE) {
         None => None,
         Some(f) => {
-            let bytes = std::fs::read(&f).map_err(|e| {
-                format!("{SECRET_FILE}: cannot read {}: {e}", f.to_string_lossy())
-            })?;
-            Some(
-                Secret::from_file_bytes(&bytes)
-                    .map_err(|e| format!("{SECRET_FILE}: {e}"))?,
-            )
+            let bytes = std::fs::read(&f)
+                .map_err(|e| format!("{SECRET_FILE}: cannot read {}: {e}", f.to_string_lossy()))?;
+            Some(Secret::from_file_bytes(&bytes).map_err(|e| format!("{SECRET_FILE}: {e}"))?)
         }
     };
     let id = |var: &str| -> Result<u32, String> {

@@ -169,6 +169,9 @@ impl Access {
     }
 }
 
+/// A live open of a file, for share-mode checks: (file id, access, share mode).
+type Live = (u64, Access, u32);
+
 /// An open file object: what every duplicate of one handle shares (position, delete-on-close).
 #[derive(Debug)]
 pub struct WinFile {
@@ -194,8 +197,8 @@ struct Shared {
     creds: Creds,
     prefix: Prefix,
     root: Entry,
-    /// Per inode, the live opens of this process: (file id, access, share mode).
-    opens: Mutex<HashMap<u64, Vec<(u64, Access, u32)>>>,
+    /// Per inode, the live opens of this process.
+    opens: Mutex<HashMap<u64, Vec<Live>>>,
     next_id: AtomicU64,
 }
 
@@ -1113,7 +1116,10 @@ impl Win32Fs {
     pub fn below(&self, dir: &WinFile, rel: &[u16]) -> WinResult<Vec<String>> {
         let mut comps = lock(&dir.place).2.clone();
         for part in rel.split(|&c| path::is_sep(c)) {
-            match String::from_utf16(part).map_err(|_| path::ERROR_INVALID_NAME)?.as_str() {
+            match String::from_utf16(part)
+                .map_err(|_| path::ERROR_INVALID_NAME)?
+                .as_str()
+            {
                 "" | "." => {}
                 ".." => {
                     comps.pop();

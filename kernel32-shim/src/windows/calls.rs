@@ -116,8 +116,9 @@ pub struct Info {
 /// The volume serial number of the DFS: the same for every file of one prefix.
 pub fn volume_serial() -> u32 {
     let p = prefix().map(|p| p.display()).unwrap_or_default();
-    p.iter()
-        .fold(0x811c_9dc5u32, |h, &c| (h ^ u32::from(c)).wrapping_mul(0x0100_0193))
+    p.iter().fold(0x811c_9dc5u32, |h, &c| {
+        (h ^ u32::from(c)).wrapping_mul(0x0100_0193)
+    })
 }
 
 /// The attributes of an open file.
@@ -170,6 +171,9 @@ pub fn rename_handle(f: &Arc<WinFile>, root: usize, name: &[u16], replace: bool)
     fs.rename_handle(f, &to, replace)
 }
 
+/// Copies a file (from, to, fail if it exists), for moves across volumes.
+pub type CopyFn = dyn Fn(&[u16], &[u16], bool) -> WinResult<()>;
+
 /// `MoveFileExW` where either path is the DFS's (`None`: neither is; the system moves it).
 /// Between the DFS and another volume it copies and deletes with `MOVEFILE_COPY_ALLOWED`,
 /// as Windows does, else fails with `ERROR_NOT_SAME_DEVICE`.
@@ -177,7 +181,7 @@ pub fn move_file(
     from: Option<&[u16]>,
     to: Option<&[u16]>,
     flags: u32,
-    copy: &dyn Fn(&[u16], &[u16], bool) -> WinResult<()>,
+    copy: &CopyFn,
 ) -> Option<WinResult<()>> {
     let (from, to) = (from?, to?);
     match (route(Some(from)), route(Some(to))) {
@@ -217,9 +221,9 @@ pub fn nt_status(e: WinError) -> i32 {
         ERROR_INVALID_FUNCTION => 0xC000_0010,
         ERROR_NOT_SAME_DEVICE => 0xC000_00D4,
         ERROR_BAD_NETPATH => 0xC000_00BE,
-        112 => 0xC000_007F,  // ERROR_DISK_FULL: STATUS_DISK_FULL
-        19 => 0xC000_00A2,   // ERROR_WRITE_PROTECT: STATUS_MEDIA_WRITE_PROTECTED
-        _ => 0xC000_0001,    // STATUS_UNSUCCESSFUL
+        112 => 0xC000_007F, // ERROR_DISK_FULL: STATUS_DISK_FULL
+        19 => 0xC000_00A2,  // ERROR_WRITE_PROTECT: STATUS_MEDIA_WRITE_PROTECTED
+        _ => 0xC000_0001,   // STATUS_UNSUCCESSFUL
     };
     s as i32
 }

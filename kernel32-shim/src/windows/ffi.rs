@@ -205,6 +205,7 @@ originals!(
     NtWriteFile,
     NtCreateFile,
     NtOpenFile,
+    CreateProcessW,
 );
 
 /// Calls the original of a hook through its trampoline.
@@ -272,9 +273,7 @@ fn close_placeholder(h: usize) {
     if p != 0 {
         // SAFETY: `p` is `CloseHandle`'s trampoline; `h` is a handle this face made.
         unsafe {
-            std::mem::transmute::<usize, unsafe extern "system" fn(HANDLE) -> Bool>(p)(
-                h as HANDLE,
-            )
+            std::mem::transmute::<usize, unsafe extern "system" fn(HANDLE) -> Bool>(p)(h as HANDLE)
         };
     }
 }
@@ -328,7 +327,9 @@ unsafe fn overlapped_offset(ov: *const c_void) -> Option<u64> {
     }
     // SAFETY: `OVERLAPPED` is { Internal, InternalHigh: usize, Offset, OffsetHigh: u32, … }.
     let base = ov as *const u8;
+    // SAFETY: the caller's OVERLAPPED, whose Offset and OffsetHigh are at 16 and 20 on x64.
     let lo = unsafe { (base.add(16) as *const u32).read_unaligned() };
+    // SAFETY: as above.
     let hi = unsafe { (base.add(20) as *const u32).read_unaligned() };
     Some(u64::from(lo) | (u64::from(hi) << 32))
 }
@@ -346,6 +347,7 @@ unsafe extern "system" fn ReadFile(
         }
         // SAFETY: the caller's buffer of `len` bytes; the overlapped structure if given.
         let dst = unsafe { slice_mut(buf, len as usize) };
+        // SAFETY: the caller's OVERLAPPED, if any.
         let at = unsafe { overlapped_offset(ov) };
         return match calls::fs().and_then(|fs| fs.read(&f, dst, at)) {
             Ok(n) => {
@@ -354,6 +356,7 @@ unsafe extern "system" fn ReadFile(
                 TRUE
             }
             Err(e) => {
+                // SAFETY: the caller's out-parameter.
                 unsafe { put(read, 0) };
                 fail(e, FALSE)
             }
@@ -393,6 +396,7 @@ unsafe extern "system" fn WriteFile(
         }
         // SAFETY: the caller's data; the overlapped structure if given.
         let src = unsafe { slice(buf, len as usize) };
+        // SAFETY: the caller's OVERLAPPED, if any.
         let at = unsafe { overlapped_offset(ov) };
         return match calls::fs().and_then(|fs| fs.write(&f, src, at)) {
             Ok(n) => {
@@ -401,13 +405,13 @@ unsafe extern "system" fn WriteFile(
                 TRUE
             }
             Err(e) => {
+                // SAFETY: the caller's out-parameter.
                 unsafe { put(written, 0) };
                 fail(e, FALSE)
             }
         };
     }
-    let f =
-        original!(WriteFile: fn(HANDLE, *const u8, u32, *mut u32, *mut c_void) -> Bool, FALSE);
+    let f = original!(WriteFile: fn(HANDLE, *const u8, u32, *mut u32, *mut c_void) -> Bool, FALSE);
     // SAFETY: the caller's arguments, passed on unchanged.
     unsafe { f(h, buf, len, written, ov) }
 }
@@ -579,7 +583,11 @@ unsafe extern "system" fn GetFileInformationByHandleEx(
         ) {
             // SAFETY: the caller's buffer of `size` bytes.
             let buf = unsafe { slice_mut(out as *mut u8, size as usize) };
-            return ok_bool(list_into(&f, class == FILE_ID_BOTH_DIRECTORY_RESTART_INFO, buf));
+            return ok_bool(list_into(
+                &f,
+                class == FILE_ID_BOTH_DIRECTORY_RESTART_INFO,
+                buf,
+            ));
         }
         let i = match calls::info(&f) {
             Ok(i) => i,
@@ -588,6 +596,7 @@ unsafe extern "system" fn GetFileInformationByHandleEx(
         let n = &i.info;
         // SAFETY (each arm): `put_sized` checks the caller's size for the class's struct.
         return match class {
+            // SAFETY: `put_sized` checks the caller's size for FILE_BASIC_INFO.
             FILE_BASIC_INFO => unsafe {
                 put_sized(
                     out,
@@ -601,6 +610,7 @@ unsafe extern "system" fn GetFileInformationByHandleEx(
                     },
                 )
             },
+            // SAFETY: `put_sized` checks the caller's size for FILE_STANDARD_INFO.
             FILE_STANDARD_INFO => unsafe {
                 put_sized(
                     out,
@@ -614,6 +624,7 @@ unsafe extern "system" fn GetFileInformationByHandleEx(
                     },
                 )
             },
+            // SAFETY: `put_sized` checks the caller's size for FILE_ATTRIBUTE_TAG_INFO.
             FILE_ATTRIBUTE_TAG_INFO => unsafe {
                 put_sized(
                     out,
@@ -654,11 +665,7 @@ unsafe extern "system" fn GetFileInformationByHandleEx(
 const ERROR_MORE_DATA: u32 = 234;
 
 /// Packs as many `FILE_ID_BOTH_DIR_INFO` entries as fit into `buf`.
-fn list_into(
-    f: &crate::win32::WinFile,
-    restart: bool,
-    buf: &mut [u8],
-) -> Result<(), WinError> {
+fn list_into(f: &crate::win32::WinFile, restart: bool, buf: &mut [u8]) -> Result<(), WinError> {
     let fixed = std::mem::size_of::<IdBothDirInfo>();
     let mut at = 0usize;
     let mut last: Option<usize> = None;
@@ -734,6 +741,7 @@ unsafe extern "system" fn SetFileInformationByHandle(
         // SAFETY (each read): the caller's structure of `size` bytes, checked per class.
         let r = match class {
             FILE_END_OF_FILE_INFO if size >= 8 => {
+                // SAFETY: the caller's FILE_END_OF_FILE_INFO, at least 8 bytes (checked).
                 let end = unsafe { (data as *const i64).read_unaligned() };
                 if end < 0 {
                     Err(ERROR_INVALID_PARAMETER)
@@ -743,28 +751,36 @@ unsafe extern "system" fn SetFileInformationByHandle(
             }
             FILE_ALLOCATION_INFO if size >= 8 => Ok(()),
             FILE_DISPOSITION_INFO if size >= 1 => {
+                // SAFETY: the caller's FILE_DISPOSITION_INFO, at least 1 byte (checked).
                 let delete = unsafe { (data as *const u8).read() } != 0;
                 fs.set_delete(&f, delete, false)
             }
             FILE_DISPOSITION_INFO_EX if size >= 4 => {
+                // SAFETY: the caller's FILE_DISPOSITION_INFO_EX, at least 4 bytes (checked).
                 let flags = unsafe { (data as *const u32).read_unaligned() };
                 fs.set_delete(&f, flags & 1 != 0, flags & 2 != 0)
             }
             FILE_BASIC_INFO if size as usize >= std::mem::size_of::<BasicInfo>() => {
+                // SAFETY: the caller's FILE_BASIC_INFO, its size checked.
                 let b = unsafe { (data as *const BasicInfo).read_unaligned() };
                 fs.set_times(&f, b.access as u64, b.write as u64)
             }
             FILE_RENAME_INFO | FILE_RENAME_INFO_EX
                 if size as usize >= std::mem::size_of::<RenameInfo>() =>
             {
+                // SAFETY: the caller's FILE_RENAME_INFO, at least its fixed part (checked).
                 let r = unsafe { (data as *const RenameInfo).read_unaligned() };
                 let name_at = std::mem::offset_of!(RenameInfo, name_length) + 4;
                 let units = r.name_length as usize / 2;
                 if name_at + units * 2 > size as usize {
                     Err(ERROR_INVALID_PARAMETER)
                 } else {
+                    // SAFETY: the name's length was checked against the caller's size above.
                     let name = unsafe {
-                        std::slice::from_raw_parts((data as *const u8).add(name_at) as *const u16, units)
+                        std::slice::from_raw_parts(
+                            (data as *const u8).add(name_at) as *const u16,
+                            units,
+                        )
                     };
                     let replace = if class == FILE_RENAME_INFO {
                         r.flags & 0xff != 0
@@ -937,24 +953,27 @@ unsafe fn find_first(pattern: &[u16], out: *mut c_void) -> Option<HANDLE> {
     if out.is_null() {
         return Some(fail(ERROR_INVALID_PARAMETER, INVALID_HANDLE_VALUE));
     }
-    Some(match r.and_then(|(dir, pat)| calls::fs()?.find_first(&dir, &pat)) {
-        Ok(mut find) => match find.next_entry() {
-            Ok(first) => {
-                // SAFETY: the caller's `WIN32_FIND_DATAW`.
-                unsafe { put(out as *mut FindData, find_data(&first)) };
-                hand_out(crate::win32::handles::Object::Find(std::sync::Mutex::new(
-                    find,
-                )))
-            }
+    Some(
+        match r.and_then(|(dir, pat)| calls::fs()?.find_first(&dir, &pat)) {
+            Ok(mut find) => match find.next_entry() {
+                Ok(first) => {
+                    // SAFETY: the caller's `WIN32_FIND_DATAW`.
+                    unsafe { put(out as *mut FindData, find_data(&first)) };
+                    hand_out(crate::win32::handles::Object::Find(std::sync::Mutex::new(
+                        find,
+                    )))
+                }
+                Err(e) => fail(e, INVALID_HANDLE_VALUE),
+            },
             Err(e) => fail(e, INVALID_HANDLE_VALUE),
         },
-        Err(e) => fail(e, INVALID_HANDLE_VALUE),
-    })
+    )
 }
 
 unsafe extern "system" fn FindFirstFileW(pattern: *const u16, out: *mut c_void) -> HANDLE {
     // SAFETY: the caller's pattern and out-structure.
     if let Some(p) = unsafe { wide(pattern) } {
+        // SAFETY: the caller's pattern and WIN32_FIND_DATAW.
         if let Some(h) = unsafe { find_first(p, out) } {
             return h;
         }
@@ -977,6 +996,7 @@ unsafe extern "system" fn FindFirstFileExW(
     // name match: listing only directories is an optimisation a file system may ignore.
     // SAFETY: the caller's pattern and out-structure.
     if let Some(p) = unsafe { wide(pattern) } {
+        // SAFETY: the caller's pattern and WIN32_FIND_DATAW.
         if let Some(h) = unsafe { find_first(p, out) } {
             return h;
         }
@@ -1021,8 +1041,10 @@ macro_rules! path_call {
     };
 }
 
-path_call!(CreateDirectoryW, CreateDirectoryW, |c| calls::fs()?.create_directory(&c));
-path_call!(RemoveDirectoryW, RemoveDirectoryW, |c| calls::fs()?.remove_directory(&c));
+path_call!(CreateDirectoryW, CreateDirectoryW, |c| calls::fs()?
+    .create_directory(&c));
+path_call!(RemoveDirectoryW, RemoveDirectoryW, |c| calls::fs()?
+    .remove_directory(&c));
 path_call!(DeleteFileW, DeleteFileW, |c| calls::fs()?.delete_file(&c));
 
 unsafe extern "system" fn MoveFileExW(from: *const u16, to: *const u16, flags: u32) -> Bool {
@@ -1082,7 +1104,11 @@ fn copy_any(from: &[u16], to: &[u16], fail_if_exists: bool) -> Result<(), WinErr
             CloseHandle(src);
             return Err(e);
         }
-        let disposition = if fail_if_exists { CREATE_NEW } else { CREATE_ALWAYS };
+        let disposition = if fail_if_exists {
+            CREATE_NEW
+        } else {
+            CREATE_ALWAYS
+        };
         let dst = CreateFileW(
             to.as_ptr(),
             GENERIC_WRITE,
@@ -1101,8 +1127,13 @@ fn copy_any(from: &[u16], to: &[u16], fail_if_exists: bool) -> Result<(), WinErr
         let mut r = Ok(());
         loop {
             let mut n = 0u32;
-            if ReadFile(src, buf.as_mut_ptr(), buf.len() as u32, &mut n, std::ptr::null_mut())
-                == FALSE
+            if ReadFile(
+                src,
+                buf.as_mut_ptr(),
+                buf.len() as u32,
+                &mut n,
+                std::ptr::null_mut(),
+            ) == FALSE
             {
                 r = Err(last_error());
                 break;
@@ -1111,8 +1142,7 @@ fn copy_any(from: &[u16], to: &[u16], fail_if_exists: bool) -> Result<(), WinErr
                 break;
             }
             let mut w = 0u32;
-            if WriteFile(dst, buf.as_ptr(), n, &mut w, std::ptr::null_mut()) == FALSE || w != n
-            {
+            if WriteFile(dst, buf.as_ptr(), n, &mut w, std::ptr::null_mut()) == FALSE || w != n {
                 r = Err(last_error());
                 break;
             }
@@ -1153,7 +1183,11 @@ unsafe extern "system" fn CopyFileExW(
     unsafe { f(from, to, progress, data, cancel, flags) }
 }
 
-unsafe extern "system" fn CopyFileW(from: *const u16, to: *const u16, fail_if_exists: Bool) -> Bool {
+unsafe extern "system" fn CopyFileW(
+    from: *const u16,
+    to: *const u16,
+    fail_if_exists: Bool,
+) -> Bool {
     // SAFETY: the caller's paths.
     let (a, b) = unsafe { (wide(from), wide(to)) };
     if let (Some(a), Some(b)) = (a, b) {
@@ -1319,7 +1353,8 @@ unsafe extern "system" fn GetDiskFreeSpaceExW(
             Err(e) => fail(e, FALSE),
         };
     }
-    let f = original!(GetDiskFreeSpaceExW: fn(*const u16, *mut u64, *mut u64, *mut u64) -> Bool, FALSE);
+    let f =
+        original!(GetDiskFreeSpaceExW: fn(*const u16, *mut u64, *mut u64, *mut u64) -> Bool, FALSE);
     // SAFETY: the caller's arguments, passed on unchanged.
     unsafe { f(dir, avail, total, free) }
 }
@@ -1362,6 +1397,19 @@ unsafe fn nt_offset(p: *const i64) -> Option<u64> {
     (v != USE_FILE_POINTER && v >= 0).then_some(v as u64)
 }
 
+/// Asynchronous I/O (a completion routine, as `ReadFileEx` passes, or an event to signal)
+/// is not served on DFS handles: it fails at once with `STATUS_NOT_SUPPORTED` instead of
+/// completing without the routine the program waits for.
+unsafe fn asynchronous(event: HANDLE, apc: *const c_void, iosb: *mut c_void) -> Option<i32> {
+    if apc.is_null() && event.is_null() {
+        return None;
+    }
+    let st = calls::nt_status(ERROR_NOT_SUPPORTED);
+    // SAFETY: the caller's status block.
+    unsafe { io_status(iosb, st, 0) };
+    Some(st)
+}
+
 unsafe extern "system" fn NtReadFile(
     h: HANDLE,
     event: HANDLE,
@@ -1374,8 +1422,13 @@ unsafe extern "system" fn NtReadFile(
     key: *const u32,
 ) -> i32 {
     if let Some(f) = calls::handles().file(h as usize) {
+        // SAFETY: the caller's event, routine and status block.
+        if let Some(st) = unsafe { asynchronous(event, apc, iosb) } {
+            return st;
+        }
         // SAFETY: the caller's buffer and offset.
         let dst = unsafe { slice_mut(buf, len as usize) };
+        // SAFETY: the caller's offset, if any.
         let at = unsafe { nt_offset(offset) };
         let (st, n) = match calls::fs().and_then(|fs| fs.read(&f, dst, at)) {
             Ok(0) if len > 0 => (STATUS_END_OF_FILE, 0),
@@ -1403,8 +1456,13 @@ unsafe extern "system" fn NtWriteFile(
     key: *const u32,
 ) -> i32 {
     if let Some(f) = calls::handles().file(h as usize) {
+        // SAFETY: the caller's event, routine and status block.
+        if let Some(st) = unsafe { asynchronous(event, apc, iosb) } {
+            return st;
+        }
         // SAFETY: the caller's data and offset.
         let src = unsafe { slice(buf, len as usize) };
+        // SAFETY: the caller's offset, if any.
         let at = unsafe { nt_offset(offset) };
         let (st, n) = match calls::fs().and_then(|fs| fs.write(&f, src, at)) {
             Ok(n) => (STATUS_SUCCESS, n),
@@ -1429,7 +1487,10 @@ unsafe fn object_name<'a>(oa: *const c_void) -> Option<(usize, &'a [u16])> {
     // USHORT MaximumLength; PWSTR Buffer (at 8) }.
     unsafe {
         let root = (oa as *const u8).add(8).cast::<usize>().read_unaligned();
-        let us = (oa as *const u8).add(16).cast::<*const u8>().read_unaligned();
+        let us = (oa as *const u8)
+            .add(16)
+            .cast::<*const u8>()
+            .read_unaligned();
         if us.is_null() {
             return None;
         }
@@ -1497,7 +1558,21 @@ unsafe extern "system" fn NtCreateFile(
     }
     let f = original!(NtCreateFile: fn(*mut HANDLE, u32, *const c_void, *mut c_void, *const i64, u32, u32, u32, u32, *const c_void, u32) -> i32, calls::nt_status(ERROR_INVALID_FUNCTION));
     // SAFETY: the caller's arguments, passed on unchanged.
-    unsafe { f(out, access, oa, iosb, alloc, attrs, share, disposition, options, ea, ea_len) }
+    unsafe {
+        f(
+            out,
+            access,
+            oa,
+            iosb,
+            alloc,
+            attrs,
+            share,
+            disposition,
+            options,
+            ea,
+            ea_len,
+        )
+    }
 }
 
 unsafe extern "system" fn NtOpenFile(
@@ -1527,7 +1602,7 @@ pub fn install() -> Vec<&'static str> {
             [$((stringify!($name), $name as *const () as usize, &orig::$name)),*]
         };
     }
-    let table: [(&str, usize, &AtomicUsize); 39] = hooks!(
+    let table: [(&str, usize, &AtomicUsize); 40] = hooks!(
         CreateFileW,
         ReadFile,
         WriteFile,
@@ -1567,6 +1642,7 @@ pub fn install() -> Vec<&'static str> {
         NtWriteFile,
         NtCreateFile,
         NtOpenFile,
+        CreateProcessW,
     );
     let mut missing = Vec::new();
     let mut seen = Vec::new();
@@ -1628,7 +1704,10 @@ pub fn warn(msg: &str) {
         let mut n = 0u32;
         let p = orig::WriteFile.load(Ordering::Acquire);
         if p != 0 && !h.is_null() && h != INVALID_HANDLE_VALUE {
-            std::mem::transmute::<usize, unsafe extern "system" fn(HANDLE, *const u8, u32, *mut u32, *mut c_void) -> Bool>(p)(
+            std::mem::transmute::<
+                usize,
+                unsafe extern "system" fn(HANDLE, *const u8, u32, *mut u32, *mut c_void) -> Bool,
+            >(p)(
                 h,
                 line.as_ptr(),
                 line.len() as u32,
@@ -1661,12 +1740,9 @@ pub extern "system" fn DllMain(_module: *mut c_void, reason: u32, _reserved: *mu
 /// Starts `cmdline` suspended, loads each of `dlls` into it (a remote `LoadLibraryW`, as
 /// Detours' withdll does), lets it run, and returns its exit code.
 pub fn spawn_with(cmdline: &str, dlls: &[std::path::PathBuf]) -> Result<u32, String> {
-    use windows_sys::Win32::System::Diagnostics::Debug::WriteProcessMemory;
-    use windows_sys::Win32::System::Memory::{VirtualAllocEx, MEM_COMMIT, MEM_RESERVE, PAGE_READWRITE};
     use windows_sys::Win32::System::Threading::{
-        CreateProcessW, CreateRemoteThread, GetExitCodeProcess, GetExitCodeThread, ResumeThread,
-        TerminateProcess, WaitForSingleObject, CREATE_SUSPENDED, INFINITE, PROCESS_INFORMATION,
-        STARTUPINFOW,
+        CreateProcessW, GetExitCodeProcess, ResumeThread, TerminateProcess, WaitForSingleObject,
+        CREATE_SUSPENDED, INFINITE, PROCESS_INFORMATION, STARTUPINFOW,
     };
     let mut line: Vec<u16> = cmdline.encode_utf16().chain([0]).collect();
     // SAFETY: zeroed STARTUPINFOW/PROCESS_INFORMATION are valid "nothing set" values; the
@@ -1690,52 +1766,180 @@ pub fn spawn_with(cmdline: &str, dlls: &[std::path::PathBuf]) -> Result<u32, Str
         {
             return Err(format!("cannot start it (error {})", last_error()));
         }
-        let close = |h: HANDLE| {
-            let f = orig::CloseHandle.load(Ordering::Acquire);
-            if f == 0 {
-                windows_sys::Win32::Foundation::CloseHandle(h);
-            } else {
-                std::mem::transmute::<usize, unsafe extern "system" fn(HANDLE) -> Bool>(f)(h);
-            }
-        };
-        let load_library = proc_address("LoadLibraryW");
-        for dll in dlls {
-            let path: Vec<u16> = dll.as_os_str().to_string_lossy().encode_utf16().chain([0]).collect();
-            let bytes = path.len() * 2;
-            let mem = VirtualAllocEx(pi.hProcess, std::ptr::null(), bytes, MEM_COMMIT | MEM_RESERVE, PAGE_READWRITE);
-            let mut written = 0usize;
-            let loaded = match load_library {
-                Some(ll) if !mem.is_null()
-                    && WriteProcessMemory(pi.hProcess, mem, path.as_ptr() as *const c_void, bytes, &mut written) != FALSE =>
-                {
-                    // LoadLibraryW is at the same address in every process of the session.
-                    let start: unsafe extern "system" fn(*mut c_void) -> u32 = std::mem::transmute(ll);
-                    let th = CreateRemoteThread(pi.hProcess, std::ptr::null(), 0, Some(start), mem, 0, std::ptr::null_mut());
-                    if th.is_null() {
-                        false
-                    } else {
-                        WaitForSingleObject(th, 30_000);
-                        let mut code = 0u32;
-                        GetExitCodeThread(th, &mut code);
-                        close(th);
-                        code != 0
-                    }
-                }
-                _ => false,
-            };
-            if !loaded {
-                TerminateProcess(pi.hProcess, 1);
-                close(pi.hThread);
-                close(pi.hProcess);
-                return Err(format!("cannot load {} into it", dll.display()));
-            }
+        if let Err(e) = inject(pi.hProcess, dlls) {
+            TerminateProcess(pi.hProcess, 1);
+            close_any(pi.hThread);
+            close_any(pi.hProcess);
+            return Err(e);
         }
         ResumeThread(pi.hThread);
         WaitForSingleObject(pi.hProcess, INFINITE);
         let mut code = 1u32;
         GetExitCodeProcess(pi.hProcess, &mut code);
-        close(pi.hThread);
-        close(pi.hProcess);
+        close_any(pi.hThread);
+        close_any(pi.hProcess);
         Ok(code)
     }
+}
+
+/// Closes a handle of this process's own with the original `CloseHandle` where it is hooked.
+fn close_any(h: HANDLE) {
+    let f = orig::CloseHandle.load(Ordering::Acquire);
+    // SAFETY: `h` is a handle this face holds; the trampoline is CloseHandle's.
+    unsafe {
+        if f == 0 {
+            windows_sys::Win32::Foundation::CloseHandle(h);
+        } else {
+            std::mem::transmute::<usize, unsafe extern "system" fn(HANDLE) -> Bool>(f)(h);
+        }
+    }
+}
+
+/// Loads each of `dlls`, in order, into the suspended process `process` with a remote
+/// `LoadLibraryW` (the same address in every process of the session).
+fn inject(process: HANDLE, dlls: &[std::path::PathBuf]) -> Result<(), String> {
+    use windows_sys::Win32::System::Diagnostics::Debug::WriteProcessMemory;
+    use windows_sys::Win32::System::Memory::{
+        VirtualAllocEx, MEM_COMMIT, MEM_RESERVE, PAGE_READWRITE,
+    };
+    use windows_sys::Win32::System::Threading::{
+        CreateRemoteThread, GetExitCodeThread, WaitForSingleObject,
+    };
+    let load_library = proc_address("LoadLibraryW").ok_or("no LoadLibraryW")?;
+    for dll in dlls {
+        let path: Vec<u16> = dll
+            .as_os_str()
+            .to_string_lossy()
+            .encode_utf16()
+            .chain([0])
+            .collect();
+        let bytes = path.len() * 2;
+        // SAFETY: memory of the child's, written with the path; a thread of the child's
+        // that runs LoadLibraryW on it (LoadLibraryW's signature fits a thread routine's).
+        let loaded = unsafe {
+            let mem = VirtualAllocEx(
+                process,
+                std::ptr::null(),
+                bytes,
+                MEM_COMMIT | MEM_RESERVE,
+                PAGE_READWRITE,
+            );
+            let mut written = 0usize;
+            if mem.is_null()
+                || WriteProcessMemory(
+                    process,
+                    mem,
+                    path.as_ptr() as *const c_void,
+                    bytes,
+                    &mut written,
+                ) == FALSE
+            {
+                false
+            } else {
+                let start: unsafe extern "system" fn(*mut c_void) -> u32 =
+                    std::mem::transmute(load_library);
+                let th = CreateRemoteThread(
+                    process,
+                    std::ptr::null(),
+                    0,
+                    Some(start),
+                    mem,
+                    0,
+                    std::ptr::null_mut(),
+                );
+                if th.is_null() {
+                    false
+                } else {
+                    WaitForSingleObject(th, 30_000);
+                    let mut code = 0u32;
+                    GetExitCodeThread(th, &mut code);
+                    close_any(th);
+                    code != 0
+                }
+            }
+        };
+        if !loaded {
+            return Err(format!("cannot load {} into it", dll.display()));
+        }
+    }
+    Ok(())
+}
+
+/// The DLLs a child gets: the stub beside this DLL if there is one, then this DLL.
+fn own_dlls() -> Vec<std::path::PathBuf> {
+    use windows_sys::Win32::System::LibraryLoader::{
+        GetModuleFileNameW, GetModuleHandleExW, GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS,
+        GET_MODULE_HANDLE_EX_FLAG_UNCHANGED_REFCOUNT,
+    };
+    let mut module = std::ptr::null_mut();
+    let mut buf = [0u16; 1024];
+    // SAFETY: the address of a function of this DLL names its module; the buffer's length
+    // is passed.
+    let n = unsafe {
+        if GetModuleHandleExW(
+            GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS | GET_MODULE_HANDLE_EX_FLAG_UNCHANGED_REFCOUNT,
+            DllMain as *const () as *const u16,
+            &mut module,
+        ) == FALSE
+        {
+            return Vec::new();
+        }
+        GetModuleFileNameW(module, buf.as_mut_ptr(), buf.len() as u32) as usize
+    };
+    let me = std::path::PathBuf::from(String::from_utf16_lossy(&buf[..n.min(buf.len())]));
+    let mut v = Vec::new();
+    if let Some(stub) = me.parent().map(|d| d.join("bcryptprimitives.dll")) {
+        if stub.exists() {
+            v.push(stub);
+        }
+    }
+    v.push(me);
+    v
+}
+
+/// Children inherit the face: started suspended, given the DLL, then let go (unless their
+/// parent asked for them suspended).
+unsafe extern "system" fn CreateProcessW(
+    app: *const u16,
+    cmdline: *mut u16,
+    pattr: *const c_void,
+    tattr: *const c_void,
+    inherit: Bool,
+    flags: u32,
+    env: *const c_void,
+    cwd: *const u16,
+    si: *const c_void,
+    pi: *mut [usize; 3],
+) -> Bool {
+    const CREATE_SUSPENDED: u32 = 0x4;
+    let f = original!(CreateProcessW: fn(*const u16, *mut u16, *const c_void, *const c_void, Bool, u32, *const c_void, *const u16, *const c_void, *mut [usize; 3]) -> Bool, FALSE);
+    // SAFETY: the caller's arguments, with CREATE_SUSPENDED added.
+    let ok = unsafe {
+        f(
+            app,
+            cmdline,
+            pattr,
+            tattr,
+            inherit,
+            flags | CREATE_SUSPENDED,
+            env,
+            cwd,
+            si,
+            pi,
+        )
+    };
+    if ok == FALSE || pi.is_null() {
+        return ok;
+    }
+    // SAFETY: PROCESS_INFORMATION { hProcess, hThread, dwProcessId, dwThreadId }: the first
+    // two are handles, read after the call filled them.
+    let (process, thread) = unsafe { ((*pi)[0] as HANDLE, (*pi)[1] as HANDLE) };
+    if let Err(e) = inject(process, &own_dlls()) {
+        warn(&format!("a child runs without the DFS: {e}"));
+    }
+    if flags & CREATE_SUSPENDED == 0 {
+        // SAFETY: the child's main thread, suspended above.
+        unsafe { windows_sys::Win32::System::Threading::ResumeThread(thread) };
+    }
+    ok
 }

@@ -34,7 +34,10 @@ fn run(args: Vec<String>) -> Result<u32, (i32, String)> {
     let mut positional = Vec::new();
     let mut program = Vec::new();
     while let Some(a) = it.next() {
-        let mut value = |name: &str| it.next().ok_or_else(|| usage(&format!("{name} needs a value")));
+        let mut value = |name: &str| {
+            it.next()
+                .ok_or_else(|| usage(&format!("{name} needs a value")))
+        };
         match a.as_str() {
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -52,8 +55,8 @@ fn run(args: Vec<String>) -> Result<u32, (i32, String)> {
             _ => positional.push(a),
         }
     }
-    let [addr, prefix] = <[String; 2]>::try_from(positional)
-        .map_err(|_| usage("ADDR and PREFIX are needed"))?;
+    let [addr, prefix] =
+        <[String; 2]>::try_from(positional).map_err(|_| usage("ADDR and PREFIX are needed"))?;
     Prefix::parse(&prefix).map_err(|e| usage(&e))?;
     if program.is_empty() {
         return Err(usage("no PROGRAM after --"));
@@ -68,7 +71,10 @@ fn run(args: Vec<String>) -> Result<u32, (i32, String)> {
         .ok_or((1, "cannot tell where dfs-run is".to_string()))?;
     let dll = here.join("kernel32_shim.dll");
     if !dll.exists() {
-        return Err((1, format!("{} is missing (it comes beside dfs-run.exe)", dll.display())));
+        return Err((
+            1,
+            format!("{} is missing (it comes beside dfs-run.exe)", dll.display()),
+        ));
     }
     // Rust's std on Wine 8.0 needs `ProcessPrng`, which a stub beside the launcher provides:
     // loaded first, it is the one the shim's imports bind to.
@@ -78,7 +84,11 @@ fn run(args: Vec<String>) -> Result<u32, (i32, String)> {
         dlls.push(stub);
     }
     dlls.push(dll);
-    let line = program.iter().map(|a| quote(a)).collect::<Vec<_>>().join(" ");
+    let line = program
+        .iter()
+        .map(|a| quote(a))
+        .collect::<Vec<_>>()
+        .join(" ");
     super::ffi::spawn_with(&line, &dlls).map_err(|e| (1, format!("{}: {e}", program[0])))
 }
 

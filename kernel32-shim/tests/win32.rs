@@ -445,3 +445,33 @@ fn a_server_that_dies_fails_the_call_and_loses_nothing_written_before() {
     assert_eq!(on_disk.len(), 256 << 10);
     assert!(on_disk.iter().all(|&b| b == 7));
 }
+
+#[test]
+fn large_reads_and_writes_in_parts_land_exactly() {
+    let s = setup();
+    let fs = &s.fs;
+    let p = comps(fs, r"M:\big");
+    let body: Vec<u8> = (0..(3 << 20) + 12_345u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let c = fs.create_file(&p, params(RW, 0, CREATE_NEW)).unwrap();
+    // 3 MiB and a bit in one WriteFile: four parts at once, the last short.
+    assert_eq!(fs.write(&c.file, &body, None).unwrap(), body.len());
+    assert_eq!(c.file.position(), body.len() as u64);
+    assert_eq!(std::fs::read(export(&s).join("big")).unwrap(), body);
+    // Reads in parts from odd offsets, across the end of the file and past it.
+    for (at, len) in [
+        (0usize, 2 << 20),
+        (4097, 1 << 20),
+        (body.len() - 700_000, 2 << 20),
+        (body.len() - 10, 1 << 20),
+        (body.len(), 1 << 20),
+    ] {
+        let mut buf = vec![0u8; len];
+        let n = fs.read(&c.file, &mut buf, Some(at as u64)).unwrap();
+        let want = &body[at..(at + len).min(body.len())];
+        assert_eq!(n, want.len(), "at {at}");
+        assert!(buf[..n] == *want, "bytes at {at}");
+        assert_eq!(c.file.position(), (at + n) as u64);
+    }
+}

@@ -21,3 +21,7 @@ src=winsock-wrapper/tests/c/wsping.c
 x86_64-w64-mingw32-gcc -O2 -Wall -Werror -o "$out/wsping/wsping.exe" "$src" -lws2_32
 x86_64-w64-mingw32-gcc -O2 -Wall -Werror -DWSOCK32 -o "$out/wsping/wsping32.exe" "$src" -lwsock32
 cc -O2 -Wall -Werror -o "$out/wsping/wsping" "$src"
+# kernel32-shim's Windows face: the DLL, its launcher dfs-run.exe and the std::fs program
+# its Wine tests (kernel32-shim/tests/wine.rs) run.
+cargo clippy --target "$target" -p kernel32-shim --lib --bins --example std_fs -- -D warnings
+cargo build --target "$target" -p kernel32-shim --lib --bins --example std_fs

@@ -36,8 +36,12 @@ stub="$wine_dir/bcryptprimitives.dll"
         # would ask to download them.
         WINEDLLOVERRIDES="mscoree,mshtml=" "$wine64" wineboot -i >/dev/null 2>&1
     fi
-    dir="$(dirname "$exe")"
-    cmp -s "$stub" "$dir/bcryptprimitives.dll" || cp -f "$stub" "$dir/bcryptprimitives.dll"
+    # Beside a program of ours (a Unix path); a Windows path (C:\windows\...) is Wine's own
+    # program, which needs no stub.
+    if [ -f "$exe" ]; then
+        dir="$(dirname "$exe")"
+        cmp -s "$stub" "$dir/bcryptprimitives.dll" || cp -f "$stub" "$dir/bcryptprimitives.dll"
+    fi
 ) 9>"$wine_dir/.lock"
 
 export WINEDLLOVERRIDES="bcryptprimitives=n,b${WINEDLLOVERRIDES:+;$WINEDLLOVERRIDES}"

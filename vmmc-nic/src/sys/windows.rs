@@ -25,6 +25,9 @@ use windows_sys::Win32::System::Memory::{
 };
 use windows_sys::Win32::System::SystemInformation::{GetSystemInfo, SYSTEM_INFO};
 
+/// `MSG_WAITALL`: a receive returns when its buffer is full (or the stream ends, or fails).
+const MSG_WAITALL_: i32 = 0x8;
+
 use super::{check_mirror, SharedBytes, SharedBytesMut};
 use crate::span::{check_region_len, Span};
 
@@ -252,7 +255,9 @@ impl Region {
                     sock.as_raw_socket() as SOCKET,
                     self.ptr.as_ptr().add(span.offset() + done),
                     want,
-                    0,
+                    // The whole payload in one call: each call that finds too little waits
+                    // once, and under Wine every wait is a round trip to its server.
+                    MSG_WAITALL_,
                 )
             };
             match n {

@@ -1,0 +1,113 @@
+//! The Win32 values the Windows face speaks: access rights, share modes, dispositions,
+//! attributes and error codes, as `windows.h` defines them. Kept here (and not taken from
+//! `windows-sys`) so that the Win32 semantics build and are tested on Linux too.
+
+/// `GENERIC_READ`.
+pub const GENERIC_READ: u32 = 0x8000_0000;
+/// `GENERIC_WRITE`.
+pub const GENERIC_WRITE: u32 = 0x4000_0000;
+/// `GENERIC_EXECUTE`.
+pub const GENERIC_EXECUTE: u32 = 0x2000_0000;
+/// `GENERIC_ALL`.
+pub const GENERIC_ALL: u32 = 0x1000_0000;
+/// `MAXIMUM_ALLOWED`.
+pub const MAXIMUM_ALLOWED: u32 = 0x0200_0000;
+/// `FILE_READ_DATA` (`FILE_LIST_DIRECTORY` on a directory).
+pub const FILE_READ_DATA: u32 = 0x1;
+/// `FILE_WRITE_DATA`.
+pub const FILE_WRITE_DATA: u32 = 0x2;
+/// `FILE_APPEND_DATA`.
+pub const FILE_APPEND_DATA: u32 = 0x4;
+/// `DELETE`.
+pub const DELETE: u32 = 0x1_0000;
+
+/// `FILE_SHARE_READ`.
+pub const FILE_SHARE_READ: u32 = 0x1;
+/// `FILE_SHARE_WRITE`.
+pub const FILE_SHARE_WRITE: u32 = 0x2;
+/// `FILE_SHARE_DELETE`.
+pub const FILE_SHARE_DELETE: u32 = 0x4;
+
+/// `CREATE_NEW`.
+pub const CREATE_NEW: u32 = 1;
+/// `CREATE_ALWAYS`.
+pub const CREATE_ALWAYS: u32 = 2;
+/// `OPEN_EXISTING`.
+pub const OPEN_EXISTING: u32 = 3;
+/// `OPEN_ALWAYS`.
+pub const OPEN_ALWAYS: u32 = 4;
+/// `TRUNCATE_EXISTING`.
+pub const TRUNCATE_EXISTING: u32 = 5;
+
+/// `FILE_ATTRIBUTE_READONLY`.
+pub const FILE_ATTRIBUTE_READONLY: u32 = 0x1;
+/// `FILE_ATTRIBUTE_HIDDEN`.
+pub const FILE_ATTRIBUTE_HIDDEN: u32 = 0x2;
+/// `FILE_ATTRIBUTE_DIRECTORY`.
+pub const FILE_ATTRIBUTE_DIRECTORY: u32 = 0x10;
+/// `FILE_ATTRIBUTE_ARCHIVE`.
+pub const FILE_ATTRIBUTE_ARCHIVE: u32 = 0x20;
+/// `FILE_ATTRIBUTE_NORMAL`.
+pub const FILE_ATTRIBUTE_NORMAL: u32 = 0x80;
+/// `INVALID_FILE_ATTRIBUTES`.
+pub const INVALID_FILE_ATTRIBUTES: u32 = u32::MAX;
+
+/// `FILE_FLAG_WRITE_THROUGH`.
+pub const FILE_FLAG_WRITE_THROUGH: u32 = 0x8000_0000;
+/// `FILE_FLAG_OVERLAPPED`.
+pub const FILE_FLAG_OVERLAPPED: u32 = 0x4000_0000;
+/// `FILE_FLAG_BACKUP_SEMANTICS` (needed to open a directory).
+pub const FILE_FLAG_BACKUP_SEMANTICS: u32 = 0x0200_0000;
+/// `FILE_FLAG_DELETE_ON_CLOSE`.
+pub const FILE_FLAG_DELETE_ON_CLOSE: u32 = 0x0400_0000;
+/// `FILE_FLAG_OPEN_REPARSE_POINT`.
+pub const FILE_FLAG_OPEN_REPARSE_POINT: u32 = 0x0020_0000;
+
+/// `FILE_BEGIN`.
+pub const FILE_BEGIN: u32 = 0;
+/// `FILE_CURRENT`.
+pub const FILE_CURRENT: u32 = 1;
+/// `FILE_END`.
+pub const FILE_END: u32 = 2;
+
+/// `MOVEFILE_REPLACE_EXISTING`.
+pub const MOVEFILE_REPLACE_EXISTING: u32 = 0x1;
+/// `MOVEFILE_COPY_ALLOWED`.
+pub const MOVEFILE_COPY_ALLOWED: u32 = 0x2;
+
+/// `ERROR_SUCCESS`.
+pub const ERROR_SUCCESS: u32 = 0;
+/// `ERROR_INVALID_FUNCTION`.
+pub const ERROR_INVALID_FUNCTION: u32 = 1;
+/// `ERROR_FILE_NOT_FOUND`.
+pub const ERROR_FILE_NOT_FOUND: u32 = 2;
+/// `ERROR_PATH_NOT_FOUND`.
+pub const ERROR_PATH_NOT_FOUND: u32 = 3;
+/// `ERROR_ACCESS_DENIED`.
+pub const ERROR_ACCESS_DENIED: u32 = 5;
+/// `ERROR_INVALID_HANDLE`.
+pub const ERROR_INVALID_HANDLE: u32 = 6;
+/// `ERROR_NOT_SAME_DEVICE`.
+pub const ERROR_NOT_SAME_DEVICE: u32 = 17;
+/// `ERROR_NO_MORE_FILES`.
+pub const ERROR_NO_MORE_FILES: u32 = 18;
+/// `ERROR_SHARING_VIOLATION`.
+pub const ERROR_SHARING_VIOLATION: u32 = 32;
+/// `ERROR_HANDLE_EOF`.
+pub const ERROR_HANDLE_EOF: u32 = 38;
+/// `ERROR_NOT_SUPPORTED`.
+pub const ERROR_NOT_SUPPORTED: u32 = 50;
+/// `ERROR_FILE_EXISTS`.
+pub const ERROR_FILE_EXISTS: u32 = 80;
+/// `ERROR_INVALID_PARAMETER`.
+pub const ERROR_INVALID_PARAMETER: u32 = 87;
+/// `ERROR_INSUFFICIENT_BUFFER`.
+pub const ERROR_INSUFFICIENT_BUFFER: u32 = 122;
+/// `ERROR_NEGATIVE_SEEK`.
+pub const ERROR_NEGATIVE_SEEK: u32 = 131;
+/// `ERROR_DIR_NOT_EMPTY`.
+pub const ERROR_DIR_NOT_EMPTY: u32 = 145;
+/// `ERROR_ALREADY_EXISTS`.
+pub const ERROR_ALREADY_EXISTS: u32 = 183;
+/// `ERROR_DIRECTORY` (the directory name is invalid: not a directory).
+pub const ERROR_DIRECTORY: u32 = 267;

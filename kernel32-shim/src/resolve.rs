@@ -76,7 +76,6 @@ pub struct Found {
 
 /// Where a path leads.
 #[derive(Clone, Debug)]
-#[allow(clippy::large_enum_variant)] // one per path walk, never stored in bulk
 pub enum Walk {
     /// Out of the DFS (by `..` or a link): this absolute local path, for the program's own
     /// file system.

@@ -84,7 +84,6 @@ pub struct Found {
 // allocation on every path call to save a move of a few hundred bytes.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
-#[allow(clippy::large_enum_variant)] // one per path walk, never stored in bulk
 pub enum Walk {
     /// Out of the DFS (by `..` or a link): this absolute local path, for the program's own
     /// file system.

@@ -355,7 +355,7 @@ fn directories_and_searches() {
     assert_eq!(rest, ["one.txt", "three.log", "two.txt"]);
     assert_eq!(f.next_entry().unwrap_err(), ERROR_NO_MORE_FILES);
     let mut f = fs.find_first(&d, "*.TXT").unwrap();
-    let mut txt = vec![f.next_entry().unwrap(), f.next_entry().unwrap()];
+    let mut txt = [f.next_entry().unwrap(), f.next_entry().unwrap()];
     txt.sort_by(|a, b| a.name.cmp(&b.name));
     assert_eq!(txt[0].name, "one.txt");
     assert_eq!(txt[0].info.size, 7);

@@ -68,6 +68,7 @@ impl Prefix {
     /// system's call serves it); an `Err` is a DFS path with a name Win32 refuses.
     pub fn components(&self, path: &[u16]) -> Option<Result<Vec<String>, u32>> {
         let path = strip_verbatim(path);
+        let path = &path[..];
         let rest = match self {
             Prefix::Drive(d) => {
                 if path.len() < 2 || upper(path[0]) != *d || path[1] != b':' as u16 {
@@ -136,19 +137,22 @@ fn trim_dots_and_spaces(c: &[u16]) -> &[u16] {
     &c[..end]
 }
 
-fn strip_verbatim(p: &[u16]) -> &[u16] {
+/// `p` without a `\\?\` or `\\.\` prefix; `\\?\UNC\server\share` becomes
+/// `\\server\share`.
+fn strip_verbatim(p: &[u16]) -> std::borrow::Cow<'_, [u16]> {
     let verbatim: Vec<u16> = r"\\?\".encode_utf16().collect();
     let device: Vec<u16> = r"\\.\".encode_utf16().collect();
-    if p.starts_with(&verbatim) || p.starts_with(&device) {
-        let rest = &p[4..];
-        // `\\?\UNC\server\share` is `\\server\share`; the caller matches from the `\\`.
-        let unc: Vec<u16> = r"UNC\".encode_utf16().collect();
-        if rest.len() >= 4 && rest[..4].iter().map(|&c| upper(c)).eq(unc.iter().copied()) {
-            return &p[6..];
-        }
-        return rest;
+    if !(p.starts_with(&verbatim) || p.starts_with(&device)) {
+        return p.into();
     }
-    p
+    let rest = &p[4..];
+    let unc: Vec<u16> = r"UNC\".encode_utf16().collect();
+    if rest.len() >= 4 && rest[..4].iter().map(|&c| upper(c)).eq(unc.iter().copied()) {
+        let mut v = vec![b'\\' as u16, b'\\' as u16];
+        v.extend_from_slice(&rest[4..]);
+        return v.into();
+    }
+    rest.into()
 }
 
 /// Whether `c` separates components.

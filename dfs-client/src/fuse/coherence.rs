@@ -148,8 +148,10 @@ impl Coherence {
         }
     }
 
-    /// Forgets every attribute kept.
+    /// Forgets every attribute kept, and makes replies to requests that left before keep
+    /// nothing (as [`Coherence::changed`] does for some nodes).
     fn clear(&self) {
+        self.local.fetch_add(1, Ordering::AcqRel);
         self.attrs().clear();
     }
 
@@ -301,13 +303,20 @@ impl Worker {
 
     /// Drops what `n` names from the kernel's caches. Fails only if the kernel's end of the
     /// mount is gone.
+    ///
+    /// The order matters. What this client kept is forgotten first (which also makes replies
+    /// to requests that left before keep nothing), then the notice is counted (which waits
+    /// for replies being handed to the kernel under the old count, and gives later ones short
+    /// times unless their request left after it), and only then is the kernel told to drop
+    /// what it holds. Counted first, a request could take the new count, find the old
+    /// attributes still kept, and hand them to the kernel for a minute after it dropped them.
     fn apply(&self, n: &Notice, k: &Notifier) -> Result<(), ()> {
-        self.coherence.advance(None);
         if n.everything {
             self.drop_all(k);
             return Ok(());
         }
         let c = &self.coherence;
+        let mut entries = Vec::new();
         for (dir, name) in &n.entries {
             if let Some(d) = self.nodes.peek_ino(*dir) {
                 // The file it named changed too (a link count, a change time).
@@ -317,23 +326,33 @@ impl Worker {
                 c.changed(&[d]);
                 self.nodes.unknown_listing(d);
                 self.nodes.unnamed(d, name.as_bytes());
-                gone(k.inval_entry(INodeNo(d), OsStr::from_bytes(name.as_bytes())))?;
+                entries.push((d, name));
             }
         }
+        let mut inodes = Vec::new();
         for ino in &n.inodes {
             if let Some(id) = self.nodes.peek_ino(*ino) {
                 c.changed(&[id]);
                 self.nodes.unknown_listing(id);
-                gone(k.inval_inode(INodeNo(id), 0, 0))?;
+                inodes.push(id);
             }
+        }
+        c.advance(None);
+        for (d, name) in entries {
+            gone(k.inval_entry(INodeNo(d), OsStr::from_bytes(name.as_bytes())))?;
+        }
+        for id in inodes {
+            gone(k.inval_inode(INodeNo(id), 0, 0))?;
         }
         Ok(())
     }
 
     /// Drops every name and every node's attributes and pages from the kernel's caches.
     fn drop_all(&self, k: &Notifier) {
+        // In the order `apply` explains.
         self.coherence.clear();
         self.nodes.unknown_listings();
+        self.coherence.advance(None);
         let (ids, names) = self.nodes.all();
         for (parent, name) in names {
             let _ = k.inval_entry(INodeNo(parent), OsStr::from_bytes(&name));

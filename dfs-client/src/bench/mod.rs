@@ -245,7 +245,11 @@ fn run_targets(o: &BenchOptions) -> Result<Report, String> {
     targets::make_secret(&secret)?;
     let pid = std::process::id();
     let library = crate::preload::library();
-    let n_targets = 3 + usize::from(library.is_ok()) + usize::from(o.variants) * 2 + usize::from(o.with_sshfs) + o.extra.len();
+    let n_targets = 3
+        + usize::from(library.is_ok())
+        + usize::from(o.variants) * 2
+        + usize::from(o.with_sshfs)
+        + o.extra.len();
     let mut shown = Shown::new(o.progress, o.rounds * workloads.len() * n_targets);
     // Declared after `targets`, so dropped before them: the workloads are out of the mounts
     // before the teardown starts.

@@ -547,6 +547,13 @@ impl Dfs {
             let chunk = &data[done..(done + MAX_DATA).min(data.len())];
             let at = offset.checked_add(done as u64).ok_or(crate::errno::EFBIG)?;
             match client.write(creds, handle, open, at, append, chunk) {
+                // A server that says it wrote more than it was sent is not believed.
+                Ok((n, _)) if n as usize > chunk.len() => {
+                    if done > 0 {
+                        break;
+                    }
+                    return Err(Errno::EIO);
+                }
                 Ok((n, a)) => {
                     done += n as usize;
                     attr = Some(a);

@@ -383,6 +383,74 @@ impl Dfs {
         self.client(f.mount, creds)?.getattr(creds, &e.handle, None)
     }
 
+    /// The usual case of an open that creates: the file is new. It is made in its
+    /// directory at once (`O_EXCL` on the server), without first looking up the name only
+    /// to find it missing: one round trip, not two. `None` when that does not apply or the
+    /// name exists (then [`Dfs::open`] walks to it as usual: an existing file, a symbolic
+    /// link to follow).
+    fn create_new(
+        &self,
+        creds: &Creds,
+        at: At<'_>,
+        path: &[u8],
+        how: &OpenHow,
+    ) -> Result<Option<Outcome<Opened>>, Errno> {
+        if !how.create || how.directory || how.path_only || path.ends_with(b"/") {
+            return Ok(None);
+        }
+        let (dir_path, last): (&[u8], &[u8]) = match path.iter().rposition(|&b| b == b'/') {
+            Some(0) => (b"/", &path[1..]),
+            Some(i) => (&path[..i], &path[i + 1..]),
+            None => (b".", path),
+        };
+        if last.is_empty() || last == b"." || last == b".." {
+            return Ok(None);
+        }
+        let Ok(name) = Name::new(last) else {
+            return Ok(None);
+        };
+        let dir_last = Last {
+            follow: true,
+            dir: true,
+        };
+        let d = match self.resolve(creds, at, dir_path, dir_last) {
+            Ok(Walk::Dfs(d)) => d,
+            // Out of the DFS, or a directory that is not there: the usual walk says so.
+            _ => return Ok(None),
+        };
+        let Ok(dir) = &d.node else { return Ok(None) };
+        let client = self.client(d.mount, creds)?;
+        let flags = OpenFlags {
+            read: how.read,
+            write: how.write,
+            append: how.append,
+            truncate: false,
+            exclusive: true,
+            sync: how.sync,
+        };
+        match client.create(creds, &dir.handle, &name, how.mode, flags) {
+            Ok((entry, open)) => {
+                let mut rest = d.rest.clone();
+                rest.push(last.to_vec());
+                let full = self
+                    .router
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .path_of(d.mount, &rest);
+                Ok(Some(Outcome::Dfs(Opened {
+                    mount: d.mount,
+                    kind: Kind::File,
+                    entry,
+                    open: Some(open),
+                    path: full,
+                    created: true,
+                })))
+            }
+            Err(e) if e == Errno::EEXIST && !how.exclusive => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Opens `path` from `at`.
     pub fn open(
         &self,
@@ -391,6 +459,9 @@ impl Dfs {
         path: &[u8],
         how: &OpenHow,
     ) -> Result<Outcome<Opened>, Errno> {
+        if let Some(made) = self.create_new(creds, at, path, how)? {
+            return Ok(made);
+        }
         let last = Last {
             follow: !(how.nofollow || how.create && how.exclusive),
             dir: false,

@@ -27,6 +27,9 @@ use dfs_proto::Errno;
 use vmmc_sockets::SharedBytes;
 
 use crate::dircache::DirCache;
+
+/// Reads of at least this many bytes go as two requests in flight (see `Dfs::read_pair`).
+const PAIR_MIN: usize = 256 << 10;
 use crate::path::{self, Cwd, MountId, Route, Router};
 use crate::resolve::{self, Found, Last, Namespace, Start, Walk};
 use crate::table::Kind;
@@ -573,6 +576,15 @@ impl Dfs {
     ) -> Result<usize, Errno> {
         let client = self.client(mount, creds)?;
         let mut done = 0usize;
+        // A large read goes as two halves in flight at once (see `read_pair`); the rest, and
+        // whatever follows a failure there, one request at a time.
+        if len - done >= PAIR_MIN {
+            match self.read_pair(&client, creds, handle, open, offset, len, &mut sink) {
+                Ok((n, true)) => return Ok(n),
+                Ok((n, false)) => done = n,
+                Err(_) => {}
+            }
+        }
         while done < len {
             let want = (len - done).min(MAX_DATA) as u32;
             let at = offset
@@ -596,6 +608,54 @@ impl Dfs {
             }
         }
         Ok(done)
+    }
+
+    /// The first up to 2 MiB of a read as two requests on two connections, both sent before
+    /// either reply is taken: the server `pread`s the second half into its ring while this
+    /// side copies the first out of its own, so the two copies of every byte (the server's
+    /// and ours) overlap instead of taking turns. Returns the bytes read and whether the
+    /// read is over (short, or at the end of the file).
+    #[allow(clippy::too_many_arguments)]
+    fn read_pair(
+        &self,
+        client: &Client,
+        creds: &Creds,
+        handle: &FileHandle,
+        open: Option<OpenId>,
+        offset: u64,
+        len: usize,
+        sink: &mut impl FnMut(usize, SharedBytes<'_>),
+    ) -> Result<(usize, bool), Errno> {
+        let total = len.min(2 * MAX_DATA);
+        // The first half ends on a page, so the server's reads stay aligned.
+        let first = (total / 2) & !4095;
+        let second = total - first;
+        let at2 = offset
+            .checked_add(first as u64)
+            .ok_or(crate::errno::EOVERFLOW)?;
+        let mut got = [0usize; 2];
+        let mut over = false;
+        client.read_pair_with(
+            creds,
+            handle,
+            open,
+            [(offset, first as u32), (at2, second as u32)],
+            |i, data, eof| {
+                if i == 1 && over {
+                    // The file ended in the first half: what the second saw is not ours.
+                    return;
+                }
+                let want = if i == 0 { first } else { second };
+                let n = data.len();
+                sink(if i == 0 { 0 } else { first }, data);
+                got[i] = n;
+                if eof || n < want {
+                    over = true;
+                }
+            },
+        )?;
+        let n = got[0] + if got[0] == first { got[1] } else { 0 };
+        Ok((n, over || n == len))
     }
 
     /// Writes `data` at `offset` (at the end if `append`); returns the bytes written and the

@@ -362,6 +362,57 @@ impl Client {
         })?
     }
 
+    /// Two reads at once, on two connections: `parts[1]` is sent before `parts[0]`'s reply
+    /// is taken, so the server reads it while `f` copies out the first. `f` gets each part's
+    /// index, bytes (in place) and end-of-file flag, in order; a part after one that came
+    /// back short or at the end of the file is still handed over (empty, or whatever the
+    /// file grew by meanwhile) for the caller to ignore. No retry: on an error the caller
+    /// reads the rest with [`Client::read_with`], which retries.
+    pub fn read_pair_with(
+        &self,
+        creds: &Creds,
+        handle: &FileHandle,
+        open: Option<OpenId>,
+        parts: [(u64, u32); 2],
+        mut f: impl FnMut(usize, SharedBytes<'_>, bool),
+    ) -> Result<(), Errno> {
+        let fail = |e: CallError| e.errno();
+        let (mut a, _) = self.take().map_err(|_| Errno::ENOTCONN)?;
+        let (mut b, _) = match self.take() {
+            Ok(c) => c,
+            Err(_) => {
+                self.put(a);
+                return Err(Errno::ENOTCONN);
+            }
+        };
+        let ra = a.start_read(creds, handle.clone(), open, parts[0].0, parts[0].1);
+        let rb = b.start_read(creds, handle.clone(), open, parts[1].0, parts[1].1);
+        let mut take = |c: &mut Connection, started, i: usize| -> Result<(), Errno> {
+            c.finish_read(started, |reply, data| match reply.result {
+                Ok(Body::Read { eof }) => {
+                    f(i, data, eof);
+                    Ok(())
+                }
+                Ok(body) => Err(unexpected(body)),
+                Err(e) => Err(e),
+            })
+            .map_err(fail)?
+        };
+        let first = match ra {
+            Ok(s) => take(&mut a, s, 0),
+            Err(e) => Err(fail(e)),
+        };
+        // The second reply is taken even after the first failed: the connection must not be
+        // left with a reply nobody read.
+        let second = match rb {
+            Ok(s) => take(&mut b, s, 1),
+            Err(e) => Err(fail(e)),
+        };
+        self.put(a);
+        self.put(b);
+        first.and(second)
+    }
+
     /// Reads into a new vector (a copy; [`Client::read_with`] avoids it).
     pub fn read(
         &self,

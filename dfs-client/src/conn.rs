@@ -327,6 +327,61 @@ impl Connection {
         })
     }
 
+    /// Sends a read and returns at once; [`Connection::finish_read`] takes its reply. Two
+    /// connections can each have one in flight, so that the server reads the second part of
+    /// a large read while the caller copies out the first. Not on the copy path.
+    pub fn start_read(
+        &mut self,
+        creds: &Creds,
+        handle: FileHandle,
+        open: Option<OpenId>,
+        offset: u64,
+        len: u32,
+    ) -> Result<StartedRead, CallError> {
+        self.check()?;
+        if self.copy_path {
+            return Err(CallError::NotSent(io::Error::new(
+                ErrorKind::Unsupported,
+                "reads in flight need the pointer path",
+            )));
+        }
+        let id = self.ids.next();
+        let req = Request {
+            id,
+            creds: creds.clone(),
+            op: Op::Read {
+                handle,
+                open,
+                offset,
+                len,
+            },
+        };
+        if let Err(e) = send(&self.stream, &req, &[]) {
+            return self.fail(not_sent(e));
+        }
+        Ok(StartedRead { id, len })
+    }
+
+    /// The reply to a read [`Connection::start_read`] sent, handed to `f` in place as
+    /// [`Connection::read_in_place`] does.
+    pub fn finish_read<R>(
+        &mut self,
+        started: StartedRead,
+        f: impl FnOnce(Reply, SharedBytes<'_>) -> R,
+    ) -> Result<R, CallError> {
+        let len = started.len;
+        recv_reply(&self.stream, started.id, |reply, data| {
+            if data.len() > len as usize {
+                return Err(CallError::Protocol(format!(
+                    "the server answered a read of {len} bytes with {}",
+                    data.len()
+                )));
+            }
+            Ok(f(reply, data))
+        })
+        .or_else(|e| self.fail(e))
+    }
+
     /// One request and its reply, whose data part `f` gets in place (or, on the copy path,
     /// from a buffer). A failure breaks the connection.
     fn exchange<R>(
@@ -353,6 +408,15 @@ impl Connection {
         }
         recv_reply(&self.stream, id, f).or_else(|e| self.fail(e))
     }
+}
+
+/// A read in flight on a connection (see [`Connection::start_read`]); its reply must be
+/// taken before the connection is used for anything else.
+#[derive(Debug)]
+#[must_use]
+pub struct StartedRead {
+    id: u64,
+    len: u32,
 }
 
 /// How long [`Notices::next`] waits before it says there was nothing.

@@ -27,6 +27,9 @@ use dfs_proto::Errno;
 use vmmc_sockets::SharedBytes;
 
 use crate::dircache::DirCache;
+
+/// Reads of at least this many bytes go as two requests in flight (see `Dfs::read_pair`).
+const PAIR_MIN: usize = 256 << 10;
 use crate::path::{self, Cwd, MountId, Route, Router};
 use crate::resolve::{self, Found, Last, Namespace, Start, Walk};
 use crate::table::Kind;
@@ -383,6 +386,74 @@ impl Dfs {
         self.client(f.mount, creds)?.getattr(creds, &e.handle, None)
     }
 
+    /// The usual case of an open that creates: the file is new. It is made in its
+    /// directory at once (`O_EXCL` on the server), without first looking up the name only
+    /// to find it missing: one round trip, not two. `None` when that does not apply or the
+    /// name exists (then [`Dfs::open`] walks to it as usual: an existing file, a symbolic
+    /// link to follow).
+    fn create_new(
+        &self,
+        creds: &Creds,
+        at: At<'_>,
+        path: &[u8],
+        how: &OpenHow,
+    ) -> Result<Option<Outcome<Opened>>, Errno> {
+        if !how.create || how.directory || how.path_only || path.ends_with(b"/") {
+            return Ok(None);
+        }
+        let (dir_path, last): (&[u8], &[u8]) = match path.iter().rposition(|&b| b == b'/') {
+            Some(0) => (b"/", &path[1..]),
+            Some(i) => (&path[..i], &path[i + 1..]),
+            None => (b".", path),
+        };
+        if last.is_empty() || last == b"." || last == b".." {
+            return Ok(None);
+        }
+        let Ok(name) = Name::new(last) else {
+            return Ok(None);
+        };
+        let dir_last = Last {
+            follow: true,
+            dir: true,
+        };
+        let d = match self.resolve(creds, at, dir_path, dir_last) {
+            Ok(Walk::Dfs(d)) => d,
+            // Out of the DFS, or a directory that is not there: the usual walk says so.
+            _ => return Ok(None),
+        };
+        let Ok(dir) = &d.node else { return Ok(None) };
+        let client = self.client(d.mount, creds)?;
+        let flags = OpenFlags {
+            read: how.read,
+            write: how.write,
+            append: how.append,
+            truncate: false,
+            exclusive: true,
+            sync: how.sync,
+        };
+        match client.create(creds, &dir.handle, &name, how.mode, flags) {
+            Ok((entry, open)) => {
+                let mut rest = d.rest.clone();
+                rest.push(last.to_vec());
+                let full = self
+                    .router
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .path_of(d.mount, &rest);
+                Ok(Some(Outcome::Dfs(Opened {
+                    mount: d.mount,
+                    kind: Kind::File,
+                    entry,
+                    open: Some(open),
+                    path: full,
+                    created: true,
+                })))
+            }
+            Err(e) if e == Errno::EEXIST && !how.exclusive => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Opens `path` from `at`.
     pub fn open(
         &self,
@@ -391,6 +462,9 @@ impl Dfs {
         path: &[u8],
         how: &OpenHow,
     ) -> Result<Outcome<Opened>, Errno> {
+        if let Some(made) = self.create_new(creds, at, path, how)? {
+            return Ok(made);
+        }
         let last = Last {
             follow: !(how.nofollow || how.create && how.exclusive),
             dir: false,
@@ -502,6 +576,15 @@ impl Dfs {
     ) -> Result<usize, Errno> {
         let client = self.client(mount, creds)?;
         let mut done = 0usize;
+        // A large read goes as two halves in flight at once (see `read_pair`); the rest, and
+        // whatever follows a failure there, one request at a time.
+        if len - done >= PAIR_MIN {
+            match self.read_pair(&client, creds, handle, open, offset, len, &mut sink) {
+                Ok((n, true)) => return Ok(n),
+                Ok((n, false)) => done = n,
+                Err(_) => {}
+            }
+        }
         while done < len {
             let want = (len - done).min(MAX_DATA) as u32;
             let at = offset
@@ -527,6 +610,54 @@ impl Dfs {
         Ok(done)
     }
 
+    /// The first up to 2 MiB of a read as two requests on two connections, both sent before
+    /// either reply is taken: the server `pread`s the second half into its ring while this
+    /// side copies the first out of its own, so the two copies of every byte (the server's
+    /// and ours) overlap instead of taking turns. Returns the bytes read and whether the
+    /// read is over (short, or at the end of the file).
+    #[allow(clippy::too_many_arguments)]
+    fn read_pair(
+        &self,
+        client: &Client,
+        creds: &Creds,
+        handle: &FileHandle,
+        open: Option<OpenId>,
+        offset: u64,
+        len: usize,
+        sink: &mut impl FnMut(usize, SharedBytes<'_>),
+    ) -> Result<(usize, bool), Errno> {
+        let total = len.min(2 * MAX_DATA);
+        // The first half ends on a page, so the server's reads stay aligned.
+        let first = (total / 2) & !4095;
+        let second = total - first;
+        let at2 = offset
+            .checked_add(first as u64)
+            .ok_or(crate::errno::EOVERFLOW)?;
+        let mut got = [0usize; 2];
+        let mut over = false;
+        client.read_pair_with(
+            creds,
+            handle,
+            open,
+            [(offset, first as u32), (at2, second as u32)],
+            |i, data, eof| {
+                if i == 1 && over {
+                    // The file ended in the first half: what the second saw is not ours.
+                    return;
+                }
+                let want = if i == 0 { first } else { second };
+                let n = data.len();
+                sink(if i == 0 { 0 } else { first }, data);
+                got[i] = n;
+                if eof || n < want {
+                    over = true;
+                }
+            },
+        )?;
+        let n = got[0] + if got[0] == first { got[1] } else { 0 };
+        Ok((n, over || n == len))
+    }
+
     /// Writes `data` at `offset` (at the end if `append`); returns the bytes written and the
     /// file's attributes after them.
     #[allow(clippy::too_many_arguments)]
@@ -547,6 +678,13 @@ impl Dfs {
             let chunk = &data[done..(done + MAX_DATA).min(data.len())];
             let at = offset.checked_add(done as u64).ok_or(crate::errno::EFBIG)?;
             match client.write(creds, handle, open, at, append, chunk) {
+                // A server that says it wrote more than it was sent is not believed.
+                Ok((n, _)) if n as usize > chunk.len() => {
+                    if done > 0 {
+                        break;
+                    }
+                    return Err(Errno::EIO);
+                }
                 Ok((n, a)) => {
                     done += n as usize;
                     attr = Some(a);

@@ -453,7 +453,9 @@ impl<'a> Table<'a> {
     /// deletion without tombstones).
     fn remove_bucket(&self, mut b: u32) {
         let mut j = b;
-        loop {
+        // At most once around: a table that other processes filled with garbage (no empty
+        // bucket anywhere) must not hold this one in a loop.
+        for _ in 0..self.holds {
             j = (j + 1) % self.holds;
             let (oj, vj) = self.hw(j);
             let o = oj.load(Ordering::Relaxed);
@@ -794,5 +796,22 @@ mod tests {
         r[base + S_LENS].store(40, Ordering::Relaxed);
         r[base + S_FLAGS].store(9 << 32, Ordering::Relaxed);
         assert_eq!(t.desc(id).unwrap_err(), EBADF);
+    }
+    #[test]
+    fn a_table_full_of_garbage_does_not_hang_or_panic() {
+        let r = region(4, 8);
+        let t = Table::attach(&r, 4, 8, [1; 16]).unwrap();
+        let handle = h(1);
+        let g = t.lock(1, |_| true);
+        let id = t.alloc(&g, 100, &new(&handle, b"/dfs/x")).unwrap();
+        // Another process scribbles every holding bucket and every slot word.
+        for w in &r[HEADER..] {
+            w.store(0xdead_beef_dead_beef, Ordering::Relaxed);
+        }
+        assert!(t.hold(&g, 100, id, -1).is_none());
+        assert!(t.desc(id).is_err());
+        assert!(t.drop_owner(&g, 100).is_empty());
+        assert!(t.gc(&g, 1_000_000, |_| false).len() <= 4);
+        let _ = t.alloc(&g, 100, &new(&handle, b"/dfs/y"));
     }
 }

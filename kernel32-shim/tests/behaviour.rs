@@ -275,3 +275,83 @@ PY
     );
     assert_eq!(ok(out, "the python script"), "old\nnew\nnewer\n");
 }
+
+#[test]
+fn large_reads_come_back_whole_at_every_size() {
+    let tmp = open_tempdir();
+    let bins = Bins::new();
+    let export = tmp.path().join("export");
+    std::fs::create_dir(&export).unwrap();
+    // Around the sizes where a read goes as two requests in flight, and where a file ends
+    // in the first half, in the second, or past both.
+    let sizes = [
+        (256 << 10) - 1,
+        256 << 10,
+        300 << 10,
+        1 << 20,
+        (1 << 20) + 4097,
+        (2 << 20) + 1,
+        5 << 20,
+    ];
+    for (i, n) in sizes.iter().enumerate() {
+        std::fs::write(
+            export.join(format!("f{i}")),
+            test_support::pattern(i as u64, 0, *n),
+        )
+        .unwrap();
+    }
+    let server = ServerProc::start(&export, &tmp.path().join("key"), &[]);
+    let out = script(
+        &bins,
+        None,
+        Some(&server.addr),
+        &[],
+        "/dfs",
+        r#"
+        python3 - <<'PY'
+import hashlib, os
+for i in range(7):
+    for bs in (4096, 256 << 10, 1 << 20, 3 << 20, 8 << 20):
+        for start in (0, 4095):
+            fd = os.open("/dfs/f%d" % i, os.O_RDONLY)
+            os.lseek(fd, start, 0)
+            h = hashlib.sha256()
+            while True:
+                b = os.read(fd, bs)
+                if not b:
+                    break
+                h.update(b)
+            os.close(fd)
+            print(i, bs, start, h.hexdigest())
+PY
+        "#,
+    );
+    let said = ok(out, "the reads");
+    use sha2_free::digest;
+    for line in said.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (i, start): (usize, usize) = (f[0].parse().unwrap(), f[2].parse().unwrap());
+        let data = std::fs::read(export.join(format!("f{i}"))).unwrap();
+        assert_eq!(f[3], digest(&data[start.min(data.len())..]), "{line}");
+    }
+    assert_eq!(said.lines().count(), 7 * 5 * 2);
+}
+
+/// sha256 by the system's `sha256sum`, so the test needs no hashing crate.
+mod sha2_free {
+    pub fn digest(data: &[u8]) -> String {
+        use std::io::Write;
+        let mut c = std::process::Command::new("sha256sum")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(data).unwrap();
+        let out = c.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }
+}

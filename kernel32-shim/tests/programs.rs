@@ -64,7 +64,18 @@ fn tree(dir: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// How the server is reached.
+enum Via {
+    Shm,
+    /// tcp on loopback, with a shared secret (`dfs run --secret`).
+    TcpWithSecret,
+}
+
 fn programs_match(user: Option<&TestUser>) {
+    programs_match_via(user, Via::Shm)
+}
+
+fn programs_match_via(user: Option<&TestUser>, via: Via) {
     let tmp = open_tempdir();
     let bins = Bins::new();
     let export = tmp.path().join("export");
@@ -77,14 +88,39 @@ fn programs_match(user: Option<&TestUser>) {
             nix::unistd::chown(d, Some(u.uid.into()), Some(u.gid.into())).unwrap();
         }
     }
-    let server = ServerProc::start(&export, &tmp.path().join("key"), &[]);
+    let secret = tmp.path().join("secret");
+    std::fs::write(&secret, "a-shared-secret-of-the-test-0123456789\n").unwrap();
+    let secret_s = secret.to_string_lossy().into_owned();
+    let (server, run_args) = match via {
+        Via::Shm => (
+            ServerProc::start(&export, &tmp.path().join("key"), &[]),
+            vec![],
+        ),
+        Via::TcpWithSecret => (
+            ServerProc::launch(
+                &[],
+                "tcp:127.0.0.1:0",
+                &export,
+                &tmp.path().join("key"),
+                &["--squash", "none", "--secret", &secret_s],
+            ),
+            vec!["--secret", secret_s.as_str()],
+        ),
+    };
     let local_dir = local.to_string_lossy().into_owned();
     let on_local = ok(
         script(&bins, user, None, &[], &local_dir, PROGRAMS),
         "on a local directory",
     );
     let on_dfs = ok(
-        script(&bins, user, Some(&server.addr), &[], "/dfs/w", PROGRAMS),
+        script(
+            &bins,
+            user,
+            Some(&server.addr),
+            &run_args,
+            "/dfs/w",
+            PROGRAMS,
+        ),
         "through the shim",
     );
     // Paths differ only in the directory's name.
@@ -117,4 +153,9 @@ fn programs_match_a_local_directory_as_root() {
 #[test]
 fn programs_match_a_local_directory_as_a_user() {
     programs_match(Some(&test_user("user")));
+}
+
+#[test]
+fn programs_match_a_local_directory_over_tcp_with_a_secret() {
+    programs_match_via(None, Via::TcpWithSecret);
 }

@@ -114,9 +114,23 @@ pub fn target(
         let _ = child.kill();
         return Err("the dfs_shim worker has no pipes".into());
     };
-    let mut lines = BufReader::new(stdout);
-    let mut first = String::new();
-    let _ = lines.read_line(&mut first);
+    // Its first word, within a time limit: a worker stuck at start-up must not hold the
+    // bench up.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout);
+        let mut first = String::new();
+        let _ = lines.read_line(&mut first);
+        let _ = tx.send((first, lines));
+    });
+    let (first, lines) = match rx.recv_timeout(std::time::Duration::from_secs(20)) {
+        Ok(got) => got,
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("the dfs_shim worker did not start within 20 s".into());
+        }
+    };
     if first.trim() != "ready" {
         let _ = child.kill();
         let _ = child.wait();

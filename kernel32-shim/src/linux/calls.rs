@@ -376,13 +376,17 @@ fn readv_at(fd: c_int, iov: IoVecs<'_>, n: c_int, at: Option<u64>) -> Option<ssi
     Some(ssize(r))
 }
 
+/// Most bytes a `writev` gathers into one request (above, each piece is its own).
+const GATHER_MAX: usize = 64 << 10;
+
 fn writev_at(fd: c_int, iov: IoVecs<'_>, n: c_int, at: Option<u64>) -> Option<ssize_t> {
     let (e, o) = enter_fd(fd)?;
     let r = (|| {
         let v = iov.entries_in(n).ok_or(Errno::EINVAL)?;
         let total: usize = v.iter().map(|s| s.len()).sum();
-        if v.iter().filter(|s| !s.is_empty()).count() <= 1 || total > 1 << 20 {
-            // One piece, or too much to gather: piece by piece.
+        if v.iter().filter(|s| !s.is_empty()).count() <= 1 || total > GATHER_MAX {
+            // One piece, or more than is worth an extra copy: piece by piece, each copied
+            // once, into the ring.
             let mut done = 0usize;
             for s in v.iter().filter(|s| !s.is_empty()) {
                 let n = e.shim.write_from(&o, s, at.map(|a| a + done as u64))?;
@@ -393,7 +397,8 @@ fn writev_at(fd: c_int, iov: IoVecs<'_>, n: c_int, at: Option<u64>) -> Option<ss
             }
             return Ok(done);
         }
-        // Small pieces (stdio's header and body): gathered, to cost one round trip.
+        // Small pieces (stdio's header and body): gathered, to cost one round trip; the
+        // extra copy of a few KiB is cheaper than a round trip per piece.
         let joined: Vec<u8> = v.concat();
         e.shim.write_from(&o, &joined, at)
     })();

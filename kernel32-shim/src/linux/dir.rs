@@ -285,6 +285,11 @@ pub extern "C" fn getdents64(fd: c_int, buf: BufMut<'_>, n: usize) -> isize {
             let Some(ent) = listing.next(|cookie| fetch(&client, &c, &o, cookie))? else {
                 break;
             };
+            // The server's names are at most NAME_MAX bytes; a longer one is a lie that
+            // would not fit the record's 16-bit length.
+            if ent.name.len() > 255 {
+                return Err(Errno::EIO);
+            }
             let reclen = (19 + ent.name.len() + 1).div_ceil(8) * 8;
             if written + reclen > n {
                 listing.unread(ent, before);

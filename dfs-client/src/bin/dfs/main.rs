@@ -65,11 +65,12 @@ enum Cmd {
     ///
     /// Targets, run interleaved over --rounds: dfs_fuse (the DFS mounted through FUSE, shm
     /// backend, pointer path), dfs_shim (the same server from a child process under `dfs
-    /// run`'s preload library, no FUSE; left out if the library is not found), dfs_copy (the same with the copying socket calls), dfs_tcp (tcp
-    /// backend), local (the export directory itself), fuse_ceiling (an in-memory FUSE file
-    /// system: the most any FUSE file system gets here), sshfs (--with-sshfs: a throwaway sshd on
-    /// 127.0.0.1), and any --target NAME=PATH. Servers and mounts run under --scratch; this
-    /// program's directory must hold dfs-server. Root is needed for the mounts.
+    /// run`'s preload library, no FUSE; left out if the library is not found), dfs_copy (the
+    /// same with the copying socket calls), dfs_tcp (tcp backend), local (the export
+    /// directory itself), fuse_ceiling (an in-memory FUSE file system: the most any FUSE file
+    /// system gets here), sshfs (--with-sshfs: a throwaway sshd on 127.0.0.1), and any
+    /// --target NAME=PATH. Servers and mounts run under --scratch; this program's directory
+    /// must hold dfs-server. Root is needed for the mounts.
     ///
     /// Workloads: seq_write_{4k,128k,1m}, seq_read_{4k,128k,1m} (MB/s, a --size file),
     /// rand_read_4k and rand_write_4k (ops/s), create, stat and unlink of --files small files
@@ -89,7 +90,8 @@ enum Cmd {
     /// unit ("MB/s" = 10^6 bytes per second, "ops/s", "entries/s"), median, min, max and
     /// runs[] (one per round), all in that unit; ratios.WORKLOAD: "dfs_fuse/fuse_ceiling",
     /// "dfs_fuse/local", "dfs_fuse/sshfs", "pointer/copy" (dfs_fuse over dfs_copy),
-    /// "dfs_tcp/dfs_fuse", "dfs_shim/local", "dfs_shim/dfs_fuse": ratios of medians (no unit), where both ran;
+    /// "dfs_tcp/dfs_fuse", "dfs_shim/local", "dfs_shim/dfs_fuse": ratios of medians (no
+    /// unit), where both ran;
     /// copies_per_byte.TARGET: software copies per byte read sequentially, from the NIC
     /// counters of the mount and its server.
     Bench {

@@ -28,5 +28,6 @@ pub mod errno;
 pub mod fdmap;
 pub mod ffi;
 pub mod fork;
+pub mod prespin;
 pub mod sock;
 pub mod wait;

@@ -22,6 +22,9 @@ use crate::{config, fdmap, sock};
 /// A sleep is cut into slices this long, so a notification lost to a race costs at most
 /// this much latency, never a hang.
 const SLICE: Duration = Duration::from_millis(50);
+/// How long a wait looks before it starts yielding its core: short, since a set of sockets
+/// has no single peer to learn about (see [`crate::prespin`] for receives).
+const PRESPIN: Duration = Duration::from_micros(3);
 /// While spinning, the kernel descriptors are peeked at (a system call) once per this many
 /// looks at the rings.
 const KERNEL_EVERY: u32 = 16;
@@ -98,8 +101,8 @@ impl Waiter {
         self.looks % KERNEL_EVERY == 1
     }
 
-    /// Whether to keep spinning rather than sleep. The first [`sock::PRESPIN`] only looks
-    /// (a yield costs more than a round trip); after that, until the spin ends, the core is
+    /// Whether to keep spinning rather than sleep. The first [`PRESPIN`] only looks (a
+    /// yield costs more than a round trip); after that, until the spin ends, the core is
     /// yielded between looks, since on two cores the peer may need this one.
     fn spinning(&self) -> bool {
         if self.looks % 64 != 0 {
@@ -108,7 +111,7 @@ impl Waiter {
         }
         let spun = self.start.elapsed();
         if spun < self.spin {
-            if spun >= sock::PRESPIN {
+            if spun >= PRESPIN {
                 std::thread::yield_now();
             }
             return true;

@@ -6,7 +6,9 @@
 //! costs more than that. It loses badly when the peer shares this core (a busy 2-vCPU
 //! machine puts them together): the peer cannot run until the look gives up, so every half
 //! round trip costs the whole budget. So the budget adapts, as adaptive mutexes do: data
-//! that arrived while looking doubles it, a look that came up empty halves it.
+//! that arrived while looking doubles it, a look that came up empty halves it. At the floor
+//! the receive sleeps on the socket's notification at once, skipping the stream's own spin
+//! too; the short look it still makes is how it notices the peer has moved away.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -31,6 +33,12 @@ fn slot(s: Sock) -> Option<&'static AtomicU32> {
 pub fn budget(s: Sock) -> Duration {
     let ns = slot(s).map_or(0, |b| b.load(Ordering::Relaxed));
     Duration::from_nanos(u64::from(if ns == 0 { MAX_NS } else { ns }))
+}
+
+/// Whether looks on `s` keep coming up empty: its peer most likely shares this core, so a
+/// receive should sleep at once rather than spin at all.
+pub fn at_floor(s: Sock) -> bool {
+    slot(s).is_some_and(|b| b.load(Ordering::Relaxed) == MIN_NS)
 }
 
 /// Learns from one receive: whether its data came while it looked.
@@ -70,7 +78,9 @@ mod tests {
             learn(s, false);
         }
         assert_eq!(budget(s), Duration::from_nanos(u64::from(MIN_NS)));
+        assert!(at_floor(s));
         learn(s, true);
+        assert!(!at_floor(s));
         assert_eq!(budget(s), Duration::from_nanos(u64::from(2 * MIN_NS)));
         for _ in 0..20 {
             learn(s, true);

@@ -297,6 +297,13 @@ pub fn recv(s: Sock, bufs: &mut [IoSliceMut<'_>], flags: i32) -> io::Result<usiz
             }
             std::hint::spin_loop();
         }
+        if prespin::at_floor(s) {
+            let timeout = match table().getsockopt(s, SockOptName::RcvTimeo) {
+                Ok(SockOpt::RcvTimeo(t)) => t,
+                _ => None,
+            };
+            wait::until_readable(s, timeout)?;
+        }
     }
     table().recvmsg(s, bufs, flags)
 }

@@ -70,6 +70,23 @@ fn sleep(
     Ok(())
 }
 
+/// Sleeps until `s` has something to read (data, end of stream, an error) or `timeout`
+/// passes, without spinning: for a receive whose peer shares this core, where any spin only
+/// delays the peer (see [`crate::prespin`]). The receive that follows decides what to do.
+pub fn until_readable(s: Sock, timeout: Option<Duration>) -> io::Result<()> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    loop {
+        if look(s, libc::POLLIN, true) != 0 {
+            let _ = look(s, libc::POLLIN, false);
+            return Ok(());
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(());
+        }
+        sleep(&mut [], &[s], deadline, None)?;
+    }
+}
+
 /// Spin, then arm and sleep: the loop both `poll` and `epoll_wait` run. `look_all` fills in
 /// the VMMC sockets' readiness (arming them when asked) and returns how many are ready;
 /// `kernel` is peeked at or slept on, and `done` counts what is ready overall.

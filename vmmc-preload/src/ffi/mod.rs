@@ -236,6 +236,70 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     unsafe { (real::real().close)(fd) }
 }
 
+/// Forgets the VMMC sockets and epoll instances among `first..=last` before the kernel
+/// closes them all at once: a number left marked would send a later, unrelated descriptor
+/// with that number to a VMMC socket.
+fn forget_range(first: u32, last: u32) {
+    let last = last.min(crate::fdmap::MAX_FDS as u32 - 1);
+    for fd in first..=last {
+        let fd = fd as c_int;
+        if let Some(s) = sock_of(fd) {
+            sock::release(fd, s);
+        } else if crate::fdmap::is_epoll(fd) {
+            wait::forget_epoll(fd);
+        }
+    }
+}
+
+/// `close_range(2)` (glibc 2.34).
+///
+/// # Safety
+/// As `close_range(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn close_range(
+    first: libc::c_uint,
+    last: libc::c_uint,
+    flags: c_int,
+) -> c_int {
+    let Some(f) = real::real().close_range else {
+        set_errno(libc::ENOSYS);
+        return -1;
+    };
+    // With CLOSE_RANGE_CLOEXEC nothing closes now; exec, which closes them, ends this
+    // library's memory anyway.
+    if flags & libc::CLOSE_RANGE_CLOEXEC as c_int == 0 && first <= last {
+        forget_range(first, last);
+    }
+    // SAFETY: no pointers.
+    unsafe { f(first, last, flags) }
+}
+
+/// `closefrom(3)` (glibc 2.34).
+///
+/// # Safety
+/// As `closefrom(3)`.
+#[no_mangle]
+pub unsafe extern "C" fn closefrom(low: c_int) {
+    if let Ok(first) = u32::try_from(low) {
+        forget_range(first, u32::MAX);
+    }
+    match real::real().closefrom {
+        // SAFETY: no pointers.
+        Some(f) => unsafe { f(low) },
+        None => {
+            // SAFETY: no pointers; the kernel's own call, as glibc's closefrom makes it.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_close_range,
+                    low.max(0) as libc::c_uint,
+                    u32::MAX,
+                    0,
+                )
+            };
+        }
+    }
+}
+
 // ---- data ----
 
 /// `send(2)`.

@@ -106,6 +106,9 @@ fn set_table_nonblocking(s: Sock, on: bool) -> io::Result<()> {
 fn new_table_socket(fd: i32) -> io::Result<Sock> {
     let s = table().socket()?;
     set_table_nonblocking(s, nonblocking(fd))?;
+    if let Some(bytes) = config::ring() {
+        table().setsockopt(s, SockOpt::RcvBuf(bytes))?;
+    }
     Ok(s)
 }
 

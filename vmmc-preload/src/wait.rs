@@ -88,6 +88,7 @@ pub fn until_readable(s: Sock, timeout: Option<Duration>) -> io::Result<()> {
     let deadline = timeout.map(|t| Instant::now() + t);
     loop {
         if look(s, libc::POLLIN, true) != 0 {
+            // Looked at once more without arming, so the peer stops notifying.
             let _ = look(s, libc::POLLIN, false);
             return Ok(());
         }
@@ -98,9 +99,8 @@ pub fn until_readable(s: Sock, timeout: Option<Duration>) -> io::Result<()> {
     }
 }
 
-/// Spin, then arm and sleep: the loop both `poll` and `epoll_wait` run. `look_all` fills in
-/// the VMMC sockets' readiness (arming them when asked) and returns how many are ready;
-/// `kernel` is peeked at or slept on, and `done` counts what is ready overall.
+/// The clock of one `poll` or `epoll_wait`: how long it has spun, when it must return, and
+/// when to peek at the kernel descriptors or yield the core.
 struct Waiter {
     start: Instant,
     deadline: Option<Instant>,

@@ -42,15 +42,16 @@ pingpong() { # $1: "" (kernel) or "vmmc"; $2, $3: server and client cores, or ""
     echo "$avg $p50 $p99"
 }
 
-# iperf3 one stream: prints received Gbit/s.
+# iperf3 one stream: prints received Gbit/s. Arguments as for pingpong.
 throughput() {
     local port; port=$(free_port)
-    local pre=()
+    local pre=() ps=() pc=()
     [ -n "$1" ] && pre=("$run" --route "127.0.0.1:$port shm:bench-ip-$$-$port strict" --)
-    "${pre[@]}" iperf3 -s -1 -p "$port" >/dev/null 2>&1 &
+    [ -n "${2:-}" ] && ps=(taskset -c "$2") && pc=(taskset -c "$3")
+    "${ps[@]}" "${pre[@]}" iperf3 -s -1 -p "$port" >/dev/null 2>&1 &
     pids+=($!); sleep 0.5
     local out
-    out=$("${pre[@]}" iperf3 -c 127.0.0.1 -p "$port" -t "$secs" -J 2>&1)
+    out=$("${pc[@]}" "${pre[@]}" iperf3 -c 127.0.0.1 -p "$port" -t "$secs" -J 2>&1)
     python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))' <<<"$out" \
         || { echo "bench-preload: iperf3 failed: $out" >&2; exit 1; }
 }
@@ -60,6 +61,8 @@ measure() {
     sp2_k=$(pingpong "" 0 1); sp2_v=$(pingpong vmmc 0 1)
     sp1_k=$(pingpong "" 0 0); sp1_v=$(pingpong vmmc 0 0)
     ip_k=$(throughput ""); ip_v=$(throughput vmmc)
+    ip2_k=$(throughput "" 0 1); ip2_v=$(throughput vmmc 0 1)
+    ip1_k=$(throughput "" 0 0); ip1_v=$(throughput vmmc 0 0)
 }
 if [ -e /work/bench.lock ]; then
     exec 9>/work/bench.lock; flock 9
@@ -81,6 +84,8 @@ report "one core (both on 0)" "$sp1_k" "$sp1_v"
 read -r k1_avg k1_p50 _ <<<"$sp1_k"
 read -r v2_avg v2_p50 _ <<<"$sp2_v"
 python3 -c "print('  each at its best placement: VMMC two cores / kernel one core  avg %.3f  p50 %.3f' % ($v2_avg/$k1_avg, $v2_p50/$k1_p50))"
-printf 'iperf3 one stream (Gbit/s)\n'
-printf '  kernel TCP loopback      %8s\n  vmmc-run (shm)           %8s\n' "$ip_k" "$ip_v"
-python3 -c "print('  ratio VMMC/kernel        %8.2f   (target >= 3)' % ($ip_v/$ip_k))"
+printf 'iperf3 one stream (Gbit/s)        kernel     vmmc    ratio   (target >= 3)\n'
+for row in "as scheduled:$ip_k:$ip_v" "two cores (0, 1):$ip2_k:$ip2_v" "one core (0, 0):$ip1_k:$ip1_v"; do
+    IFS=: read -r name k v <<<"$row"
+    python3 -c "print('  %-28s %8.2f %8.2f %8.2f' % ('$name', $k, $v, $v/$k))"
+done

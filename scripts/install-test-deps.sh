@@ -52,7 +52,7 @@ command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v lsattr >/dev/null 2>&1 || missing+=(e2fsprogs)
 command -v pgrep >/dev/null 2>&1 || missing+=(procps)
 # The socket preload's tests run unmodified socket programs (vmmc-preload/tests).
-for t in iperf3 sockperf qperf socat; do
+for t in iperf3 sockperf socat; do
     command -v "$t" >/dev/null 2>&1 || missing+=("$t")
 done
 if [ ${#missing[@]} -gt 0 ]; then

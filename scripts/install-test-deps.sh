@@ -64,7 +64,7 @@ command -v pgrep >/dev/null 2>&1 || missing+=(procps)
 command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 || missing+=(gcc-mingw-w64-x86-64)
 [ -x /usr/lib/wine/wine64 ] || missing+=(wine64)
 # The socket preload's tests run unmodified socket programs (vmmc-preload/tests).
-for t in iperf3 sockperf qperf socat; do
+for t in iperf3 sockperf socat; do
     command -v "$t" >/dev/null 2>&1 || missing+=("$t")
 done
 if [ ${#missing[@]} -gt 0 ]; then

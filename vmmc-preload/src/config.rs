@@ -3,8 +3,9 @@
 //! `VMMC_ROUTES` holds routes inline (lines or `;`-separated) and `VMMC_ROUTES_FILE` names a
 //! file of them, in the format of [`vmmc_sockets::routes`]; both may be set (the file's
 //! routes come first). `VMMC_SPIN_US` bounds how long `poll`, `select` and `epoll_wait` spin
-//! on VMMC sockets before they sleep (default 50, as the streams' own waits), and
-//! `VMMC_PRELOAD_DEBUG=1` logs each routing decision to stderr.
+//! on VMMC sockets before they sleep (default 50, as the streams' own waits),
+//! `VMMC_RING_BYTES` sets the receive ring of routed sockets (default vmmc-sockets' 4 MiB),
+//! and `VMMC_PRELOAD_DEBUG=1` logs each routing decision to stderr.
 
 use std::cell::Cell;
 use std::sync::OnceLock;
@@ -18,6 +19,8 @@ pub const ROUTES_ENV: &str = "VMMC_ROUTES";
 pub const ROUTES_FILE_ENV: &str = "VMMC_ROUTES_FILE";
 /// The environment variable with the poll spin in microseconds.
 pub const SPIN_ENV: &str = "VMMC_SPIN_US";
+/// The environment variable with the receive ring size of routed sockets, in bytes.
+pub const RING_ENV: &str = "VMMC_RING_BYTES";
 /// The environment variable that turns on decision logging.
 pub const DEBUG_ENV: &str = "VMMC_PRELOAD_DEBUG";
 
@@ -74,6 +77,13 @@ pub fn spin() -> Duration {
             .unwrap_or(50);
         Duration::from_micros(us)
     })
+}
+
+/// The receive ring size routed sockets start with (`SO_RCVBUF` before `connect`/`listen`
+/// still overrides it); `None` keeps vmmc-sockets' default.
+pub fn ring() -> Option<u64> {
+    static RING: OnceLock<Option<u64>> = OnceLock::new();
+    *RING.get_or_init(|| std::env::var(RING_ENV).ok().and_then(|v| v.parse().ok()))
 }
 
 /// Whether routing decisions are logged.

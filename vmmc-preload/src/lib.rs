@@ -21,12 +21,16 @@
 //! - `fork` copies memory but a VMMC connection cannot be shared ([`fork`]).
 
 #![deny(missing_docs)]
+// Unsafe code lives in `ffi` only.
+#![deny(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod config;
 pub mod errno;
 pub mod fdmap;
+#[allow(unsafe_code)]
 pub mod ffi;
 pub mod fork;
+pub mod prespin;
 pub mod sock;
 pub mod wait;

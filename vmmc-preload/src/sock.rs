@@ -17,7 +17,7 @@ use vmmc_sockets::table::{Ioctl, IoctlOut, Sock, SockOpt, SockOptName, SocketTab
 use crate::fdmap::{self, Meta};
 use crate::ffi::real;
 use crate::fork::{self, Claim};
-use crate::{config, wait};
+use crate::{config, prespin, wait};
 
 fn table() -> &'static SocketTable {
     SocketTable::global()
@@ -52,6 +52,7 @@ pub fn usable(s: Sock) -> io::Result<()> {
 }
 
 fn register(fd: i32, s: Sock, family: i32, local: Option<SocketAddr>, peer: Option<SocketAddr>) {
+    prespin::reset(s);
     let mut m = fdmap::metas();
     m.map().insert(
         s,
@@ -105,6 +106,9 @@ fn set_table_nonblocking(s: Sock, on: bool) -> io::Result<()> {
 fn new_table_socket(fd: i32) -> io::Result<Sock> {
     let s = table().socket()?;
     set_table_nonblocking(s, nonblocking(fd))?;
+    if let Some(bytes) = config::ring() {
+        table().setsockopt(s, SockOpt::RcvBuf(bytes))?;
+    }
     Ok(s)
 }
 
@@ -266,33 +270,42 @@ pub fn send(s: Sock, bufs: &[IoSlice<'_>], flags: i32) -> io::Result<usize> {
     table().sendmsg(s, bufs, clean(flags))
 }
 
-/// How long a blocking receive looks at its ring before the stream's own wait (which soon
-/// yields its core between looks, then sleeps).
-pub const PRESPIN: Duration = Duration::from_micros(20);
-
 /// `recv`, `recvmsg`, `read`, `readv` on a VMMC socket.
 ///
-/// A blocking receive first looks at the ring for [`PRESPIN`] without giving up the core:
-/// a reply in a ping-pong arrives within microseconds, and a `sched_yield` in between costs
-/// more than the whole round trip (on this project's 2-vCPU machines, a yield is a system
-/// call that may hand the core to another process).
+/// A blocking receive first looks at the ring for a while without giving up the core (see
+/// [`crate::prespin`] for how long, and why it is learnt).
 pub fn recv(s: Sock, bufs: &mut [IoSliceMut<'_>], flags: i32) -> io::Result<usize> {
     usable(s)?;
     let flags = clean(flags);
     let waits = flags & (libc::MSG_DONTWAIT | libc::MSG_WAITALL | libc::MSG_OOB) == 0;
     if waits && !fdmap::is_nonblocking(s) {
+        let budget = prespin::budget(s);
         let start = std::time::Instant::now();
         let mut looks = 0u32;
         loop {
             match table().recvmsg(s, bufs, flags | libc::MSG_DONTWAIT) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                r => return r,
+                r => {
+                    // Data at the first look says nothing about the peer's core.
+                    if looks > 0 {
+                        prespin::learn(s, true);
+                    }
+                    return r;
+                }
             }
             looks = looks.wrapping_add(1);
-            if looks % 32 == 0 && start.elapsed() >= PRESPIN {
+            if looks % 16 == 0 && start.elapsed() >= budget {
+                prespin::learn(s, false);
                 break;
             }
             std::hint::spin_loop();
+        }
+        if prespin::at_floor(s) {
+            let timeout = match table().getsockopt(s, SockOptName::RcvTimeo) {
+                Ok(SockOpt::RcvTimeo(t)) => t,
+                _ => None,
+            };
+            wait::until_readable(s, timeout)?;
         }
     }
     table().recvmsg(s, bufs, flags)

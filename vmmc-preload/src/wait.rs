@@ -22,6 +22,9 @@ use crate::{config, fdmap, sock};
 /// A sleep is cut into slices this long, so a notification lost to a race costs at most
 /// this much latency, never a hang.
 const SLICE: Duration = Duration::from_millis(50);
+/// How long a wait looks before it starts yielding its core: short, since a set of sockets
+/// has no single peer to learn about (see [`crate::prespin`] for receives).
+const PRESPIN: Duration = Duration::from_micros(3);
 /// While spinning, the kernel descriptors are peeked at (a system call) once per this many
 /// looks at the rings.
 const KERNEL_EVERY: u32 = 16;
@@ -35,6 +38,17 @@ fn table() -> &'static SocketTable {
 fn look(s: Sock, events: i16, arm: bool) -> i16 {
     if sock::usable(s).is_err() {
         return POLLNVAL;
+    }
+    if !arm && events & libc::POLLOUT == 0 {
+        // Readable or not, from the ring words alone: the table's readiness also drains
+        // the eventfd (a system call), which only matters before sleeping.
+        let mut b = [0u8; 1];
+        match table().recv(s, &mut b, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
+            Ok(_) => return libc::POLLIN & events,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return 0,
+            // A listener, an error to report, a hang-up: the full answer.
+            Err(_) => {}
+        }
     }
     table().readiness(s, events, arm)
 }
@@ -67,9 +81,31 @@ fn sleep(
     Ok(())
 }
 
-/// Spin, then arm and sleep: the loop both `poll` and `epoll_wait` run. `look_all` fills in
-/// the VMMC sockets' readiness (arming them when asked) and returns how many are ready;
-/// `kernel` is peeked at or slept on, and `done` counts what is ready overall.
+/// Sleeps until `s` has something to read (data, end of stream, an error) or `timeout`
+/// passes, without spinning: for a receive whose peer shares this core, where any spin only
+/// delays the peer (see [`crate::prespin`]). The receive that follows decides what to do.
+pub fn until_readable(s: Sock, timeout: Option<Duration>) -> io::Result<()> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    loop {
+        // A look at the ring words first: after a wake-up the data is usually there, and the
+        // armed look below drains the eventfd, a system call the next sleep can make instead.
+        if look(s, libc::POLLIN, false) != 0 {
+            return Ok(());
+        }
+        if look(s, libc::POLLIN, true) != 0 {
+            // Looked at once more without arming, so the peer stops notifying.
+            let _ = look(s, libc::POLLIN, false);
+            return Ok(());
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(());
+        }
+        sleep(&mut [], &[s], deadline, None)?;
+    }
+}
+
+/// The clock of one `poll` or `epoll_wait`: how long it has spun, when it must return, and
+/// when to peek at the kernel descriptors or yield the core.
 struct Waiter {
     start: Instant,
     deadline: Option<Instant>,
@@ -98,8 +134,8 @@ impl Waiter {
         self.looks % KERNEL_EVERY == 1
     }
 
-    /// Whether to keep spinning rather than sleep. The first [`sock::PRESPIN`] only looks
-    /// (a yield costs more than a round trip); after that, until the spin ends, the core is
+    /// Whether to keep spinning rather than sleep. The first [`PRESPIN`] only looks (a
+    /// yield costs more than a round trip); after that, until the spin ends, the core is
     /// yielded between looks, since on two cores the peer may need this one.
     fn spinning(&self) -> bool {
         if self.looks % 64 != 0 {
@@ -108,7 +144,7 @@ impl Waiter {
         }
         let spun = self.start.elapsed();
         if spun < self.spin {
-            if spun >= sock::PRESPIN {
+            if spun >= PRESPIN {
                 std::thread::yield_now();
             }
             return true;

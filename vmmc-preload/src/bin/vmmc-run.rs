@@ -28,8 +28,9 @@ fn fail(msg: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// The library: `VMMC_PRELOAD_LIB`, else beside this executable (as cargo builds them),
-/// else in `../lib` (as installed under a prefix).
+/// The library: `VMMC_PRELOAD_LIB`, else beside this executable (as `cargo build` leaves
+/// them), else in `../lib` (as installed under a prefix), else in `deps/` (where `cargo test`
+/// alone leaves it).
 fn library() -> Result<PathBuf, String> {
     if let Some(p) = std::env::var_os("VMMC_PRELOAD_LIB") {
         return Ok(PathBuf::from(p));
@@ -39,6 +40,7 @@ fn library() -> Result<PathBuf, String> {
     for cand in [
         dir.join("libvmmc_preload.so"),
         dir.join("../lib/libvmmc_preload.so"),
+        dir.join("deps/libvmmc_preload.so"),
     ] {
         if cand.exists() {
             return cand
@@ -47,7 +49,7 @@ fn library() -> Result<PathBuf, String> {
         }
     }
     Err(format!(
-        "libvmmc_preload.so is not beside {} nor in ../lib; set VMMC_PRELOAD_LIB",
+        "libvmmc_preload.so is not beside {} nor in ../lib or deps/; build it (cargo build -p vmmc-preload) or set VMMC_PRELOAD_LIB",
         exe.display()
     ))
 }

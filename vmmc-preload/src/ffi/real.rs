@@ -81,6 +81,10 @@ pub(crate) struct Real {
     pub dup2: unsafe extern "C" fn(c_int, c_int) -> c_int,
     pub dup3: unsafe extern "C" fn(c_int, c_int, c_int) -> c_int,
     pub fork: unsafe extern "C" fn() -> libc::pid_t,
+    /// glibc 2.34 and later.
+    pub close_range: Option<unsafe extern "C" fn(libc::c_uint, libc::c_uint, c_int) -> c_int>,
+    /// glibc 2.34 and later.
+    pub closefrom: Option<unsafe extern "C" fn(c_int)>,
 }
 
 fn find(name: &CStr) -> *mut c_void {
@@ -162,6 +166,16 @@ pub(crate) fn real() -> &'static Real {
         dup2: next!(c"dup2"),
         dup3: next!(c"dup3"),
         fork: next!(c"fork"),
+        close_range: {
+            let p = find(c"close_range");
+            // SAFETY: as in `next!`, glibc's close_range(unsigned, unsigned, int).
+            (!p.is_null()).then(|| unsafe { cast(p, c"close_range") })
+        },
+        closefrom: {
+            let p = find(c"closefrom");
+            // SAFETY: as in `next!`, glibc's closefrom(int).
+            (!p.is_null()).then(|| unsafe { cast(p, c"closefrom") })
+        },
     })
 }
 

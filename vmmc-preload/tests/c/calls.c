@@ -157,6 +157,19 @@ int main(int argc, char **argv) {
     CHECK(select((d > pp[0] ? d : pp[0]) + 1, &rs, &ws, NULL, &tv) == 2);
     CHECK(FD_ISSET(pp[0], &rs) && FD_ISSET(d, &ws));
 
+    /* A socket closed by close_range leaves no trace: a pipe that gets its number is a pipe. */
+    int c2 = socket(AF_INET, SOCK_STREAM, 0);
+    CHECK(c2 >= 0);
+    CHECK(connect(c2, (struct sockaddr *)&a, sizeof a) == 0);
+    CHECK(close_range(c2, c2, 0) == 0);
+    int q[2];
+    CHECK(pipe(q) == 0);
+    CHECK(q[0] == c2);
+    CHECK(write(q[1], "z", 1) == 1);
+    char z = 0;
+    CHECK(read(q[0], &z, 1) == 1 && z == 'z');
+    CHECK(close(q[0]) == 0 && close(q[1]) == 0);
+
     CHECK(send(e, "HELLO ", 6, MSG_NOSIGNAL) == 6);
     CHECK(write(d, "WORLD", 5) == 5);
     CHECK(shutdown(d, SHUT_WR) == 0);

@@ -13,6 +13,7 @@ runs="${RUNS:-3}"
 out="${CARGO_TARGET_DIR:-$(pwd)/target}"
 tw=x86_64-pc-windows-gnu
 cargo build -q --release --target "$tw" -p winsock-wrapper --lib --example std_ping
+cargo build -q --release --target "$tw" -p vmmc-sockets --example echo_peer
 cargo build -q --release -p vmmc-sockets --example echo_peer
 winsock-wrapper/build.sh "$out/$tw/release"
 bench="$out/wsping-bench"
@@ -84,6 +85,9 @@ row() {
 }
 PORT=$p_lin_tcp row "Wine -> Linux, system TCP (no wrapper)" plain
 PORT=$p_wrap_lin row "Wine (wrapped) -> Linux VMMC (tcp backend)" wrapped_to "$p_wrap_lin" "tcp:127.0.0.1:$v_lin"
+rtt="$(median "$wine" "$out/$tw/release/examples/echo_peer.exe" ping "tcp:127.0.0.1:$v_lin" "$rounds" 64)"
+bw="$(median "$wine" "$out/$tw/release/examples/echo_peer.exe" bulk "tcp:127.0.0.1:$v_lin" "$mib")"
+printf '%-52s %12s %12s\n' "Wine echo_peer.exe (VMMC itself, no wrapper) -> Linux" "$rtt" "$bw"
 PORT=$p_wine_tcp row "Wine -> Wine, system TCP (no wrapper)" plain
 PORT=$p_wrap_wine row "Wine (wrapped) -> Wine (wrapped), VMMC (tcp backend)" wrapped_to "$p_wrap_wine" "tcp:127.0.0.1:$v_wine"
 PORT=$p_lin_tcp row "Linux -> Linux, kernel TCP (reference)" "$bench/wsping"

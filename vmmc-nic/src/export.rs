@@ -736,10 +736,21 @@ impl Waiter {
         self.0.notifier.wait_pending(timeout)
     }
 
-    /// The export's notification handle, for a poll set ([`Export::notify_fd`]).
+    /// The export's notification handle, for a poll set: it shows pending wake-ups while
+    /// [`Waiter::show_on_handle`] says so (on Linux always).
     pub fn handle(&self) -> WaitHandle<'_> {
-        self.0.notifier.arm();
         self.0.notifier.fd()
+    }
+
+    /// Whether wake-ups show on [`Waiter::handle`]: on before a poll of it, off after. On
+    /// Windows showing them costs socket calls on every wake-up (nothing on Linux), so a
+    /// connection that is not polled should not pay for it.
+    pub fn show_on_handle(&self, on: bool) {
+        if on {
+            self.0.notifier.arm();
+        } else {
+            self.0.notifier.disarm();
+        }
     }
 }
 

@@ -772,7 +772,8 @@ impl VmmcStream {
     }
 
     /// The fd that becomes readable when something arrives (data, credit, a shutdown): for
-    /// select/poll loops. Readiness is a hint; the call that follows decides.
+    /// select/poll loops, after [`VmmcStream::readiness`] with `arm` (on Windows the handle
+    /// shows wake-ups only then). Readiness is a hint; the call that follows decides.
     pub fn notify_fd(&self) -> WaitHandle<'_> {
         self.inner.waiter.handle()
     }
@@ -841,6 +842,8 @@ impl VmmcStream {
             error,
         };
         let arm = arm && !(r.readable && r.writable);
+        // The caller polls notify_fd() next: the wake-up must show there.
+        self.inner.waiter.show_on_handle(arm);
         c.waiting_data = arm;
         c.waiting_room = arm;
         c.say_waiting();

@@ -59,6 +59,9 @@ impl Notifier {
     /// Nothing to do on Linux: the eventfd always shows pending signals.
     pub(crate) fn arm(&self) {}
 
+    /// Nothing to do on Linux, as for [`Notifier::arm`].
+    pub(crate) fn disarm(&self) {}
+
     /// Waits until a signal is pending (without taking it) or `timeout` passes.
     pub(crate) fn wait_pending(&self, timeout: Duration) -> bool {
         wait_readable(self.fd(), timeout).unwrap_or(false)

@@ -33,6 +33,8 @@ struct State {
     pending: u64,
     /// Whether pending signals show on the socket.
     mirror: bool,
+    /// Whether the mirror may be turned off again (an export's notifier).
+    on_demand: bool,
     /// Whether the socket holds a byte (at most one: it says "pending", not how many).
     byte_out: bool,
 }
@@ -69,6 +71,7 @@ impl Notifier {
             tx,
             state: Mutex::new(State {
                 mirror,
+                on_demand: !mirror,
                 ..State::default()
             }),
             woken: Condvar::new(),
@@ -84,8 +87,7 @@ impl Notifier {
         self.rx.as_socket()
     }
 
-    /// Mirrors pending signals on the socket from now on (for good: a poller that armed may
-    /// poll again later without asking).
+    /// Mirrors pending signals on the socket from now on.
     pub(crate) fn arm(&self) {
         let mut s = self.lock();
         if !s.mirror {
@@ -93,6 +95,15 @@ impl Notifier {
             if s.pending > 0 {
                 self.put_byte(&mut s);
             }
+        }
+    }
+
+    /// Stops mirroring (an export's notifier only: the others are polled by threads that
+    /// never say when they stop), once its poller has woken.
+    pub(crate) fn disarm(&self) {
+        let mut s = self.lock();
+        if s.on_demand {
+            s.mirror = false;
         }
     }
 

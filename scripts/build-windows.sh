@@ -21,3 +21,4 @@ src=winsock-wrapper/tests/c/wsping.c
 x86_64-w64-mingw32-gcc -O2 -Wall -Werror -o "$out/wsping/wsping.exe" "$src" -lws2_32
 x86_64-w64-mingw32-gcc -O2 -Wall -Werror -DWSOCK32 -o "$out/wsping/wsping32.exe" "$src" -lwsock32
 cc -O2 -Wall -Werror -o "$out/wsping/wsping" "$src"
+x86_64-w64-mingw32-gcc -O2 -Wall -Werror -o "$out/wsping/wsptr.exe" winsock-wrapper/tests/c/wsptr.c -lws2_32

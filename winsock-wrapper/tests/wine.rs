@@ -212,3 +212,23 @@ fn unrouted_sockets_of_a_wrapped_program_are_the_systems() {
     let p = WineProc::start(&exe, &["bulk", "127.0.0.1", &port, "16"], &env);
     run_ok(p, "unrouted bulk", "mib_per_s ");
 }
+
+#[test]
+fn the_pointer_requests_reach_the_peers_ring_and_ours() {
+    let Some(wsptr) = windows_build("wsping/wsptr.exe") else {
+        return;
+    };
+    let Some((_dir, exe)) = wrapped(&wsptr) else {
+        return;
+    };
+    let (vmmc, served) = vmmc_peer(1);
+    let port = free_port().to_string();
+    let routes = format!("127.0.0.1:{port} {vmmc} strict");
+    let p = WineProc::start(
+        &exe,
+        &["127.0.0.1", &port, "written in place, read in place"],
+        &wrapped_env(&routes),
+    );
+    run_ok(p, "pointer requests", "ok");
+    assert_eq!(served.join().unwrap(), 1);
+}

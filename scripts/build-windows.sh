@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 target=x86_64-pc-windows-gnu
 out="${CARGO_TARGET_DIR:-$(pwd)/target}"
 crates=(-p vmmc-nic -p vmmc-sockets -p dfs-proto -p dfs-client -p winsock-wrapper)
-examples=(--example echo_peer --example dfs_smoke)
+examples=(--example echo_peer --example dfs_smoke --example std_ping)
 cargo clippy --target "$target" "${crates[@]}" --lib "${examples[@]}" -- -D warnings
 # The unit tests that scripts/test.sh runs under Wine (the integration tests are Linux's).
 cargo clippy --target "$target" "${crates[@]}" --lib --profile test -- -D warnings
@@ -25,3 +25,4 @@ cc -O2 -Wall -Werror -o "$out/wsping/wsping" "$src"
 # its Wine tests (kernel32-shim/tests/wine.rs) run.
 cargo clippy --target "$target" -p kernel32-shim --lib --bins --example std_fs -- -D warnings
 cargo build --target "$target" -p kernel32-shim --lib --bins --example std_fs
+x86_64-w64-mingw32-gcc -O2 -Wall -Werror -o "$out/wsping/wsptr.exe" winsock-wrapper/tests/c/wsptr.c -lws2_32

@@ -220,7 +220,8 @@ impl Endpoint {
         permissions: Permissions,
     ) -> Result<Export> {
         let region = Region::create(len, mirror)?;
-        let notifier = Notifier::new().map_err(Error::io("creating the notification eventfd"))?;
+        let notifier =
+            Notifier::on_demand().map_err(Error::io("creating the notification eventfd"))?;
         let raw = self
             .inner
             .next_id
@@ -463,7 +464,7 @@ impl ExportShared {
         len: u64,
         permissions: Permissions,
     ) -> Result<ExportShared> {
-        let notifier = Notifier::new().map_err(Error::io("creating an eventfd"))?;
+        let notifier = Notifier::on_demand().map_err(Error::io("creating an eventfd"))?;
         ExportShared::new(id, Region::anonymous(len)?, permissions, notifier)
     }
 
@@ -718,6 +719,41 @@ impl std::fmt::Debug for Greeting {
     }
 }
 
+/// Waits for an export's wake-ups; see [`Export::waiter`].
+#[derive(Clone)]
+pub struct Waiter(Arc<ExportShared>);
+
+impl std::fmt::Debug for Waiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Waiter").field(&self.0.id).finish()
+    }
+}
+
+impl Waiter {
+    /// Waits until a wake-up is pending (a notifying deposit, an importer leaving) or
+    /// `timeout` passes; true if one is. Takes nothing: [`Export::try_wait`] does.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        self.0.notifier.wait_pending(timeout)
+    }
+
+    /// The export's notification handle, for a poll set: it shows pending wake-ups while
+    /// [`Waiter::show_on_handle`] says so (on Linux always).
+    pub fn handle(&self) -> WaitHandle<'_> {
+        self.0.notifier.fd()
+    }
+
+    /// Whether wake-ups show on [`Waiter::handle`]: on before a poll of it, off after. On
+    /// Windows showing them costs socket calls on every wake-up (nothing on Linux), so a
+    /// connection that is not polled should not pay for it.
+    pub fn show_on_handle(&self, on: bool) {
+        if on {
+            self.0.notifier.arm();
+        } else {
+            self.0.notifier.disarm();
+        }
+    }
+}
+
 /// What woke a waiter on an export.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Wake {
@@ -841,8 +877,7 @@ impl Export {
             if left.is_zero() {
                 return Err(Error::Timeout(timeout));
             }
-            crate::notify::wait_readable(self.shared.notifier.fd(), left)
-                .map_err(Error::io("waiting for a notification"))?;
+            self.shared.notifier.wait_pending(left);
         }
     }
 
@@ -875,7 +910,16 @@ impl Export {
     /// The eventfd that becomes readable when [`Export::wait`] would return: put it in a
     /// poll set, then call [`Export::try_wait`].
     pub fn notify_fd(&self) -> WaitHandle<'_> {
+        // On Windows the handle shows signals only once someone asks for it (see notify/).
+        self.shared.notifier.arm();
         self.shared.notifier.fd()
+    }
+
+    /// A handle that waits for this export's next wake-up without taking it, and without a
+    /// poll set: what a thread sleeping for its own connection uses (on Windows a condition
+    /// variable, where polling a socket costs system calls under Wine).
+    pub fn waiter(&self) -> Waiter {
+        Waiter(self.shared.clone())
     }
 
     /// Who may import this export, and for what.

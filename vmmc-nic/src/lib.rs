@@ -74,7 +74,7 @@ pub use buffer::LocalBuffer;
 pub use counters::Counters;
 pub use error::{Error, Result};
 pub use export::{
-    Endpoint, EndpointOptions, Export, Greeting, Wake, MAX_PENDING_GREETINGS,
+    Endpoint, EndpointOptions, Export, Greeting, Waiter, Wake, MAX_PENDING_GREETINGS,
     MAX_PENDING_GREETINGS_PER_PEER,
 };
 #[cfg(target_os = "linux")]

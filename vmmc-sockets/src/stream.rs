@@ -12,10 +12,7 @@ use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use vmmc_nic::{
-    Export, Import, NodeAddr, Notify, OwnedWaitHandle, SharedBytes, SharedBytesMut, WaitHandle,
-    Wake,
-};
+use vmmc_nic::{Export, Import, NodeAddr, Notify, SharedBytes, SharedBytesMut, WaitHandle, Wake};
 
 use crate::layout::*;
 use crate::options::StreamOptions;
@@ -453,7 +450,8 @@ pub struct Readiness {
 /// A connection, shared by every handle and slot on it.
 pub(crate) struct Inner {
     pub(crate) core: Mutex<Core>,
-    pub(crate) notify_fd: OwnedWaitHandle,
+    /// Waits for the receive ring's export's wake-ups (and lends its handle for polls).
+    pub(crate) waiter: vmmc_nic::Waiter,
     pub(crate) polling: AtomicBool,
     /// How many times the poller woke, and how many threads wait for it on `woken`.
     pub(crate) generation: Mutex<(u64, usize)>,
@@ -554,8 +552,9 @@ impl Inner {
         }
     }
 
-    /// Sleeps until the notification fd fires, another thread of this stream saw it fire, or
-    /// a short slice passes. One thread polls the fd; the others wait for its word.
+    /// Sleeps until the receive export has a wake-up pending, another thread of this stream
+    /// saw one, or a short slice passes. One thread waits on the export (its eventfd on Linux,
+    /// a condition variable on Windows); the others wait for its word.
     fn sleep(&self, deadline: Option<Instant>) {
         let mut slice = SLEEP_SLICE;
         if let Some(d) = deadline {
@@ -563,10 +562,7 @@ impl Inner {
         }
         if !self.polling.swap(true, Ordering::AcqRel) {
             let ms = slice.as_millis().clamp(1, 1000) as u64;
-            let _ = vmmc_nic::poll_readable(
-                &[vmmc_nic::AsWaitHandle::as_wait_handle(&self.notify_fd)],
-                Some(Duration::from_millis(ms)),
-            );
+            self.waiter.wait(Duration::from_millis(ms));
             self.polling.store(false, Ordering::Release);
             let waiters = {
                 let mut g = lock(&self.generation);
@@ -643,7 +639,7 @@ impl VmmcStream {
         tx: TxState,
     ) -> io::Result<VmmcStream> {
         let shm = matches!(p.peer, NodeAddr::Shm(_));
-        let notify_fd = p.rx_export.notify_fd().try_clone_to_owned()?;
+        let waiter = p.rx_export.waiter();
         let staging = if shm {
             None
         } else {
@@ -669,7 +665,7 @@ impl VmmcStream {
         };
         let inner = Arc::new(Inner {
             core: Mutex::new(core),
-            notify_fd,
+            waiter,
             polling: AtomicBool::new(false),
             generation: Mutex::new((0, 0)),
             woken: Condvar::new(),
@@ -776,9 +772,10 @@ impl VmmcStream {
     }
 
     /// The fd that becomes readable when something arrives (data, credit, a shutdown): for
-    /// select/poll loops. Readiness is a hint; the call that follows decides.
+    /// select/poll loops, after [`VmmcStream::readiness`] with `arm` (on Windows the handle
+    /// shows wake-ups only then). Readiness is a hint; the call that follows decides.
     pub fn notify_fd(&self) -> WaitHandle<'_> {
-        vmmc_nic::AsWaitHandle::as_wait_handle(&self.inner.notify_fd)
+        self.inner.waiter.handle()
     }
 
     /// Bytes ready to read without waiting (`FIONREAD`).
@@ -845,6 +842,8 @@ impl VmmcStream {
             error,
         };
         let arm = arm && !(r.readable && r.writable);
+        // The caller polls notify_fd() next: the wake-up must show there.
+        self.inner.waiter.show_on_handle(arm);
         c.waiting_data = arm;
         c.waiting_room = arm;
         c.say_waiting();

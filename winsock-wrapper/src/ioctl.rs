@@ -13,7 +13,9 @@
 //! | [`SIO_VMMC_RELEASE_RECV`] | bytes consumed | nothing |
 //!
 //! A pointer stays valid until the matching commit or release. The receive pointer points
-//! into memory the peer can still write: copy what you check before you trust it.
+//! into memory the peer can still write: copy what you check before you trust it. Getting a
+//! pointer never waits: with no data (or no room) yet it fails with `WSAEWOULDBLOCK`, and the
+//! program waits in `select` or `WSAPoll` and asks again (tests/c/wsptr.c does).
 
 /// `_WSAIORW(IOC_VENDOR, n)`: a vendor request that reads and writes buffers.
 const fn vendor(n: u32) -> u32 {

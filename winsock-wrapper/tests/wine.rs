@@ -109,6 +109,26 @@ fn wrapped_ws2_32_and_wsock32_programs_reach_a_linux_vmmc_listener() {
 }
 
 #[test]
+fn a_wrapped_rust_std_net_program_reaches_a_linux_vmmc_listener() {
+    let Some(std_ping) = windows_build("x86_64-pc-windows-gnu/debug/examples/std_ping.exe") else {
+        return;
+    };
+    let Some((_dir, exe)) = wrapped(&std_ping) else {
+        return;
+    };
+    let (vmmc, served) = vmmc_peer(2);
+    let port = free_port();
+    let routes = format!("127.0.0.1:{port} {vmmc} strict");
+    let env = wrapped_env(&routes);
+    let to = format!("127.0.0.1:{port}");
+    let p = WineProc::start(&exe, &["ping", &to, "200", "1000"], &env);
+    run_ok(p, "wrapped std::net ping", "rtt_us ");
+    let p = WineProc::start(&exe, &["bulk", &to, "32"], &env);
+    run_ok(p, "wrapped std::net bulk", "mib_per_s ");
+    assert_eq!(served.join().unwrap(), 2);
+}
+
+#[test]
 fn two_wrapped_wine_programs_talk_over_vmmc() {
     let Some((ws2, ws1, _)) = programs() else {
         return;
@@ -191,4 +211,24 @@ fn unrouted_sockets_of_a_wrapped_program_are_the_systems() {
     let env = wrapped_env(&routes);
     let p = WineProc::start(&exe, &["bulk", "127.0.0.1", &port, "16"], &env);
     run_ok(p, "unrouted bulk", "mib_per_s ");
+}
+
+#[test]
+fn the_pointer_requests_reach_the_peers_ring_and_ours() {
+    let Some(wsptr) = windows_build("wsping/wsptr.exe") else {
+        return;
+    };
+    let Some((_dir, exe)) = wrapped(&wsptr) else {
+        return;
+    };
+    let (vmmc, served) = vmmc_peer(1);
+    let port = free_port().to_string();
+    let routes = format!("127.0.0.1:{port} {vmmc} strict");
+    let p = WineProc::start(
+        &exe,
+        &["127.0.0.1", &port, "written in place, read in place"],
+        &wrapped_env(&routes),
+    );
+    run_ok(p, "pointer requests", "ok");
+    assert_eq!(served.join().unwrap(), 1);
 }

@@ -50,6 +50,23 @@ impl Notifier {
         RemoteNotifier::adopt(fd).map(|r| Notifier { file: r.file })
     }
 
+    /// An export's notifier; on Linux the same as [`Notifier::new`] (the eventfd is what
+    /// waiters poll, no other mechanism is cheaper).
+    pub(crate) fn on_demand() -> io::Result<Notifier> {
+        Notifier::new()
+    }
+
+    /// Nothing to do on Linux: the eventfd always shows pending signals.
+    pub(crate) fn arm(&self) {}
+
+    /// Nothing to do on Linux, as for [`Notifier::arm`].
+    pub(crate) fn disarm(&self) {}
+
+    /// Waits until a signal is pending (without taking it) or `timeout` passes.
+    pub(crate) fn wait_pending(&self, timeout: Duration) -> bool {
+        wait_readable(self.fd(), timeout).unwrap_or(false)
+    }
+
     /// Takes all pending signals without blocking; 0 when there were none.
     pub fn take(&self) -> u64 {
         let mut buf = [0u8; 8];

@@ -556,4 +556,24 @@ mod tests {
         assert!(poll_readable(&[n.fd()], Some(Duration::from_secs(5))).unwrap()[0]);
         assert_eq!(n.take(), 2);
     }
+
+    /// An export's notifier wakes a waiter without its socket, and shows what is pending on
+    /// the socket from the moment someone asks for it.
+    #[test]
+    fn an_on_demand_notifier_mirrors_once_armed() {
+        let n = std::sync::Arc::new(crate::notify::Notifier::on_demand().unwrap());
+        let m = n.clone();
+        let t = std::thread::spawn(move || m.wait_pending(Duration::from_secs(5)));
+        std::thread::sleep(Duration::from_millis(20));
+        n.signal();
+        assert!(t.join().unwrap());
+        assert!(!poll_readable(&[n.fd()], Some(Duration::from_millis(1))).unwrap()[0]);
+        n.arm();
+        assert!(poll_readable(&[n.fd()], Some(Duration::from_secs(5))).unwrap()[0]);
+        assert_eq!(n.take(), 1);
+        assert!(!n.wait_pending(Duration::from_millis(1)));
+        assert!(!poll_readable(&[n.fd()], Some(Duration::from_millis(1))).unwrap()[0]);
+        n.signal();
+        assert!(poll_readable(&[n.fd()], Some(Duration::from_secs(5))).unwrap()[0]);
+    }
 }

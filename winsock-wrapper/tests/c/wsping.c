@@ -68,26 +68,42 @@ static uint64_t fnv(const uint8_t *p, size_t n, uint64_t h)
 }
 #define FNV_START 0xcbf29ce484222325ULL
 
-static void send_all(SOCKET s, const uint8_t *p, size_t n)
+/* 0 when all `n` bytes went, -1 otherwise. */
+static int try_send_all(SOCKET s, const uint8_t *p, size_t n)
 {
     while (n > 0) {
         int k = send(s, (const char *)p, (int)(n > 0x40000000 ? 0x40000000 : n), 0);
         if (k <= 0)
-            die("send");
+            return -1;
         p += k;
         n -= (size_t)k;
     }
+    return 0;
 }
 
-static void recv_all(SOCKET s, uint8_t *p, size_t n)
+/* 0 when all `n` bytes came, -1 otherwise. */
+static int try_recv_all(SOCKET s, uint8_t *p, size_t n)
 {
     while (n > 0) {
         int k = recv(s, (char *)p, (int)n, 0);
         if (k <= 0)
-            die("recv");
+            return -1;
         p += k;
         n -= (size_t)k;
     }
+    return 0;
+}
+
+static void send_all(SOCKET s, const uint8_t *p, size_t n)
+{
+    if (try_send_all(s, p, n) != 0)
+        die("send");
+}
+
+static void recv_all(SOCKET s, uint8_t *p, size_t n)
+{
+    if (try_recv_all(s, p, n) != 0)
+        die("recv");
 }
 
 /* Receives into two buffers at once where the API allows it (scatter). */
@@ -146,19 +162,22 @@ static void wait_readable(SOCKET s)
 #endif
 }
 
+/* One client; a client that breaks off costs only its connection (the server goes on). */
 static void serve_one(SOCKET c, uint8_t *buf)
 {
     uint8_t kind;
-    recv_all(c, &kind, 1);
     uint64_t total = 0, h = FNV_START;
+    if (try_recv_all(c, &kind, 1) != 0)
+        goto out;
     for (;;) {
         int n = kind == 'S' ? recv_some(c, buf, CHUNK) : recv(c, (char *)buf, CHUNK, 0);
         if (n < 0)
-            die("recv");
+            goto out;
         if (n == 0)
             break;
         if (kind == 'E') {
-            send_all(c, buf, (size_t)n);
+            if (try_send_all(c, buf, (size_t)n) != 0)
+                goto out;
         } else {
             h = fnv(buf, (size_t)n, h);
             total += (uint64_t)n;
@@ -170,8 +189,9 @@ static void serve_one(SOCKET c, uint8_t *buf)
             answer[i] = (uint8_t)(total >> (8 * i));
             answer[8 + i] = (uint8_t)(h >> (8 * i));
         }
-        send_all(c, answer, 16);
+        try_send_all(c, answer, 16);
     }
+out:
     closesocket(c);
 }
 

@@ -33,6 +33,10 @@
 //! assert_eq!(&got, b"block");
 //! ```
 //!
+//! On Windows (`x86_64-pc-windows-gnu`) only the tcp backend exists so far: an `shm:` address
+//! fails with [`Error::NotImplemented`]. What a thread waits on is a [`WaitHandle`]: a
+//! descriptor on Linux, a socket on Windows (where `WSAPoll` waits on nothing else).
+//!
 //! Memory that another process can write is untrusted: every offset and length, local or from
 //! a peer, is checked before it touches a region, a region received from an exporter must be
 //! sealed against shrinking, and a peer that breaks the protocol loses its connection and

@@ -44,7 +44,7 @@ pub type OwnedWaitHandle = std::os::windows::io::OwnedSocket;
 
 /// Borrows the [`WaitHandle`] of a socket or event, under one name on every system.
 pub trait AsWaitHandle {
-    /// The handle, for [`wait_readable`] or a system poll.
+    /// The handle, for [`crate::poll_readable`] or a system poll.
     fn as_wait_handle(&self) -> WaitHandle<'_>;
 }
 

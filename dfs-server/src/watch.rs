@@ -18,6 +18,7 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 use std::sync::Mutex;
 
 use dfs_proto::handle::FileHandle;
@@ -61,6 +62,9 @@ pub struct Watch {
     /// Set when the mark limit was reached: local changes may go unnoticed from then on.
     full: AtomicBool,
 }
+
+/// How long the watch waits after an event for others to join it.
+const BATCH: Duration = Duration::from_millis(2);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -148,6 +152,12 @@ impl Watch {
                 }
                 Ok(_) => {}
             }
+            // Events come in bursts while clients work (this server's own requests cause
+            // most of them, to be skipped below): a pause lets a burst gather, so this thread
+            // wakes once per burst rather than once per request, on machines with few cores
+            // where each wake-up takes the core from a connection thread. Programs' changes
+            // reach the clients that much later, far below any cache time.
+            std::thread::sleep(BATCH);
             let n = match nix::unistd::read(self.group.as_fd(), &mut buf) {
                 Ok(n) => n,
                 Err(nix::Error::EAGAIN | nix::Error::EINTR) => continue,

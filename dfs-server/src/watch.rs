@@ -18,8 +18,8 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use dfs_proto::handle::FileHandle;
 use dfs_proto::msg::Notice;

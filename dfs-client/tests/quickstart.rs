@@ -110,3 +110,16 @@ fn quickstart_serves_mounts_and_stops() {
     let pid = tmp.path().join("run/server.pid");
     assert!(!pid.exists());
 }
+
+/// The suite's `run_within` drains a child's output while it runs: a child that writes far
+/// more than a pipe holds finishes instead of waiting forever for a reader.
+#[test]
+fn a_chatty_child_is_not_left_waiting_on_a_full_pipe() {
+    let out = run_within(
+        Command::new("sh").args(["-c", "head -c 1000000 /dev/zero; echo done >&2"]),
+        std::time::Duration::from_secs(30),
+    );
+    assert!(out.status.success());
+    assert_eq!(out.stdout.len(), 1_000_000);
+    assert_eq!(out.stderr, b"done\n");
+}

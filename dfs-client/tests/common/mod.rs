@@ -2,7 +2,7 @@
 //! lazily unmounted when its guard drops, also when a test fails; every wait has a timeout.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -262,20 +262,46 @@ pub fn run_within(cmd: &mut Command, limit: Duration) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Both pipes are drained while the child runs: a child that writes more than a pipe
+    // holds (64 KiB) would otherwise wait for a reader that only comes after it exits.
+    fn drain(r: Option<impl Read + Send + 'static>) -> Receiver<Vec<u8>> {
+        let (tx, rx) = channel();
+        if let Some(mut r) = r {
+            std::thread::spawn(move || {
+                let mut v = Vec::new();
+                let _ = r.read_to_end(&mut v);
+                let _ = tx.send(v);
+            });
+        }
+        rx
+    }
+    let (out, err) = (drain(child.stdout.take()), drain(child.stderr.take()));
     let deadline = Instant::now() + limit;
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
         }
         if Instant::now() >= deadline {
             let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "{cmd:?} took longer than {limit:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let _ = child.wait();
+            break None;
         }
         std::thread::sleep(Duration::from_millis(5));
+    };
+    // A process the child left behind may hold the pipes open: their ends are awaited for a
+    // while, not forever.
+    let collect = |rx: Receiver<Vec<u8>>| rx.recv_timeout(WAIT).unwrap_or_default();
+    let (stdout, stderr) = (collect(out), collect(err));
+    match status {
+        Some(status) => Output {
+            status,
+            stdout,
+            stderr,
+        },
+        None => panic!(
+            "{cmd:?} took longer than {limit:?}: {}",
+            String::from_utf8_lossy(&stderr)
+        ),
     }
 }
 

@@ -152,15 +152,20 @@ const FILE_RENAME_INFO_EX: i32 = 22;
 const FILE_TYPE_DISK: u32 = 1;
 const DRIVE_REMOTE: u32 = 4;
 const DUPLICATE_CLOSE_SOURCE: u32 = 1;
-const ERROR_NOT_SUPPORTED_: u32 = ERROR_NOT_SUPPORTED;
 
-/// The trampolines to the original functions, by hook.
+/// The hooked functions, named once: a trampoline slot for each (`orig::NAME`, where the
+/// original is reached) and the table [`install`] walks (name, hook, slot); each hook is the
+/// `extern "system"` function of the same name below.
 macro_rules! originals {
     ($($name:ident),* $(,)?) => {
         #[allow(non_upper_case_globals)]
         mod orig {
             use std::sync::atomic::AtomicUsize;
             $(pub static $name: AtomicUsize = AtomicUsize::new(0);)*
+        }
+
+        fn hooks() -> Vec<(&'static str, usize, &'static AtomicUsize)> {
+            vec![$((stringify!($name), $name as *const () as usize, &orig::$name)),*]
         }
     };
 }
@@ -267,15 +272,9 @@ fn placeholder() -> Option<usize> {
     (!h.is_null()).then_some(h as usize)
 }
 
-/// Closes a placeholder with the original `CloseHandle` (the hook would look it up again).
+/// Closes a placeholder (see [`close_any`]).
 fn close_placeholder(h: usize) {
-    let p = orig::CloseHandle.load(Ordering::Acquire);
-    if p != 0 {
-        // SAFETY: `p` is `CloseHandle`'s trampoline; `h` is a handle this face made.
-        unsafe {
-            std::mem::transmute::<usize, unsafe extern "system" fn(HANDLE) -> Bool>(p)(h as HANDLE)
-        };
-    }
+    close_any(h as HANDLE);
 }
 
 /// Registers `o` under a new placeholder and returns it, or fails as a full handle table.
@@ -797,7 +796,7 @@ unsafe extern "system" fn SetFileInformationByHandle(
             | FILE_BASIC_INFO
             | FILE_RENAME_INFO
             | FILE_RENAME_INFO_EX => Err(ERROR_INVALID_PARAMETER),
-            _ => Err(ERROR_NOT_SUPPORTED_),
+            _ => Err(ERROR_NOT_SUPPORTED),
         };
         return ok_bool(r);
     }
@@ -1597,56 +1596,9 @@ unsafe extern "system" fn NtOpenFile(
 /// Installs every hook; returns the names that could not be hooked (absent from this
 /// system's DLLs, or refused by MinHook).
 pub fn install() -> Vec<&'static str> {
-    macro_rules! hooks {
-        ($($name:ident),* $(,)?) => {
-            [$((stringify!($name), $name as *const () as usize, &orig::$name)),*]
-        };
-    }
-    let table: [(&str, usize, &AtomicUsize); 40] = hooks!(
-        CreateFileW,
-        ReadFile,
-        WriteFile,
-        CloseHandle,
-        SetFilePointer,
-        SetFilePointerEx,
-        GetFileSize,
-        GetFileSizeEx,
-        GetFileType,
-        GetFileInformationByHandle,
-        GetFileInformationByHandleEx,
-        SetFileInformationByHandle,
-        SetEndOfFile,
-        FlushFileBuffers,
-        GetFileAttributesW,
-        GetFileAttributesExW,
-        SetFileAttributesW,
-        FindFirstFileW,
-        FindFirstFileExW,
-        FindNextFileW,
-        FindClose,
-        CreateDirectoryW,
-        RemoveDirectoryW,
-        DeleteFileW,
-        MoveFileExW,
-        MoveFileWithProgressW,
-        CopyFileW,
-        CopyFileExW,
-        GetFullPathNameW,
-        DuplicateHandle,
-        GetFileTime,
-        SetFileTime,
-        GetVolumeInformationW,
-        GetDiskFreeSpaceExW,
-        GetDriveTypeW,
-        NtReadFile,
-        NtWriteFile,
-        NtCreateFile,
-        NtOpenFile,
-        CreateProcessW,
-    );
     let mut missing = Vec::new();
     let mut seen = Vec::new();
-    for (name, detour, slot) in table {
+    for (name, detour, slot) in hooks() {
         let Some(target) = proc_address(name) else {
             missing.push(name);
             continue;
@@ -1782,7 +1734,8 @@ pub fn spawn_with(cmdline: &str, dlls: &[std::path::PathBuf]) -> Result<u32, Str
     }
 }
 
-/// Closes a handle of this process's own with the original `CloseHandle` where it is hooked.
+/// Closes a handle of the face's own with the original `CloseHandle` where it is hooked (the
+/// hook would look it up in the table again), the system's before the hooks are in.
 fn close_any(h: HANDLE) {
     let f = orig::CloseHandle.load(Ordering::Acquire);
     // SAFETY: `h` is a handle this face holds; the trampoline is CloseHandle's.

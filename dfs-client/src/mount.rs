@@ -306,18 +306,28 @@ fn mounts_on(mp: &Path) -> Vec<(String, String)> {
     let Ok(want) = std::fs::canonicalize(mp).or_else(|_| std::path::absolute(mp)) else {
         return Vec::new();
     };
+    mountinfo()
+        .into_iter()
+        .filter(|(point, _, _)| *point == want)
+        .map(|(_, dev, fstype)| (dev, fstype))
+        .collect()
+}
+
+/// `(mount point, major:minor, fstype)` of every mount in this process's namespace, from
+/// `/proc/self/mountinfo` (which touches no file system, so no FUSE daemon can stall it).
+pub fn mountinfo() -> Vec<(PathBuf, String, String)> {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return Vec::new();
     };
     info.lines()
         .filter_map(|l| {
-            let (left, right) = l.split_once(" - ").unwrap_or((l, ""));
+            let (left, right) = l.split_once(" - ")?;
             let f: Vec<&str> = left.split(' ').collect();
-            let point = f.get(4).map(|p| unescape(p));
-            (point.as_deref() == want.to_str()).then(|| {
-                let dev = f.get(2).map_or_else(String::new, |d| d.to_string());
-                (dev, right.split(' ').next().unwrap_or("").to_string())
-            })
+            Some((
+                PathBuf::from(unescape(f.get(4)?)),
+                f.get(2)?.to_string(),
+                right.split(' ').next().unwrap_or("").to_string(),
+            ))
         })
         .collect()
 }

@@ -214,28 +214,9 @@ fn abort(mp: &Path, dev: &str) {
     }
 }
 
-/// `(mount point, major:minor, fstype)` of every mount in this process's namespace, from
-/// `/proc/self/mountinfo` (which touches no file system, so no FUSE daemon can stall it).
-pub fn mounts() -> Vec<(PathBuf, String, String)> {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
-    info.lines()
-        .filter_map(|l| {
-            let (left, right) = l.split_once(" - ")?;
-            let f: Vec<&str> = left.split(' ').collect();
-            Some((
-                PathBuf::from(unescape(f.get(4)?)),
-                f.get(2)?.to_string(),
-                right.split(' ').next().unwrap_or("").to_string(),
-            ))
-        })
-        .collect()
-}
-
 /// The device of the topmost mount on `mp`, if anything is mounted there.
 fn dev_of(mp: &Path) -> Option<String> {
-    mounts()
+    crate::mount::mountinfo()
         .into_iter()
         .filter(|(p, _, _)| p == mp)
         .map(|(_, dev, _)| dev)
@@ -249,7 +230,7 @@ pub fn is_mounted(mp: &Path) -> bool {
 
 /// The mount points at or below `dir`, deepest first.
 pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = mounts()
+    let mut v: Vec<PathBuf> = crate::mount::mountinfo()
         .into_iter()
         .map(|(p, _, _)| p)
         .filter(|p| p.starts_with(dir))
@@ -257,26 +238,6 @@ pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     v.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     v.dedup();
     v
-}
-
-/// Undoes the octal escapes of `/proc/self/mountinfo` (`\040` for a space, …).
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Unmounts whatever is on `mp` (the bench's own mounts: the DFS, the in-memory file system,

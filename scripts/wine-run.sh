@@ -36,10 +36,13 @@ stub="$wine_dir/bcryptprimitives.dll"
         # would ask to download them.
         WINEDLLOVERRIDES="mscoree,mshtml=" "$wine64" wineboot -i >/dev/null 2>&1
     fi
-    # Beside a program of ours (a Unix path); a Windows path (C:\windows\...) is Wine's own
-    # program, which needs no stub.
-    if [ -f "$exe" ]; then
-        dir="$(dirname "$exe")"
+    # Beside a program of ours, named by its Unix path or as Wine's Z: drive shows it
+    # (Z:\tmp\x.exe); any other Windows path (C:\windows\...) is Wine's own program, which
+    # needs no stub.
+    unix="$exe"
+    case "$exe" in [Zz]:*) unix="$(printf '%s' "${exe:2}" | tr '\\' /)" ;; esac
+    if [ -f "$unix" ]; then
+        dir="$(dirname "$unix")"
         cmp -s "$stub" "$dir/bcryptprimitives.dll" || cp -f "$stub" "$dir/bcryptprimitives.dll"
     fi
 ) 9>"$wine_dir/.lock"

@@ -70,6 +70,11 @@ impl Client {
         &self.addr
     }
 
+    /// This client's session id: opens made on any of its connections belong to it.
+    pub fn session(&self) -> [u8; 16] {
+        self.opts.session
+    }
+
     /// How long a call keeps trying to reach a server that is gone before it fails with
     /// `ENOTCONN` (the connect timeout by default).
     pub fn set_reconnect_for(&mut self, d: Duration) {

@@ -1,4 +1,5 @@
-//! All of the crate's `unsafe`: one place where bytes in the receive ring become a slice.
+//! All of the crate's `unsafe`: one place where bytes in the receive ring become a slice, and
+//! one where a descriptor received from the server becomes owned.
 //!
 //! fuser sends a read reply from a `&[u8]`, and the whole point of the data path is that the
 //! kernel copies a file's bytes straight from the connection's receive ring into the reading
@@ -19,4 +20,13 @@ pub(crate) fn reply_from_ring(reply: fuser::ReplyData, data: SharedBytes<'_>) {
     // process writing them concurrently cannot break any assumption made on them here.
     let bytes = unsafe { std::slice::from_raw_parts(data.as_ptr(), data.len()) };
     reply.data(bytes);
+}
+
+/// Takes ownership of a descriptor that arrived in an `SCM_RIGHTS` message.
+pub(crate) fn received_fd(raw: std::os::fd::RawFd) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: the kernel installed `raw` in this process's table while receiving the message
+    // that carried it; nothing else in the process knows the number, so this is its only
+    // owner and closing it on drop closes nothing else.
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) }
 }

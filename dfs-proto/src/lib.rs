@@ -37,6 +37,7 @@ pub mod frame;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod handle;
+pub mod lend;
 pub mod msg;
 pub mod name;
 

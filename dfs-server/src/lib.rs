@@ -16,6 +16,7 @@ pub mod creds;
 mod dirents;
 pub mod fs;
 pub mod handles;
+mod lend;
 pub mod notices;
 pub mod opens;
 pub mod server;

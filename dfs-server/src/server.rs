@@ -78,6 +78,9 @@ pub struct Config {
     /// Watch the export for what local programs change ([`crate::watch`]), so that clients
     /// may cache for long. Off, clients keep their short cache times.
     pub watch: bool,
+    /// On shm, lend read-only opens' descriptors to local root mounts, whose kernel then
+    /// reads the files' pages itself (FUSE passthrough; see [`dfs_proto::lend`]).
+    pub lend: bool,
 }
 
 impl Config {
@@ -102,6 +105,7 @@ impl Config {
             max_connections: MAX_CONNECTIONS,
             max_connections_per_peer: MAX_CONNECTIONS_PER_PEER,
             watch: true,
+            lend: true,
         }
     }
 }
@@ -213,6 +217,8 @@ impl Shared {
 pub struct Server {
     listener: VmmcListener,
     shared: Arc<Shared>,
+    /// Where local root mounts borrow descriptors (shm only, unless turned off).
+    lend: Option<(std::os::unix::net::UnixListener, Arc<crate::lend::Lending>)>,
 }
 
 /// Opens the export root for reading, not `O_PATH`: `open_by_handle_at` wants a real
@@ -341,7 +347,23 @@ impl Server {
         if let Some(w) = &shared.watch {
             w.watch_dir(&shared.fs.handles, &shared.root);
         }
-        Ok(Server { listener, shared })
+        let lend = match listener.local_addr().to_string().strip_prefix("shm:") {
+            Some(name) if config.lend => match crate::lend::listen(name) {
+                Ok(l) => Some((l, Arc::default())),
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot lend descriptors to local mounts ({e}): their reads go through the rings"
+                    );
+                    None
+                }
+            },
+            _ => None,
+        };
+        Ok(Server {
+            listener,
+            shared,
+            lend,
+        })
     }
 
     /// The address clients connect to (with the real port for `tcp:…:0`).
@@ -380,16 +402,22 @@ impl Server {
             None => None,
         };
         let result = loop {
-            let mut fds = [
+            let mut fds = vec![
                 PollFd::new(self.listener.notify_fd(), PollFlags::POLLIN),
                 PollFd::new(stop, PollFlags::POLLIN),
             ];
+            if let Some((l, _)) = &self.lend {
+                fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
+            }
             match poll(&mut fds, PollTimeout::from(1000u16)) {
                 Ok(_) | Err(nix::Error::EINTR) => {}
                 Err(e) => break Err(e.into()),
             }
             if fds[1].revents().is_some_and(|r| !r.is_empty()) {
                 break Ok(());
+            }
+            if let Some((l, lending)) = &self.lend {
+                lending.accept_all(l, &self.shared);
             }
             conns.retain(|t| !t.is_finished());
             loop {

@@ -263,7 +263,7 @@ pub struct Conn {
 /// The session a connection's opens belong to: the client's own session id, bound to who
 /// the peer is, so that knowing another client's session id (it travels in the hello) never
 /// lets a peer use opens made with someone else's rights.
-fn bind_session(client: &Session, peer: &PeerIdentity, trust: &Trust) -> Session {
+pub(crate) fn bind_session(client: &Session, peer: &PeerIdentity, trust: &Trust) -> Session {
     let mut h = blake3::Hasher::new_derive_key("vmmc-dfs 2026 session binding v1");
     h.update(client);
     match (peer, trust) {

@@ -10,6 +10,7 @@ mod coherence;
 mod convert;
 mod dirs;
 mod nodes;
+mod passthrough;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -66,6 +67,8 @@ struct Open {
     ino: u64,
     /// Whether anything was written through it.
     wrote: bool,
+    /// Whether the kernel caches it, reads the server's file itself, or neither.
+    io: passthrough::Io,
 }
 
 /// The mounted file system.
@@ -80,6 +83,9 @@ pub struct DfsFuse {
     keep_cache: bool,
     /// Open directories, and what the kernel may keep of their listings.
     dirs: dirs::Dirs,
+    /// Reads the kernel serves from the server's page cache, when the server is on this host
+    /// (and the kernel agreed to passthrough at init).
+    passthrough: Option<passthrough::Passthrough>,
 }
 
 const GEN: Generation = Generation(0);
@@ -127,7 +133,20 @@ impl DfsFuse {
             next_fh: AtomicU64::new(1),
             keep_cache,
             dirs: dirs::Dirs::default(),
+            passthrough: None,
         }
+    }
+
+    /// Lets read-only opens pass through to the server's files when it is on this host
+    /// (see [`passthrough`]); without it, every read comes through the rings.
+    pub fn with_passthrough(mut self, on: bool) -> DfsFuse {
+        // Only root may register a backing file (and the server lends to root alone).
+        self.passthrough = if on && nix::unistd::geteuid().is_root() {
+            passthrough::Passthrough::new(self.client.addr(), self.client.session())
+        } else {
+            None
+        };
+        self
     }
 
     /// The thread that subscribes to the server's notices and applies them to the kernel's
@@ -275,8 +294,14 @@ impl DfsFuse {
     }
 
     /// Opens on the server; the kernel may keep its cached pages only if the file is as this
-    /// client last saw it.
-    fn do_open(&self, req: &Request, ino: INodeNo, flags: i32) -> Result<(Fh, FopenFlags), Errno> {
+    /// client last saw it. A read-only open may pass through instead (see [`passthrough`]).
+    fn do_open(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        flags: i32,
+        reply: &ReplyOpen,
+    ) -> Result<(Fh, FopenFlags, passthrough::Io), Errno> {
         let creds = who(req);
         let h = self.handle(ino)?;
         let pf = convert::open_flags(flags);
@@ -285,12 +310,20 @@ impl DfsFuse {
             self.coherence.changed(&[ino.0]);
         }
         let open = open?;
+        let io = match &self.passthrough {
+            Some(p) => p.open(ino.0, open, pf.write || pf.truncate, reply),
+            None => passthrough::Io::Cached,
+        };
         let fh = self.add_open(Open {
             open,
             append: pf.append,
             ino: ino.0,
             wrote: false,
+            io: io.clone(),
         });
+        if let passthrough::Io::Through(..) = io {
+            return Ok((fh, FopenFlags::empty(), io));
+        }
         // While notices drop a file's pages as soon as anyone changes it, what the kernel
         // holds is current: nothing to ask.
         let keep = self.keep_cache
@@ -306,6 +339,7 @@ impl DfsFuse {
             } else {
                 FopenFlags::empty()
             },
+            passthrough::Io::Cached,
         ))
     }
 
@@ -372,6 +406,17 @@ impl Filesystem for DfsFuse {
         // truncate runs there as the caller: the client's kernel need not ask for
         // `security.capability` before every write (a round trip each).
         let _ = config.add_capabilities(fuser::InitFlags::FUSE_HANDLE_KILLPRIV_V2);
+        // Passthrough needs the kernel's support and, for files on a disk file system, a
+        // stacking depth of one; a kernel without it gets every read through the rings.
+        if self.passthrough.is_some()
+            && (config
+                .add_capabilities(fuser::InitFlags::FUSE_PASSTHROUGH)
+                .is_err()
+                || config.set_max_stack_depth(1).is_err())
+        {
+            tracing::info!("the kernel offers no FUSE passthrough: reads come through the rings");
+            self.passthrough = None;
+        }
         Ok(())
     }
 
@@ -405,8 +450,13 @@ impl Filesystem for DfsFuse {
 
     fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<Fh>, reply: ReplyAttr) {
         let t = self.coherence.ticket();
-        // Kept here while notices keep it right: no round trip.
-        if let Some(a) = self.coherence.cached(ino.0) {
+        // Kept here while notices keep it right: no round trip. (Not while an open passing
+        // through may be writing the file where the server does not see it.)
+        let written_through = self
+            .passthrough
+            .as_ref()
+            .is_some_and(|p| p.written_through(ino.0));
+        if let Some(a) = self.coherence.cached(ino.0).filter(|_| !written_through) {
             return self.reply_attr(t, ino, reply, Ok(a));
         }
         let open = self.any_open(ino, fh);
@@ -621,8 +671,9 @@ impl Filesystem for DfsFuse {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: FuseOpenFlags, reply: ReplyOpen) {
-        match self.do_open(req, ino, flags.0) {
-            Ok((fh, f)) => reply.opened(fh, f),
+        match self.do_open(req, ino, flags.0, &reply) {
+            Ok((fh, f, passthrough::Io::Through(b, _))) => reply.opened_passthrough(fh, f, &b),
+            Ok((fh, f, _)) => reply.opened(fh, f),
             Err(e) => reply.error(convert::errno(e)),
         }
     }
@@ -737,6 +788,13 @@ impl Filesystem for DfsFuse {
             // The file's state after this client's writes came with their replies; the
             // release itself is one message with no reply.
             let _ = self.client.release(&who(req), o.open);
+            if let Some(p) = &self.passthrough {
+                p.released(o.ino, &o.io);
+                // What it wrote behind the server's back is not in what this mount kept.
+                if let passthrough::Io::Through(_, true) = o.io {
+                    self.coherence.changed(&[o.ino]);
+                }
+            }
         }
         reply.ok();
     }
@@ -951,20 +1009,32 @@ impl Filesystem for DfsFuse {
                 self.coherence.remember(t, id, &e.attr);
                 self.nodes.named(id, parent.0, n.as_bytes());
                 self.nodes.seen(id, (e.attr.mtime, e.attr.size));
+                // A create of an existing file being passed through (`O_CREAT` without
+                // `O_EXCL`) passes through too.
+                let io = match &self.passthrough {
+                    Some(p) => p.created(id, true),
+                    None => passthrough::Io::Cached,
+                };
                 let fh = self.add_open(Open {
                     open,
                     append,
                     ino: id,
                     wrote: false,
+                    io: io.clone(),
                 });
                 self.coherence.reply(t, |times| {
-                    reply.created(
+                    let (ttl, attr) = (
                         &times.entry.min(times.attr),
                         &convert::file_attr(id, &e.attr),
-                        GEN,
-                        fh,
-                        FopenFlags::empty(),
-                    )
+                    );
+                    match &io {
+                        passthrough::Io::Through(b, _) => {
+                            reply.created_passthrough(ttl, attr, GEN, fh, FopenFlags::empty(), b)
+                        }
+                        passthrough::Io::Cached => {
+                            reply.created(ttl, attr, GEN, fh, FopenFlags::empty())
+                        }
+                    }
                 });
             }
             Err(e) => reply.error(convert::errno(e)),

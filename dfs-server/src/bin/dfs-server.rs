@@ -73,6 +73,11 @@ struct Args {
     /// names for their short times (1 s) instead of a minute.
     #[arg(long)]
     no_watch: bool,
+    /// On shm, do not lend read-only opens' descriptors to local root mounts: their reads
+    /// then come through the rings instead of the kernel reading this server's page cache
+    /// itself (FUSE passthrough).
+    #[arg(long)]
+    no_lend: bool,
     /// How long a connection spins for the next request before sleeping, in microseconds.
     #[arg(long, value_name = "MICROS", default_value_t = 50)]
     spin_us: u64,
@@ -140,6 +145,7 @@ fn run(args: Args) -> Result<(), String> {
         max_connections_per_peer: args.max_connections_per_peer,
         subtree_check: !args.no_subtree_check,
         watch: !args.no_watch,
+        lend: !args.no_lend,
         ..Config::new(&args.export, &args.listen, handle_key)
     };
     let server = Server::bind(config).map_err(|e| e.to_string())?;

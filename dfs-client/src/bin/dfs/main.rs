@@ -31,7 +31,8 @@ enum Cmd {
     /// times without notices, default 1), timeout=SECS (how long a call waits for the server,
     /// also across its restart, default 30; then ENOTCONN), secret=FILE, threads=N (default 4),
     /// readahead=KIB (default 4096, so sequential reads travel in 1 MiB requests, several at
-    /// a time),
+    /// a time), passthrough (the default) or nopassthrough (whether, with a server on this
+    /// host, the kernel reads files opened read-only from the server's page cache itself),
     /// allow_other (the default for root) or owner_only, nosuid, nodev, noexec, noatime, sync,
     /// dirsync; fstab's defaults, auto,
     /// noauto, user, _netdev and nofail are accepted and ignored.

@@ -1,0 +1,271 @@
+//! Reads the kernel serves itself, from the server's page cache, on one host (FUSE
+//! passthrough, Linux 6.9+).
+//!
+//! Through the rings, a block read through the mount is copied three times: by the server
+//! from its page cache into this process's ring, by the kernel from the ring into the mount's
+//! page cache, and by the kernel again into the reading program. When the server is on this
+//! host (`shm:`), it can lend the mount its descriptor of a read-only open
+//! ([`dfs_proto::lend`]); registered as the open's backing file, the kernel copies each byte
+//! once, from the server's page cache into the program, and this process never sees the
+//! read. The server's page cache is the file's only cache, so what another client writes
+//! through the server is what the next read sees.
+//!
+//! The kernel holds each inode in one I/O mode at a time: while any open of it goes
+//! through a backing file, every open of it must, with the same backing file (the kernel
+//! fails the open with `EIO` otherwise), and while any open of it uses the mount's page
+//! cache, none may pass through. So this keeps each inode's mode: an open that only reads
+//! starts passing through when no cached open is live; any open of a file being passed
+//! through passes through too, writers included; anything else is cached as before. The
+//! kernel leaves an inode's mode before it sends the release that tells us, so what is
+//! recorded here is never less than what the kernel holds, and the decisions stay valid.
+//!
+//! A writer that passes through writes the server's file from its own kernel, with the
+//! mount's credentials, and the server does not see the write as a request: so the mount
+//! asks the server for such a file's attributes every time (its kept copy could be older
+//! than the write), and the server lends no set-user-ID or set-group-ID file, whose bits a
+//! write by an unprivileged caller clears but one with the mount's capabilities would not.
+//! Other clients hear of such writes through the server's watch of the export, as they
+//! hear of any local program's.
+
+use std::collections::HashMap;
+use std::io::{self, IoSliceMut, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dfs_proto::handle::OpenId;
+use dfs_proto::lend::{socket_name, LendRequest, REPLY_LEN};
+use fuser::{BackingId, ReplyOpen};
+use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+
+/// How long a borrow may take before the open goes through the rings instead.
+const BORROW_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How one open of the mount is served.
+#[derive(Clone, Debug)]
+pub(super) enum Io {
+    /// Through the mount's page cache and the rings.
+    Cached,
+    /// By the kernel, on the server's file; `true` if the open may write.
+    Through(Arc<BackingId>, bool),
+}
+
+/// An inode's mode, with the opens that hold it.
+#[derive(Debug)]
+enum Mode {
+    Cached(usize),
+    Through {
+        backing: Arc<BackingId>,
+        opens: usize,
+        writers: usize,
+    },
+}
+
+impl Mode {
+    /// Counts one more open in this mode, and says how it is served.
+    fn join(&mut self, writes: bool) -> Io {
+        match self {
+            Mode::Cached(n) => {
+                *n += 1;
+                Io::Cached
+            }
+            Mode::Through {
+                backing,
+                opens,
+                writers,
+            } => {
+                *opens += 1;
+                *writers += usize::from(writes);
+                Io::Through(backing.clone(), writes)
+            }
+        }
+    }
+}
+
+/// The connection to the server's lending socket.
+#[derive(Debug, Default)]
+struct Lender {
+    stream: Option<UnixStream>,
+    /// After a failed connect, none is tried before this: a server that lends nothing
+    /// (`--no-lend`) costs each open one refused connect per interval, not one each.
+    retry_at: Option<Instant>,
+}
+
+/// How long after a failed connect the next open tries again.
+const RETRY: Duration = Duration::from_secs(5);
+
+/// Borrows descriptors from a server on this host and keeps each inode's I/O mode.
+#[derive(Debug)]
+pub(super) struct Passthrough {
+    name: Vec<u8>,
+    session: [u8; 16],
+    conn: Mutex<Lender>,
+    modes: Mutex<HashMap<u64, Mode>>,
+}
+
+impl Passthrough {
+    /// For a server at `addr` (only `shm:` servers are on this host), whose opens belong to
+    /// `session`.
+    pub(super) fn new(addr: &str, session: [u8; 16]) -> Option<Passthrough> {
+        let name = addr.strip_prefix("shm:")?;
+        Some(Passthrough {
+            name: socket_name(name),
+            session,
+            conn: Mutex::default(),
+            modes: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Decides how a new open of `ino` is served: an open that only reads starts passing
+    /// through when no cached open is live and the server lends `open`'s descriptor; any
+    /// open of a file already passing through joins it; anything else is cached, as before
+    /// passthrough existed.
+    pub(super) fn open(&self, ino: u64, open: OpenId, writes: bool, reply: &ReplyOpen) -> Io {
+        {
+            let mut modes = self.modes.lock().unwrap_or_else(|p| p.into_inner());
+            match modes.get_mut(&ino) {
+                Some(m) => return m.join(writes),
+                None if writes => return self.start_cached(&mut modes, ino),
+                None => {}
+            }
+        }
+        // Borrowed without the lock; another open may have decided meanwhile.
+        let backing = self
+            .borrow(open)
+            .and_then(|fd| reply.open_backing(&fd))
+            .map_err(|e| tracing::debug!("passthrough: open {open:?} stays cached: {e}"))
+            .ok();
+        let mut modes = self.modes.lock().unwrap_or_else(|p| p.into_inner());
+        match (modes.get_mut(&ino), backing) {
+            (Some(m), _) => m.join(writes),
+            (None, Some(b)) => modes
+                .entry(ino)
+                .or_insert(Mode::Through {
+                    backing: Arc::new(b),
+                    opens: 0,
+                    writers: 0,
+                })
+                .join(writes),
+            (None, None) => self.start_cached(&mut modes, ino),
+        }
+    }
+
+    fn start_cached(&self, modes: &mut HashMap<u64, Mode>, ino: u64) -> Io {
+        modes.entry(ino).or_insert(Mode::Cached(0)).join(false)
+    }
+
+    /// A create's open: cached, unless the name was an existing file being passed through.
+    pub(super) fn created(&self, ino: u64, writes: bool) -> Io {
+        let mut modes = self.modes.lock().unwrap_or_else(|p| p.into_inner());
+        match modes.get_mut(&ino) {
+            Some(m) => m.join(writes),
+            None => self.start_cached(&mut modes, ino),
+        }
+    }
+
+    /// Whether an open passing through may be writing `ino` behind the server's back: its
+    /// attributes must then come from the server, not from what the mount kept.
+    pub(super) fn written_through(&self, ino: u64) -> bool {
+        matches!(
+            self.modes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&ino),
+            Some(Mode::Through { writers, .. }) if *writers > 0
+        )
+    }
+
+    /// The release of an open of `ino` served as `io`.
+    pub(super) fn released(&self, ino: u64, io: &Io) {
+        let mut modes = self.modes.lock().unwrap_or_else(|p| p.into_inner());
+        let last = match (modes.get_mut(&ino), io) {
+            (Some(Mode::Cached(n)), Io::Cached) => {
+                *n = n.saturating_sub(1);
+                *n == 0
+            }
+            (Some(Mode::Through { opens, writers, .. }), Io::Through(_, wrote)) => {
+                *opens = opens.saturating_sub(1);
+                *writers = writers.saturating_sub(usize::from(*wrote));
+                *opens == 0
+            }
+            _ => false,
+        };
+        if last {
+            // Dropping the last reference unregisters the backing file; the kernel keeps
+            // its own for files still open.
+            modes.remove(&ino);
+        }
+    }
+
+    /// The server's descriptor of `open`, over the lending socket (connected on first use,
+    /// again after the connection failed).
+    fn borrow(&self, open: OpenId) -> io::Result<OwnedFd> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        if conn.stream.is_none() {
+            if conn.retry_at.is_some_and(|t| Instant::now() < t) {
+                return Err(io::ErrorKind::ConnectionRefused.into());
+            }
+            let connected = UnixStream::connect_addr(&SocketAddr::from_abstract_name(&self.name)?)
+                .and_then(|s| {
+                    s.set_read_timeout(Some(BORROW_TIMEOUT))?;
+                    s.set_write_timeout(Some(BORROW_TIMEOUT))?;
+                    Ok(s)
+                });
+            match connected {
+                Ok(s) => conn.stream = Some(s),
+                Err(e) => {
+                    conn.retry_at = Some(Instant::now() + RETRY);
+                    return Err(e);
+                }
+            }
+        }
+        let Some(s) = conn.stream.as_mut() else {
+            return Err(io::ErrorKind::NotConnected.into());
+        };
+        match Self::borrow_on(s, self.session, open) {
+            Ok(refused_or_lent) => refused_or_lent.map_err(io::Error::from_raw_os_error),
+            Err(e) => {
+                conn.stream = None;
+                Err(e)
+            }
+        }
+    }
+
+    /// One exchange: the outer error is the connection's, the inner the server's refusal.
+    fn borrow_on(
+        s: &mut UnixStream,
+        session: [u8; 16],
+        open: OpenId,
+    ) -> io::Result<Result<OwnedFd, i32>> {
+        s.write_all(&LendRequest { session, open }.encode())?;
+        let mut reply = [0u8; REPLY_LEN];
+        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+        let mut iov = [IoSliceMut::new(&mut reply)];
+        let msg = recvmsg::<()>(
+            s.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )?;
+        let mut fd = None;
+        for c in msg.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(raw) = c {
+                for r in raw {
+                    // Every descriptor received is ours to close, even one too many.
+                    let owned = crate::sys::received_fd(r);
+                    fd.get_or_insert(owned);
+                }
+            }
+        }
+        if msg.bytes != REPLY_LEN {
+            return Err(io::Error::other("the server's lending reply was cut short"));
+        }
+        Ok(match (i32::from_le_bytes(reply), fd) {
+            (0, Some(fd)) => Ok(fd),
+            (0, None) => return Err(io::Error::other("the server lent no descriptor")),
+            (code, _) => Err(code),
+        })
+    }
+}

@@ -1,0 +1,160 @@
+//! Lends read-only opens' descriptors to the mount on the same host, for FUSE passthrough
+//! (see [`dfs_proto::lend`]).
+//!
+//! A lent descriptor lets the mount's kernel read the file's pages where the server's kernel
+//! keeps them, with no copy of ours. What it may lend is narrow: the peer must be local root
+//! (the only one who can register a passthrough file, and who could open the file anyway),
+//! the open must belong to the peer's own session under the main protocol's binding, and it
+//! must be open for reading alone, so that the descriptor grants nothing the open did not.
+//! (The mount's kernel opens the file anew for each open that passes through, with that
+//! open's flags, so later writers of a file being passed through need no descriptor.)
+
+use std::io::{self, IoSlice, Read};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dfs_proto::lend::{socket_name, LendRequest, REQUEST_LEN};
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::sys::socket::{getsockopt, sendmsg, sockopt, ControlMessage, MsgFlags};
+use nix::sys::stat::{fstat, SFlag};
+use vmmc_sockets::PeerIdentity;
+
+use crate::server::Shared;
+
+/// Most lending connections at once: only root connects, one per mount.
+const MAX_CONNECTIONS: usize = 32;
+/// How often an idle connection looks whether the server is stopping.
+const POLL: Duration = Duration::from_millis(250);
+
+/// The listener of a server reachable at `shm:NAME`.
+pub fn listen(shm_name: &str) -> io::Result<UnixListener> {
+    let l = UnixListener::bind_addr(&SocketAddr::from_abstract_name(socket_name(shm_name))?)?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+/// Counts the lending connections being served.
+#[derive(Debug, Default)]
+pub struct Lending {
+    serving: AtomicUsize,
+}
+
+impl Lending {
+    /// Takes every connection waiting on `l`; each one admitted is served on a thread.
+    pub fn accept_all(self: &Arc<Self>, l: &UnixListener, shared: &Arc<Shared>) {
+        loop {
+            let stream = match l.accept() {
+                Ok((s, _)) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    tracing::warn!("lending: accept failed: {e}");
+                    return;
+                }
+            };
+            let uid = getsockopt(&stream, sockopt::PeerCredentials).map(|c| c.uid());
+            if uid != Ok(0) {
+                // Dropped: only root registers passthrough files.
+                tracing::debug!("lending: refused a peer that is not root ({uid:?})");
+                continue;
+            }
+            if self.serving.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+                self.serving.fetch_sub(1, Ordering::AcqRel);
+                continue;
+            }
+            let (me, shared) = (self.clone(), shared.clone());
+            let spawned = std::thread::Builder::new()
+                .name("dfs-lend".into())
+                .spawn(move || {
+                    if let Err(e) = serve(stream, &shared) {
+                        tracing::debug!("lending connection ended: {e}");
+                    }
+                    me.serving.fetch_sub(1, Ordering::AcqRel);
+                });
+            if let Err(e) = spawned {
+                self.serving.fetch_sub(1, Ordering::AcqRel);
+                tracing::error!("cannot start a thread for lending: {e}");
+            }
+        }
+    }
+}
+
+/// Answers requests until the peer goes or the server stops.
+fn serve(mut s: UnixStream, shared: &Shared) -> io::Result<()> {
+    s.set_nonblocking(false)?;
+    s.set_read_timeout(Some(POLL))?;
+    let peer = PeerIdentity::Local {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+        groups: Vec::new(),
+    };
+    loop {
+        let mut buf = [0u8; REQUEST_LEN];
+        let mut got = 0;
+        while got < REQUEST_LEN {
+            if shared.stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            match s.read(&mut buf[got..]) {
+                Ok(0) => return Ok(()),
+                Ok(n) => got += n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let Ok(req) = LendRequest::decode(&buf) else {
+            return Err(io::Error::other("not a lending request"));
+        };
+        // The binding a root mount's own connections got: its opens, no one else's.
+        let session = crate::session::bind_session(&req.session, &peer, &crate::Trust::Claims);
+        let lent = shared
+            .fs
+            .opens
+            .get(&session, req.open)
+            .ok_or(libc::EBADF)
+            .and_then(|fd| lendable(&fd).map(|()| fd));
+        let (code, fd) = match &lent {
+            Ok(fd) => (0i32, Some(fd.as_raw_fd())),
+            Err(e) => (*e, None),
+        };
+        let reply = code.to_le_bytes();
+        let iov = [IoSlice::new(&reply)];
+        let fds: Vec<i32> = fd.into_iter().collect();
+        let cmsg: Vec<ControlMessage> = if fds.is_empty() {
+            Vec::new()
+        } else {
+            vec![ControlMessage::ScmRights(&fds)]
+        };
+        sendmsg::<()>(s.as_raw_fd(), &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, None)?;
+    }
+}
+
+/// Whether `fd` may be lent: a regular file open for reading alone (errno otherwise).
+fn lendable(fd: &OwnedFd) -> Result<(), i32> {
+    let fl = fcntl(fd.as_fd(), FcntlArg::F_GETFL).map_err(|e| e as i32)?;
+    let fl = OFlag::from_bits_truncate(fl);
+    if fl.contains(OFlag::O_PATH) || fl & OFlag::O_ACCMODE != OFlag::O_RDONLY {
+        return Err(libc::EPERM);
+    }
+    let st = fstat(fd.as_fd()).map_err(|e| e as i32)?;
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
+        return Err(libc::EINVAL);
+    }
+    // Writes through a lent file run with the mount's capabilities, which keep the set-id
+    // bits that a caller's own write would clear.
+    let setgid_exec = libc::S_ISGID | libc::S_IXGRP;
+    if st.st_mode & libc::S_ISUID != 0 || st.st_mode & setgid_exec == setgid_exec {
+        return Err(libc::EPERM);
+    }
+    Ok(())
+}

@@ -53,6 +53,7 @@ fn a_small_bench_run_reports_every_target() {
         "dfs_fuse",
         "dfs_shim",
         "dfs_copy",
+        "dfs_rings",
         "dfs_tcp",
         "local",
         "fuse_ceiling",
@@ -63,13 +64,13 @@ fn a_small_bench_run_reports_every_target() {
             "{t} missing from the table:\n{text}"
         );
     }
-    // stderr is not a terminal: plain lines, one per measurement (12 workloads, 7 targets,
+    // stderr is not a terminal: plain lines, one per measurement (12 workloads, 8 targets,
     // 2 rounds), none with a terminal's control characters.
     let err = String::from_utf8_lossy(&out.stderr);
     let measured: Vec<&str> = err.lines().filter(|l| l.contains("] round ")).collect();
-    assert_eq!(measured.len(), 12 * 7 * 2, "{err}");
+    assert_eq!(measured.len(), 12 * 8 * 2, "{err}");
     assert!(
-        measured[0].starts_with("dfs bench: 0:00:") && measured[0].contains("[1/168] round 1/2 "),
+        measured[0].starts_with("dfs bench: 0:00:") && measured[0].contains("[1/192] round 1/2 "),
         "{err}"
     );
     assert!(
@@ -95,7 +96,7 @@ fn a_small_bench_run_reports_every_target() {
     assert_eq!(v["config"]["fsync"].as_bool(), Some(false));
     assert_eq!(v["config"]["cold"].as_bool(), Some(false));
     let results = v["results"].as_array().unwrap();
-    assert_eq!(results.len(), 12 * 7, "12 workloads on 7 targets");
+    assert_eq!(results.len(), 12 * 8, "12 workloads on 8 targets");
     for r in results {
         assert_eq!(r["runs"].as_array().unwrap().len(), 2);
         assert!(r["median"].as_f64().unwrap() > 0.0, "{r}");
@@ -105,15 +106,18 @@ fn a_small_bench_run_reports_every_target() {
         "dfs_fuse/fuse_ceiling",
         "dfs_fuse/local",
         "pointer/copy",
+        "passthrough/rings",
         "dfs_tcp/dfs_fuse",
         "dfs_shim/local",
         "dfs_shim/dfs_fuse",
     ] {
         assert!(ratios[k].as_f64().unwrap() > 0.0, "{k}");
     }
-    // The pointer path copies nothing in software; the copy path copies each byte twice
-    // (out of the server's buffer into the ring, out of the ring into the mount's buffer).
+    // Passthrough and the pointer path copy nothing in software; the copy path copies each
+    // byte twice (out of the server's buffer into the ring, out of the ring into the mount's
+    // buffer).
     assert!(v["copies_per_byte"]["dfs_fuse"].as_f64().unwrap() < 0.01);
+    assert!(v["copies_per_byte"]["dfs_rings"].as_f64().unwrap() < 0.01);
     assert!((v["copies_per_byte"]["dfs_copy"].as_f64().unwrap() - 2.0).abs() < 0.05);
     let svg = std::fs::read_to_string(&plot).unwrap();
     assert!(

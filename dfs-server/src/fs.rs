@@ -657,7 +657,15 @@ impl Fs {
         }
         if let Some(size) = set.size {
             let size = i64::try_from(size).map_err(|_| Errno(libc::EFBIG))?;
-            match &held {
+            // A truncate names an open when the kernel had one at hand (`ftruncate`), or
+            // the mount picked any open of the file; only a writable one may serve. Others
+            // truncate by path, as the caller: the permission check a `truncate` makes.
+            let writable = held.as_ref().filter(|f| {
+                nix::fcntl::fcntl(f.as_fd(), nix::fcntl::FcntlArg::F_GETFL).is_ok_and(|fl| {
+                    OFlag::from_bits_truncate(fl) & OFlag::O_ACCMODE != OFlag::O_RDONLY
+                })
+            });
+            match writable {
                 Some(f) => nix::unistd::ftruncate(f.as_fd(), size).map_err(ex)?,
                 None => {
                     if FileKind::from_mode(fstat(fd.as_fd()).map_err(ex)?.st_mode)

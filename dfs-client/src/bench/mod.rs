@@ -247,7 +247,7 @@ fn run_targets(o: &BenchOptions) -> Result<Report, String> {
     let library = crate::preload::library();
     let n_targets = 3
         + usize::from(library.is_ok())
-        + usize::from(o.variants) * 2
+        + usize::from(o.variants) * 3
         + usize::from(o.with_sshfs)
         + o.extra.len();
     let mut shown = Shown::new(o.progress, o.rounds * workloads.len() * n_targets);
@@ -275,6 +275,7 @@ fn run_targets(o: &BenchOptions) -> Result<Report, String> {
             &secret,
             &s.join("mnt-dfs"),
             false,
+            true,
         )
     })?;
     // The same server, from programs under the preload library (`dfs run`).
@@ -315,6 +316,7 @@ fn run_targets(o: &BenchOptions) -> Result<Report, String> {
                     &secret,
                     &s.join("mnt-copy"),
                     true,
+                    false,
                 )
             },
         )?;
@@ -329,6 +331,23 @@ fn run_targets(o: &BenchOptions) -> Result<Report, String> {
                     &key,
                     &secret,
                     &s.join("mnt-tcp"),
+                    false,
+                    false,
+                )
+            },
+        )?;
+        add(
+            &mut targets,
+            "dfs_rings (dfs-server, FUSE mount without passthrough)",
+            &|| {
+                Target::dfs(
+                    "dfs_rings",
+                    &export,
+                    &format!("shm:dfs-bench-rings-{pid}"),
+                    &key,
+                    &secret,
+                    &s.join("mnt-rings"),
+                    false,
                     false,
                 )
             },

@@ -171,7 +171,8 @@ impl Report {
                 ("dfs_fuse/fuse_ceiling", "dfs_fuse", "fuse_ceiling"),
                 ("dfs_fuse/local", "dfs_fuse", "local"),
                 ("dfs_fuse/sshfs", "dfs_fuse", "sshfs"),
-                ("pointer/copy", "dfs_fuse", "dfs_copy"),
+                ("passthrough/rings", "dfs_fuse", "dfs_rings"),
+                ("pointer/copy", "dfs_rings", "dfs_copy"),
                 ("dfs_tcp/dfs_fuse", "dfs_tcp", "dfs_fuse"),
                 ("dfs_shim/local", "dfs_shim", "local"),
                 ("dfs_shim/dfs_fuse", "dfs_shim", "dfs_fuse"),
@@ -496,6 +497,7 @@ fn color_of(target: &str, index: usize) -> plotters::style::RGBColor {
     match target {
         "dfs_fuse" => RGBColor(31, 119, 180),
         "dfs_copy" => RGBColor(107, 174, 214),
+        "dfs_rings" => RGBColor(66, 146, 198),
         "dfs_tcp" => RGBColor(8, 69, 148),
         "local" => RGBColor(127, 127, 127),
         "fuse_ceiling" => RGBColor(255, 127, 14),

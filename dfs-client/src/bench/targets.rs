@@ -154,6 +154,7 @@ impl Target {
         secret: &Path,
         mp: &Path,
         copy_path: bool,
+        passthrough: bool,
     ) -> Result<Target, String> {
         let (child, addr) = start_server(export, listen, key, secret, copy_path)?;
         let mut t = Target {
@@ -167,6 +168,7 @@ impl Target {
         let opts = MountOptions {
             keep_cache: false,
             copy_path,
+            passthrough,
             secret: Some(secret.to_path_buf()),
             ..MountOptions::default()
         };

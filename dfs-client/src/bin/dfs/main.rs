@@ -65,9 +65,11 @@ enum Cmd {
     /// Measure file throughput and metadata rates of the DFS next to its alternatives.
     ///
     /// Targets, run interleaved over --rounds: dfs_fuse (the DFS mounted through FUSE, shm
-    /// backend, pointer path), dfs_shim (the same server from a child process under `dfs
-    /// run`'s preload library, no FUSE; left out if the library is not found), dfs_copy (the
-    /// same with the copying socket calls), dfs_tcp (tcp backend), local (the export
+    /// backend, as mounted by default: reads pass through to the server's file), dfs_shim (the
+    /// same server from a child process under `dfs run`'s preload library, no FUSE; left out
+    /// if the library is not found), dfs_rings (mounted nopassthrough: reads through the
+    /// rings, pointer path), dfs_copy (the rings with the copying socket calls), dfs_tcp (tcp
+    /// backend), local (the export
     /// directory itself), fuse_ceiling (an in-memory FUSE file system: the most any FUSE file
     /// system gets here), sshfs (--with-sshfs: a throwaway sshd on 127.0.0.1), and any
     /// --target NAME=PATH. Servers and mounts run under --scratch; this program's directory
@@ -90,7 +92,8 @@ enum Cmd {
     /// describe --always --dirty` says; also under the table); targets (column order); results[]: workload, target,
     /// unit ("MB/s" = 10^6 bytes per second, "ops/s", "entries/s"), median, min, max and
     /// runs[] (one per round), all in that unit; ratios.WORKLOAD: "dfs_fuse/fuse_ceiling",
-    /// "dfs_fuse/local", "dfs_fuse/sshfs", "pointer/copy" (dfs_fuse over dfs_copy),
+    /// "dfs_fuse/local", "dfs_fuse/sshfs", "passthrough/rings" (dfs_fuse over dfs_rings),
+    /// "pointer/copy" (dfs_rings over dfs_copy),
     /// "dfs_tcp/dfs_fuse", "dfs_shim/local", "dfs_shim/dfs_fuse": ratios of medians (no
     /// unit), where both ran;
     /// copies_per_byte.TARGET: software copies per byte read sequentially, from the NIC
@@ -123,7 +126,7 @@ enum Cmd {
         /// Add sshfs over a throwaway sshd on 127.0.0.1 (needs sshfs and openssh-server).
         #[arg(long)]
         with_sshfs: bool,
-        /// Leave out dfs_copy and dfs_tcp.
+        /// Leave out dfs_rings, dfs_copy and dfs_tcp.
         #[arg(long)]
         no_variants: bool,
         /// Another directory to measure, as NAME=PATH (repeatable).

@@ -20,7 +20,7 @@ pub use report::{Config, Report};
 pub use shim::worker_main as shim_worker_main;
 pub use workloads::{Params, Workload, ALL};
 
-use targets::Target;
+use targets::{DataPath, Target};
 
 /// How a run shows its progress (on stderr).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -274,8 +274,7 @@ fn run_targets(o: &BenchOptions) -> Result<Report, String> {
             &key,
             &secret,
             &s.join("mnt-dfs"),
-            false,
-            true,
+            DataPath::Passthrough,
         )
     })?;
     // The same server, from programs under the preload library (`dfs run`).
@@ -315,8 +314,7 @@ fn run_targets(o: &BenchOptions) -> Result<Report, String> {
                     &key,
                     &secret,
                     &s.join("mnt-copy"),
-                    true,
-                    false,
+                    DataPath::Copy,
                 )
             },
         )?;
@@ -331,8 +329,7 @@ fn run_targets(o: &BenchOptions) -> Result<Report, String> {
                     &key,
                     &secret,
                     &s.join("mnt-tcp"),
-                    false,
-                    false,
+                    DataPath::Rings,
                 )
             },
         )?;
@@ -347,8 +344,7 @@ fn run_targets(o: &BenchOptions) -> Result<Report, String> {
                     &key,
                     &secret,
                     &s.join("mnt-rings"),
-                    false,
-                    false,
+                    DataPath::Rings,
                 )
             },
         )?;

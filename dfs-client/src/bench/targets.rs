@@ -11,6 +11,17 @@ use std::time::{Duration, Instant};
 use crate::mount::{self, MountOptions};
 use crate::Client;
 
+/// How a DFS target's file data travels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataPath {
+    /// As mounted by default: reads pass through to the server's file on one host.
+    Passthrough,
+    /// Through the rings, in place (`nopassthrough`).
+    Rings,
+    /// Through the rings with the copying socket calls (`copy_path`).
+    Copy,
+}
+
 /// One thing to measure: a directory, and whatever keeps it alive.
 pub struct Target {
     /// Its name in the report (`dfs_fuse`, `local`, …).
@@ -153,9 +164,9 @@ impl Target {
         key: &Path,
         secret: &Path,
         mp: &Path,
-        copy_path: bool,
-        passthrough: bool,
+        path: DataPath,
     ) -> Result<Target, String> {
+        let copy_path = path == DataPath::Copy;
         let (child, addr) = start_server(export, listen, key, secret, copy_path)?;
         let mut t = Target {
             name: name.into(),
@@ -168,7 +179,7 @@ impl Target {
         let opts = MountOptions {
             keep_cache: false,
             copy_path,
-            passthrough,
+            passthrough: path == DataPath::Passthrough,
             secret: Some(secret.to_path_buf()),
             ..MountOptions::default()
         };

@@ -21,6 +21,8 @@ mod creds;
 #[cfg(target_os = "linux")]
 pub mod fuse;
 #[cfg(target_os = "linux")]
+pub mod lend;
+#[cfg(target_os = "linux")]
 pub mod mount;
 #[cfg(target_os = "linux")]
 pub mod preload;

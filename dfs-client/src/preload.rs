@@ -58,6 +58,9 @@ pub struct Preload {
     pub timeout: Option<f64>,
     /// A directory for the lock files that stand for locks on DFS files (one per run).
     pub locks: PathBuf,
+    /// Read files opened read-only from descriptors a server on this host lends, instead
+    /// of through the rings.
+    pub lend: bool,
 }
 
 impl Preload {
@@ -91,6 +94,11 @@ impl Preload {
             Some(s) => cmd.env("DFS_SHIM_SECRET_FILE", s),
             None => cmd.env_remove("DFS_SHIM_SECRET_FILE"),
         };
+        if self.lend {
+            cmd.env_remove("DFS_SHIM_NO_LEND");
+        } else {
+            cmd.env("DFS_SHIM_NO_LEND", "1");
+        }
     }
 }
 

@@ -8,9 +8,9 @@
 //! The exchange is fixed-size and stateless. The mount sends a [`LendRequest`] naming its
 //! session and one of that session's opens; the server answers with four bytes, an errno
 //! (zero when the descriptor comes with them). The server lends only to the process's own
-//! principal (the session binding of the main protocol applies), only to local root (the
-//! mount, which needs `CAP_SYS_ADMIN` for passthrough anyway), and only descriptors open for
-//! reading alone.
+//! principal (the session binding of the main protocol applies), only descriptors open for
+//! reading alone, and only to peers whose requests run as themselves (see `dfs-server`'s
+//! `lend` module).
 
 use crate::handle::OpenId;
 

@@ -2,10 +2,15 @@
 //! (see [`dfs_proto::lend`]).
 //!
 //! A lent descriptor lets the mount's kernel read the file's pages where the server's kernel
-//! keeps them, with no copy of ours. What it may lend is narrow: the peer must be local root
-//! (the only one who can register a passthrough file, and who could open the file anyway),
-//! the open must belong to the peer's own session under the main protocol's binding, and it
-//! must be open for reading alone, so that the descriptor grants nothing the open did not.
+//! keeps them (FUSE passthrough), and `dfs run`'s library `pread` them, with no copy of ours.
+//! What it may lend is narrow: the open must belong to the peer's own session under the main
+//! protocol's binding (to the user the kernel says the peer is), it must be open for reading
+//! alone, and the peer must be one whose requests run as itself: local root (who could open
+//! the file anyway), or an ordinary user on a server that is root (so it ran the open as
+//! that user), squashes nobody into nobody (`--squash all`) and is not read-only. A
+//! descriptor reopened through `/proc/self/fd` is checked against the user's own rights,
+//! which are then the rights the server would have applied; on a read-only export they
+//! would not be.
 //! (The mount's kernel opens the file anew for each open that passes through, with that
 //! open's flags, so later writers of a file being passed through need no descriptor.)
 
@@ -25,8 +30,10 @@ use vmmc_sockets::PeerIdentity;
 
 use crate::server::Shared;
 
-/// Most lending connections at once: only root connects, one per mount.
-const MAX_CONNECTIONS: usize = 32;
+/// Most lending connections at once, and from one user: one per mount or per process
+/// under `dfs run` that reads.
+const MAX_CONNECTIONS: usize = 256;
+const MAX_PER_USER: usize = 64;
 /// How often an idle connection looks whether the server is stopping.
 const POLL: Duration = Duration::from_millis(250);
 
@@ -41,6 +48,7 @@ pub fn listen(shm_name: &str) -> io::Result<UnixListener> {
 #[derive(Debug, Default)]
 pub struct Lending {
     serving: AtomicUsize,
+    by_user: std::sync::Mutex<std::collections::HashMap<u32, usize>>,
 }
 
 impl Lending {
@@ -55,40 +63,77 @@ impl Lending {
                     return;
                 }
             };
-            let uid = getsockopt(&stream, sockopt::PeerCredentials).map(|c| c.uid());
-            if uid != Ok(0) {
-                // Dropped: only root registers passthrough files.
-                tracing::debug!("lending: refused a peer that is not root ({uid:?})");
+            let uid = match getsockopt(&stream, sockopt::PeerCredentials) {
+                Ok(c) => c.uid(),
+                Err(_) => continue,
+            };
+            if !may_borrow(&shared.fs, uid) {
+                // Dropped: its opens may carry rights it does not have itself.
+                tracing::debug!("lending: refused uid {uid} on this server's settings");
                 continue;
             }
-            if self.serving.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
-                self.serving.fetch_sub(1, Ordering::AcqRel);
+            if !self.admit(uid) {
+                tracing::debug!("lending: uid {uid} holds its share of connections");
                 continue;
             }
             let (me, shared) = (self.clone(), shared.clone());
             let spawned = std::thread::Builder::new()
                 .name("dfs-lend".into())
                 .spawn(move || {
-                    if let Err(e) = serve(stream, &shared) {
+                    if let Err(e) = serve(stream, &shared, uid) {
                         tracing::debug!("lending connection ended: {e}");
                     }
-                    me.serving.fetch_sub(1, Ordering::AcqRel);
+                    me.leave(uid);
                 });
             if let Err(e) = spawned {
-                self.serving.fetch_sub(1, Ordering::AcqRel);
+                self.leave(uid);
                 tracing::error!("cannot start a thread for lending: {e}");
             }
         }
     }
 }
 
+impl Lending {
+    /// Counts one more connection of `uid`, if within the limits.
+    fn admit(&self, uid: u32) -> bool {
+        let mut by = self.by_user.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = by.entry(uid).or_insert(0);
+        if *mine >= MAX_PER_USER || self.serving.load(Ordering::Acquire) >= MAX_CONNECTIONS {
+            return false;
+        }
+        *mine += 1;
+        self.serving.fetch_add(1, Ordering::AcqRel);
+        true
+    }
+
+    fn leave(&self, uid: u32) {
+        let mut by = self.by_user.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = by.get_mut(&uid) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                by.remove(&uid);
+            }
+        }
+        self.serving.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Whether a local peer running as `uid` may borrow (see the module's documentation).
+fn may_borrow(fs: &crate::fs::Fs, uid: u32) -> bool {
+    uid == 0
+        || (!fs.read_only
+            && fs.squash != crate::Squash::All
+            && (fs.can_switch || nix::unistd::geteuid().as_raw() == uid))
+}
+
 /// Answers requests until the peer goes or the server stops.
-fn serve(mut s: UnixStream, shared: &Shared) -> io::Result<()> {
+fn serve(mut s: UnixStream, shared: &Shared, uid: u32) -> io::Result<()> {
     s.set_nonblocking(false)?;
     s.set_read_timeout(Some(POLL))?;
+    // Only the uid takes part in a local peer's session binding.
     let peer = PeerIdentity::Local {
         pid: 0,
-        uid: 0,
+        uid,
         gid: 0,
         groups: Vec::new(),
     };
@@ -125,7 +170,10 @@ fn serve(mut s: UnixStream, shared: &Shared) -> io::Result<()> {
             .and_then(|fd| lendable(&fd).map(|()| fd));
         let (code, fd) = match &lent {
             Ok(fd) => (0i32, Some(fd.as_raw_fd())),
-            Err(e) => (*e, None),
+            Err(e) => {
+                tracing::debug!("lending: uid {uid}, open {:?}: errno {e}", req.open);
+                (*e, None)
+            }
         };
         let reply = code.to_le_bytes();
         let iov = [IoSlice::new(&reply)];

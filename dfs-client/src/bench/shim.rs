@@ -105,6 +105,7 @@ pub fn target(
         secret: Some(secret.to_path_buf()),
         timeout: Some(5.0),
         locks: locks.0.clone(),
+        lend: true,
     }
     .apply(&mut cmd);
     let mut child = cmd

@@ -28,20 +28,12 @@
 //! hear of any local program's.
 
 use std::collections::HashMap;
-use std::io::{self, IoSliceMut, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::linux::net::SocketAddrExt;
-use std::os::unix::net::{SocketAddr, UnixStream};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use dfs_proto::handle::OpenId;
-use dfs_proto::lend::{socket_name, LendRequest, REPLY_LEN};
 use fuser::{BackingId, ReplyOpen};
-use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 
-/// How long a borrow may take before the open goes through the rings instead.
-const BORROW_TIMEOUT: Duration = Duration::from_secs(2);
+use crate::lend::Lender;
 
 /// How one open of the mount is served.
 #[derive(Clone, Debug)]
@@ -84,24 +76,10 @@ impl Mode {
     }
 }
 
-/// The connection to the server's lending socket.
-#[derive(Debug, Default)]
-struct Lender {
-    stream: Option<UnixStream>,
-    /// After a failed connect, none is tried before this: a server that lends nothing
-    /// (`--no-lend`) costs each open one refused connect per interval, not one each.
-    retry_at: Option<Instant>,
-}
-
-/// How long after a failed connect the next open tries again.
-const RETRY: Duration = Duration::from_secs(5);
-
 /// Borrows descriptors from a server on this host and keeps each inode's I/O mode.
 #[derive(Debug)]
 pub(super) struct Passthrough {
-    name: Vec<u8>,
-    session: [u8; 16],
-    conn: Mutex<Lender>,
+    lender: Lender,
     modes: Mutex<HashMap<u64, Mode>>,
 }
 
@@ -109,11 +87,8 @@ impl Passthrough {
     /// For a server at `addr` (only `shm:` servers are on this host), whose opens belong to
     /// `session`.
     pub(super) fn new(addr: &str, session: [u8; 16]) -> Option<Passthrough> {
-        let name = addr.strip_prefix("shm:")?;
         Some(Passthrough {
-            name: socket_name(name),
-            session,
-            conn: Mutex::default(),
+            lender: Lender::new(addr, session)?,
             modes: Mutex::new(HashMap::new()),
         })
     }
@@ -133,6 +108,7 @@ impl Passthrough {
         }
         // Borrowed without the lock; another open may have decided meanwhile.
         let backing = self
+            .lender
             .borrow(open)
             .and_then(|fd| reply.open_backing(&fd))
             .map_err(|e| tracing::debug!("passthrough: open {open:?} stays cached: {e}"))
@@ -197,75 +173,5 @@ impl Passthrough {
             // its own for files still open.
             modes.remove(&ino);
         }
-    }
-
-    /// The server's descriptor of `open`, over the lending socket (connected on first use,
-    /// again after the connection failed).
-    fn borrow(&self, open: OpenId) -> io::Result<OwnedFd> {
-        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        if conn.stream.is_none() {
-            if conn.retry_at.is_some_and(|t| Instant::now() < t) {
-                return Err(io::ErrorKind::ConnectionRefused.into());
-            }
-            let connected = UnixStream::connect_addr(&SocketAddr::from_abstract_name(&self.name)?)
-                .and_then(|s| {
-                    s.set_read_timeout(Some(BORROW_TIMEOUT))?;
-                    s.set_write_timeout(Some(BORROW_TIMEOUT))?;
-                    Ok(s)
-                });
-            match connected {
-                Ok(s) => conn.stream = Some(s),
-                Err(e) => {
-                    conn.retry_at = Some(Instant::now() + RETRY);
-                    return Err(e);
-                }
-            }
-        }
-        let Some(s) = conn.stream.as_mut() else {
-            return Err(io::ErrorKind::NotConnected.into());
-        };
-        match Self::borrow_on(s, self.session, open) {
-            Ok(refused_or_lent) => refused_or_lent.map_err(io::Error::from_raw_os_error),
-            Err(e) => {
-                conn.stream = None;
-                Err(e)
-            }
-        }
-    }
-
-    /// One exchange: the outer error is the connection's, the inner the server's refusal.
-    fn borrow_on(
-        s: &mut UnixStream,
-        session: [u8; 16],
-        open: OpenId,
-    ) -> io::Result<Result<OwnedFd, i32>> {
-        s.write_all(&LendRequest { session, open }.encode())?;
-        let mut reply = [0u8; REPLY_LEN];
-        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-        let mut iov = [IoSliceMut::new(&mut reply)];
-        let msg = recvmsg::<()>(
-            s.as_raw_fd(),
-            &mut iov,
-            Some(&mut space),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        )?;
-        let mut fd = None;
-        for c in msg.cmsgs()? {
-            if let ControlMessageOwned::ScmRights(raw) = c {
-                for r in raw {
-                    // Every descriptor received is ours to close, even one too many.
-                    let owned = crate::sys::received_fd(r);
-                    fd.get_or_insert(owned);
-                }
-            }
-        }
-        if msg.bytes != REPLY_LEN {
-            return Err(io::Error::other("the server's lending reply was cut short"));
-        }
-        Ok(match (i32::from_le_bytes(reply), fd) {
-            (0, Some(fd)) => Ok(fd),
-            (0, None) => return Err(io::Error::other("the server lent no descriptor")),
-            (code, _) => Err(code),
-        })
     }
 }

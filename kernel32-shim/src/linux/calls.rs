@@ -61,12 +61,15 @@ impl Shim {
     }
 
     /// Reads up to `len` bytes at `at`, or at the description's offset (which then moves),
-    /// handing each piece to `sink` with its place in the caller's buffer.
+    /// handing each piece to `sink` with its place in the caller's buffer; or, when the
+    /// caller's buffers are `direct` and the server lent the file (see [`super::lent`]),
+    /// straight into them from the server's page cache.
     pub(crate) fn read_to(
         &self,
         o: &Open,
         len: usize,
         at: Option<u64>,
+        direct: Option<&[(BufMut<'_>, usize)]>,
         sink: impl FnMut(usize, SharedBytes<'_>),
     ) -> Result<usize, Errno> {
         self.io_check(o, false)?;
@@ -74,10 +77,21 @@ impl Shim {
             return Ok(0);
         }
         let c = creds();
+        let read = |off: u64, sink| {
+            let lent = self
+                .lent
+                .as_ref()
+                .zip(direct)
+                .and_then(|(l, dest)| l.read(self, o, &c, dest, off));
+            match lent {
+                Some(r) => r,
+                None => self
+                    .dfs
+                    .read(o.mount, &c, &o.handle, o.open, off, len, sink),
+            }
+        };
         match at {
-            Some(off) => self
-                .dfs
-                .read(o.mount, &c, &o.handle, o.open, off, len, sink),
+            Some(off) => read(off, sink),
             None => {
                 let _held = self
                     .table
@@ -85,9 +99,7 @@ impl Shim {
                     .lock(ffi::gettid(), ffi::alive);
                 let pos = self.table.offset(o.id)?;
                 let off = pos.load(Ordering::Relaxed);
-                let n = self
-                    .dfs
-                    .read(o.mount, &c, &o.handle, o.open, off, len, sink)?;
+                let n = read(off, sink)?;
                 pos.store(off + n as u64, Ordering::Relaxed);
                 Ok(n)
             }
@@ -289,7 +301,10 @@ fn offset_arg(off: off_t) -> Result<u64, Errno> {
 pub extern "C" fn read(fd: c_int, buf: BufMut<'_>, n: size_t) -> ssize_t {
     match enter_fd(fd) {
         None => ffi::read(fd, buf, n),
-        Some((e, o)) => ssize(e.shim.read_to(&o, n, None, put_into(buf, n))),
+        Some((e, o)) => ssize(
+            e.shim
+                .read_to(&o, n, None, Some(&[(buf, n)]), put_into(buf, n)),
+        ),
     }
 }
 
@@ -304,9 +319,10 @@ pub extern "C" fn __read_chk(fd: c_int, buf: BufMut<'_>, n: size_t, _buflen: siz
 pub extern "C" fn pread64(fd: c_int, buf: BufMut<'_>, n: size_t, off: off_t) -> ssize_t {
     match enter_fd(fd) {
         None => ffi::pread64(fd, buf, n, off),
-        Some((e, o)) => {
-            ssize(offset_arg(off).and_then(|at| e.shim.read_to(&o, n, Some(at), put_into(buf, n))))
-        }
+        Some((e, o)) => ssize(offset_arg(off).and_then(|at| {
+            e.shim
+                .read_to(&o, n, Some(at), Some(&[(buf, n)]), put_into(buf, n))
+        })),
     }
 }
 
@@ -371,7 +387,7 @@ fn readv_at(fd: c_int, iov: IoVecs<'_>, n: c_int, at: Option<u64>) -> Option<ssi
     let r = (|| {
         let v = iov.entries(n).ok_or(Errno::EINVAL)?;
         let total: usize = v.iter().map(|(_, l)| *l).sum();
-        e.shim.read_to(&o, total, at, scatter(&v))
+        e.shim.read_to(&o, total, at, Some(&v), scatter(&v))
     })();
     Some(ssize(r))
 }
@@ -1170,7 +1186,7 @@ fn copy(
         let got = match &inp {
             End::Dfs(o) => {
                 let dst = BufMut::of(&mut buf[..want]);
-                shim.read_to(o, want, in_off, |at, d| {
+                shim.read_to(o, want, in_off, None, |at, d| {
                     dst.put_shared(want, at, &d);
                 })
             }

@@ -932,6 +932,23 @@ pub fn memfd(name: &CStr, flags: c_uint) -> c_int {
     unsafe { libc::memfd_create(name.as_ptr(), flags) }
 }
 
+/// `preadv` of `fd` at `off` into buffers a C caller passed, through the real function.
+pub fn preadv_into(fd: c_int, dest: &[(BufMut<'_>, usize)], off: off_t) -> ssize_t {
+    let iov: Vec<libc::iovec> = dest
+        .iter()
+        .map(|(b, len)| libc::iovec {
+            iov_base: b.0,
+            iov_len: *len,
+        })
+        .collect();
+    let Ok(n) = c_int::try_from(iov.len()) else {
+        return -1;
+    };
+    // The iovecs point at the caller's buffers, which it promised writable for their
+    // lengths for the call's duration; the kernel writes them as it would for the caller.
+    preadv64(fd, IoVecs(iov.as_ptr(), PhantomData), n, off)
+}
+
 /// The inode number and device of an open descriptor, through the real `fstat`.
 pub fn fstat_id(fd: c_int) -> Option<(u64, u64, i64)> {
     let mut st = abi::Stat::default();

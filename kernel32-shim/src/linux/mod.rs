@@ -24,6 +24,7 @@ mod abi;
 mod calls;
 mod dir;
 pub(crate) mod ffi;
+mod lent;
 mod locks;
 mod paths;
 mod proc;
@@ -75,6 +76,8 @@ pub mod vars {
     pub const LIB: &str = "DFS_SHIM_LIB";
     /// A directory for the lock files that stand for locks on DFS files.
     pub const LOCKS: &str = "DFS_SHIM_LOCKS";
+    /// Set (to anything) to read every file through the rings, borrowing nothing.
+    pub const NO_LEND: &str = "DFS_SHIM_NO_LEND";
 }
 
 thread_local! {
@@ -196,6 +199,8 @@ pub(crate) struct Shim {
     pub dirs: dir::Dirs,
     pub streams: stdio::Streams,
     pub locks: locks::Locks,
+    /// Descriptors the server lent for reading, if it may lend (see [`lent`]).
+    pub lent: Option<lent::Lent>,
 }
 
 pub(crate) static SHIM: OnceLock<Shim> = OnceLock::new();
@@ -436,6 +441,7 @@ impl Shim {
             dirs: dir::Dirs::default(),
             streams: stdio::Streams::default(),
             locks: locks::Locks::default(),
+            lent: var(vars::NO_LEND).is_none().then(lent::Lent::default),
         }))
     }
 
@@ -459,6 +465,9 @@ impl Shim {
             let c = creds();
             if let Ok(client) = self.dfs.client(mount, &c) {
                 let _ = client.release(&c, open);
+            }
+            if let Some(l) = &self.lent {
+                l.forget(open);
             }
             self.locks.forget(d.ino);
         }

@@ -50,7 +50,7 @@ fn s_read(fd: c_int, buf: BufMut<'_>, n: usize) -> isize {
         return fail(Errno::EBADF, -1);
     };
     super::inside(|| {
-        match shim.read_to(&o, n, None, |at, d| {
+        match shim.read_to(&o, n, None, Some(&[(buf, n)]), |at, d| {
             buf.put_shared(n, at, &d);
         }) {
             Ok(k) => k as isize,

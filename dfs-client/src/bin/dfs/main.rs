@@ -157,6 +157,11 @@ enum Cmd {
         /// ENOTCONN (seconds, default 30).
         #[arg(long, value_name = "SECS")]
         timeout: Option<f64>,
+        /// Read every file through the rings. By default, a program reads files it opened
+        /// read-only from descriptors that a server on this host lends (shm: only), one
+        /// copy from the server's page cache and no request per read.
+        #[arg(long)]
+        no_lend: bool,
         /// The server: shm:NAME on this host, tcp:HOST:PORT across hosts.
         addr: String,
         /// Where the DFS appears to the program (an absolute path; need not exist).
@@ -460,10 +465,11 @@ fn main() -> ExitCode {
             Cmd::Run {
                 secret,
                 timeout,
+                no_lend,
                 addr,
                 prefix,
                 command,
-            } => match run::run_cmd(secret, timeout, addr, prefix, command) {
+            } => match run::run_cmd(secret, timeout, !no_lend, addr, prefix, command) {
                 Ok(code) => return ExitCode::from(code),
                 Err(e) => Err(e),
             },

@@ -18,6 +18,7 @@ use dfs_client::preload::{self, LockDir, Preload};
 pub fn run_cmd(
     secret: Option<PathBuf>,
     timeout: Option<f64>,
+    lend: bool,
     addr: String,
     prefix: String,
     command: Vec<OsString>,
@@ -47,6 +48,7 @@ pub fn run_cmd(
         secret,
         timeout,
         locks: locks.0.clone(),
+        lend,
     }
     .apply(&mut cmd);
     let mut child = cmd.spawn().map_err(|e| {

@@ -43,12 +43,15 @@ enum State {
     Refused,
 }
 
+/// Whose lender: (process, mount, user).
+type LenderKey = (u32, MountId, u32);
+
 /// The lenders and descriptors of this process.
 #[derive(Debug, Default)]
 pub(crate) struct Lent {
     /// One per (process, mount, user): the server binds a lending connection to the user
     /// who made it, and a forked child must not share its parent's.
-    lenders: Mutex<HashMap<(u32, MountId, u32), Arc<Option<Lender>>>>,
+    lenders: Mutex<HashMap<LenderKey, Arc<Option<Lender>>>>,
     opens: Mutex<HashMap<(u32, OpenId), State>>,
 }
 

@@ -321,6 +321,20 @@ impl Client {
         mode: u32,
         flags: OpenFlags,
     ) -> Result<(Entry, OpenId), Errno> {
+        self.create_telling(creds, dir, name, mode, flags)
+            .map(|(e, open, _)| (e, open))
+    }
+
+    /// [`Client::create`], also telling whether the file was made by this call (without
+    /// `exclusive`, an existing file is opened instead).
+    pub fn create_telling(
+        &self,
+        creds: &Creds,
+        dir: &FileHandle,
+        name: &Name,
+        mode: u32,
+        flags: OpenFlags,
+    ) -> Result<(Entry, OpenId, bool), Errno> {
         match self.call(
             creds,
             Op::Create {
@@ -334,7 +348,8 @@ impl Client {
             Body::Opened {
                 open,
                 entry: Some(e),
-            } => Ok((e, open)),
+                created,
+            } => Ok((e, open, created)),
             b => Err(unexpected(b)),
         }
     }

@@ -1168,6 +1168,7 @@ fn honest_client(addr: String, n: usize, stats: Arc<Honest>, phases: Arc<Phases>
             Body::Opened {
                 open,
                 entry: Some(entry),
+                ..
             } => (entry.handle, open),
             other => return Err(format!("creating {keep}: {other:?}")),
         };
@@ -1205,6 +1206,7 @@ fn honest_client(addr: String, n: usize, stats: Arc<Honest>, phases: Arc<Phases>
                 Body::Opened {
                     open,
                     entry: Some(entry),
+                    ..
                 } => (entry.handle, open),
                 other => return Err(format!("create answered {other:?}")),
             };

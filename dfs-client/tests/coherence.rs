@@ -330,3 +330,71 @@ fn a_directory_made_here_answers_for_missing_names_until_others_add_some() {
     a.umount();
     b.umount();
 }
+
+/// The value of extended attribute `name` of `p` through Python's `os.getxattr` (`None`
+/// when it has none).
+fn xattr(p: &Path, name: &str) -> Option<Vec<u8>> {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import os,sys\ntry: sys.stdout.buffer.write(b'=' + os.getxattr(sys.argv[1], sys.argv[2]))\nexcept OSError as e:\n  if e.errno != 61: raise\n  print('none', end='')",
+        ])
+        .arg(p)
+        .arg(name)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout.strip_prefix(b"=").map(|v| v.to_vec())
+}
+
+/// A mount keeps which extended attributes a file lacks (a new file's
+/// `security.capability`, which the kernel asks for before every first write; any name a
+/// `getxattr` found missing), and a change by a local program or another mount shows at once.
+#[test]
+fn missing_extended_attributes_are_kept_and_their_changes_seen() {
+    let s = Setup::new();
+    let server = s.server();
+    let a = s.mount(&server, "a");
+    let b = s.mount(&server, "b");
+    let exp = s.export();
+    std::fs::write(a.mp.join("f"), b"x").unwrap();
+    std::fs::set_permissions(exp.join("f"), std::fs::Permissions::from_mode(0o666)).unwrap();
+    assert_eq!(xattr(&a.mp.join("f"), "security.capability"), None);
+    // A local program gives it a capability: the mount that kept its absence sees it.
+    let setcap = std::process::Command::new("setcap")
+        .arg("cap_net_raw+ep")
+        .arg(exp.join("f"))
+        .status()
+        .unwrap();
+    assert!(setcap.success());
+    soon("a capability set on the server", || {
+        xattr(&a.mp.join("f"), "security.capability").is_some()
+    });
+    // A write through the mount clears it, as on a local disk.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(a.mp.join("f"))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"y"))
+        .unwrap();
+    assert_eq!(xattr(&exp.join("f"), "security.capability"), None);
+    // A name one mount found missing, then set by the other.
+    assert_eq!(xattr(&b.mp.join("f"), "user.note"), None);
+    let set = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import os,sys; os.setxattr(sys.argv[1], 'user.note', b'hi')",
+        ])
+        .arg(a.mp.join("f"))
+        .status()
+        .unwrap();
+    assert!(set.success());
+    soon("an attribute another mount set", || {
+        xattr(&b.mp.join("f"), "user.note").as_deref() == Some(b"hi".as_slice())
+    });
+    b.umount();
+    a.umount();
+}

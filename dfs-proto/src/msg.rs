@@ -510,6 +510,9 @@ pub enum Body {
         open: OpenId,
         /// The created file (create only).
         entry: Option<Entry>,
+        /// Whether a create made the file (rather than opening one that existed): a new file
+        /// has no extended attributes a client must ask for.
+        created: bool,
     },
     /// Bytes read: the frame's data part, `eof` if the file ended before the requested length.
     Read {

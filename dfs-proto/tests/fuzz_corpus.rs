@@ -200,6 +200,7 @@ fn seeds() -> Vec<Vec<u8>> {
         Ok(Body::Opened {
             open: OpenId(3),
             entry: Some(entry),
+            created: true,
         }),
         Ok(Body::Read { eof: true }),
         Ok(Body::Written {

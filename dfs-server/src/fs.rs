@@ -290,7 +290,11 @@ impl Fs {
                     .opens
                     .insert(*c.session, file)
                     .ok_or(Errno(libc::EMFILE))?;
-                Ok(Body::Opened { open, entry: None })
+                Ok(Body::Opened {
+                    open,
+                    entry: None,
+                    created: false,
+                })
             }
             Op::Create {
                 dir,
@@ -300,11 +304,17 @@ impl Fs {
             } => {
                 let d = self.h(dir)?;
                 let _as = self.act(c)?;
-                let mut o = oflags(flags) | OFlag::O_CREAT | OFlag::O_NOFOLLOW;
-                if flags.exclusive {
-                    o |= OFlag::O_EXCL;
-                }
-                let file = open_beneath(d.as_fd(), name.as_bytes(), o, *mode)?;
+                let o = oflags(flags) | OFlag::O_CREAT | OFlag::O_NOFOLLOW;
+                // Exclusively first, to know whether this create made the file; a name that
+                // exists is then opened as `O_CREAT` alone would (made anew if it went
+                // meanwhile, which is then reported as not made here: the safe side).
+                let (file, created) =
+                    match open_beneath(d.as_fd(), name.as_bytes(), o | OFlag::O_EXCL, *mode) {
+                        Err(e) if e == Errno::EEXIST && !flags.exclusive => {
+                            (open_beneath(d.as_fd(), name.as_bytes(), o, *mode)?, false)
+                        }
+                        r => (r?, true),
+                    };
                 let entry = self.entry_of(&file)?;
                 let open = self
                     .opens
@@ -313,6 +323,7 @@ impl Fs {
                 Ok(Body::Opened {
                     open,
                     entry: Some(entry),
+                    created,
                 })
             }
             // Served by the session, which owns the connection they concern.

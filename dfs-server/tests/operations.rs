@@ -582,3 +582,38 @@ fn large_blocks_travel_whole() {
     let (got, _) = c.read(&f.handle, Some(open), 0, u32::MAX).unwrap();
     assert_eq!(got.len(), dfs_proto::frame::MAX_DATA);
 }
+
+/// A create says whether it made the file: a client may then know that the file has no
+/// extended attributes (no `security.capability` a write must clear) without asking.
+#[test]
+fn a_create_says_whether_it_made_the_file() {
+    let h = Harness::new();
+    let mut c = h.client();
+    let root = c.root();
+    let made = |c: &mut Client, flags: OpenFlags| match c.op(Op::Create {
+        dir: root.clone(),
+        name: dfs_proto::name::Name::new(b"f").unwrap(),
+        mode: 0o644,
+        flags,
+    }) {
+        Ok(Body::Opened { created, .. }) => Ok(created),
+        Ok(other) => panic!("not a create reply: {other:?}"),
+        Err(e) => Err(e),
+    };
+    assert_eq!(made(&mut c, RW), Ok(true), "a new name");
+    assert_eq!(made(&mut c, RW), Ok(false), "an existing file, opened");
+    let trunc = OpenFlags {
+        truncate: true,
+        ..RW
+    };
+    std::fs::write(h.export.join("f"), b"old bytes").unwrap();
+    assert_eq!(made(&mut c, trunc), Ok(false), "opened and truncated");
+    assert_eq!(std::fs::read(h.export.join("f")).unwrap(), b"");
+    let excl = OpenFlags {
+        exclusive: true,
+        ..RW
+    };
+    assert_eq!(made(&mut c, excl), Err(Errno::EEXIST));
+    std::fs::remove_file(h.export.join("f")).unwrap();
+    assert_eq!(made(&mut c, excl), Ok(true), "exclusively, a new name");
+}

@@ -18,6 +18,11 @@
 //! round trip. What this client's own requests change is dropped from it as they go (see
 //! [`Coherence::changed`]); what others change, as their notices arrive.
 //!
+//! It also keeps which extended attributes of a file it found absent: the kernel asks for
+//! `security.capability` before the first write through every open, to clear it, and a
+//! create then costs three round trips instead of two. A new file has none, and a `getxattr`
+//! answered `ENODATA` says so of an old one; either is forgotten with the file's attributes.
+//!
 //! One race needs care: a reply read from the server before a change, but handed to the
 //! kernel after that change's notice was applied, would be cached stale for long. (The kernel
 //! orders attribute replies against invalidations itself; a name looked up meanwhile it does
@@ -63,6 +68,9 @@ pub struct Coherence {
     short: CacheTimes,
     /// Attributes by node id, good while `live`.
     attrs: Mutex<HashMap<u64, Attr>>,
+    /// Extended attribute names known absent, by node id, good while `live`; forgotten with
+    /// the node's attributes.
+    absent: Mutex<HashMap<u64, Vec<Vec<u8>>>>,
 }
 
 /// Most attributes kept; past it the table starts over (entries are only a saved round trip).
@@ -79,6 +87,51 @@ impl Coherence {
             stop: AtomicBool::new(false),
             short: times,
             attrs: Mutex::new(HashMap::new()),
+            absent: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn absent(&self) -> MutexGuard<'_, HashMap<u64, Vec<Vec<u8>>>> {
+        self.absent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether node `id` surely has no extended attribute `name` (notices keep it right).
+    pub fn is_absent(&self, id: u64, name: &[u8]) -> bool {
+        self.is_live()
+            && self
+                .absent()
+                .get(&id)
+                .is_some_and(|names| names.iter().any(|n| n == name))
+    }
+
+    /// Keeps that node `id` had no extended attribute `name` when the request that left at
+    /// `t` was answered, unless something changed since (as [`Coherence::remember`]).
+    pub fn remember_absent(&self, t: Ticket, id: u64, name: &[u8]) {
+        let _g = self.gate.read().unwrap_or_else(|p| p.into_inner());
+        let mut m = self.absent();
+        if !self.is_live()
+            || self.epoch.load(Ordering::Acquire) != t.notices
+            || self.local.load(Ordering::Acquire) != t.local
+        {
+            return;
+        }
+        if m.len() >= MAX_ATTRS {
+            m.clear();
+        }
+        let names = m.entry(id).or_default();
+        // A handful per file at most (security.capability, an ACL, a label).
+        if names.len() < 8 && !names.iter().any(|n| n == name) {
+            names.push(name.to_vec());
+        }
+    }
+
+    /// Forgets what is kept of these nodes.
+    fn forget(&self, ids: &[u64]) {
+        let mut m = self.attrs();
+        let mut a = self.absent();
+        for id in ids {
+            m.remove(id);
+            a.remove(id);
         }
     }
 
@@ -128,10 +181,7 @@ impl Coherence {
     /// told the new ones (a read's access time, a directory's entries, a link count).
     pub fn changed(&self, ids: &[u64]) {
         self.local.fetch_add(1, Ordering::AcqRel);
-        let mut m = self.attrs();
-        for id in ids {
-            m.remove(id);
-        }
+        self.forget(ids);
     }
 
     /// [`Coherence::changed`] by the request that left at `t`, whose reply may then still be
@@ -142,10 +192,7 @@ impl Coherence {
         if was == t.local {
             t.local = was + 1;
         }
-        let mut m = self.attrs();
-        for id in ids {
-            m.remove(id);
-        }
+        self.forget(ids);
     }
 
     /// Forgets every attribute kept, and makes replies to requests that left before keep
@@ -153,6 +200,7 @@ impl Coherence {
     fn clear(&self) {
         self.local.fetch_add(1, Ordering::AcqRel);
         self.attrs().clear();
+        self.absent().clear();
     }
 
     /// Taken before a request whose reply the kernel will cache leaves.

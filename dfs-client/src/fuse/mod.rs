@@ -945,6 +945,8 @@ impl Filesystem for DfsFuse {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        // Forgotten before too, so that no answer from what was kept races with the change.
+        self.coherence.changed(&[ino.0]);
         let r = (|| {
             let x = XattrName::new(n.as_bytes()).map_err(|e| e.errno())?;
             self.client
@@ -955,11 +957,20 @@ impl Filesystem for DfsFuse {
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, n: &OsStr, size: u32, reply: ReplyXattr) {
+        // Known absent, while notices keep it right: the kernel's `security.capability`
+        // before a write, `ls -l`'s ACL and label lookups.
+        if self.coherence.is_absent(ino.0, n.as_bytes()) {
+            return reply.error(fuser::Errno::from_i32(libc::ENODATA));
+        }
+        let t = self.coherence.ticket();
         let r = (|| {
             let x = XattrName::new(n.as_bytes()).map_err(|e| e.errno())?;
             self.client
                 .getxattr(&who(req), &self.handle(ino)?, &x, size)
         })();
+        if matches!(r, Err(e) if e.0 == libc::ENODATA) {
+            self.coherence.remember_absent(t, ino.0, n.as_bytes());
+        }
         Self::reply_xattr(reply, r);
     }
 
@@ -971,6 +982,7 @@ impl Filesystem for DfsFuse {
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, n: &OsStr, reply: ReplyEmpty) {
+        self.coherence.changed(&[ino.0]);
         let r = (|| {
             let x = XattrName::new(n.as_bytes()).map_err(|e| e.errno())?;
             self.client.removexattr(&who(req), &self.handle(ino)?, &x)
@@ -992,21 +1004,26 @@ impl Filesystem for DfsFuse {
         let mut t = self.coherence.ticket();
         let r = (|| {
             let pf = convert::open_flags(flags);
-            let (e, open) = self.client.create(
+            let (e, open, made) = self.client.create_telling(
                 &who(req),
                 &self.handle(parent)?,
                 &name(n)?,
                 mode & 0o7777 & !umask,
                 pf,
             )?;
-            Ok::<_, Errno>((e, open, pf.append))
+            Ok::<_, Errno>((e, open, pf.append, made))
         })();
         self.relisted(parent, n, true, &r);
         match r {
-            Ok((e, open, append)) => {
+            Ok((e, open, append, made)) => {
                 let id = self.node_of(req, &e);
                 self.coherence.changed_by(&mut t, &[parent.0]);
                 self.coherence.remember(t, id, &e.attr);
+                // A new file has no capabilities: the kernel asks before its first write.
+                if made {
+                    self.coherence
+                        .remember_absent(t, id, b"security.capability");
+                }
                 self.nodes.named(id, parent.0, n.as_bytes());
                 self.nodes.seen(id, (e.attr.mtime, e.attr.size));
                 // A create of an existing file being passed through (`O_CREAT` without

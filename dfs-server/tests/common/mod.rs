@@ -238,6 +238,7 @@ impl Client {
             Body::Opened {
                 open,
                 entry: Some(e),
+                ..
             } => Ok((e, open)),
             other => panic!("not a create reply: {other:?}"),
         }
@@ -248,7 +249,9 @@ impl Client {
             handle: h.clone(),
             flags,
         })? {
-            Body::Opened { open, entry: None } => Ok(open),
+            Body::Opened {
+                open, entry: None, ..
+            } => Ok(open),
             other => panic!("not an open reply: {other:?}"),
         }
     }

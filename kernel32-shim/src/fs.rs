@@ -398,28 +398,11 @@ impl Dfs {
         path: &[u8],
         how: &OpenHow,
     ) -> Result<Option<Outcome<Opened>>, Errno> {
-        if !how.create || how.directory || how.path_only || path.ends_with(b"/") {
+        if !how.create || how.directory || how.path_only {
             return Ok(None);
         }
-        let (dir_path, last): (&[u8], &[u8]) = match path.iter().rposition(|&b| b == b'/') {
-            Some(0) => (b"/", &path[1..]),
-            Some(i) => (&path[..i], &path[i + 1..]),
-            None => (b".", path),
-        };
-        if last.is_empty() || last == b"." || last == b".." {
+        let Some((d, name, last)) = self.parent_of(creds, at, path) else {
             return Ok(None);
-        }
-        let Ok(name) = Name::new(last) else {
-            return Ok(None);
-        };
-        let dir_last = Last {
-            follow: true,
-            dir: true,
-        };
-        let d = match self.resolve(creds, at, dir_path, dir_last) {
-            Ok(Walk::Dfs(d)) => d,
-            // Out of the DFS, or a directory that is not there: the usual walk says so.
-            _ => return Ok(None),
         };
         let Ok(dir) = &d.node else { return Ok(None) };
         let client = self.client(d.mount, creds)?;
@@ -452,6 +435,56 @@ impl Dfs {
             Err(e) if e == Errno::EEXIST && !how.exclusive => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// The directory `path`'s last name is in, walked, and that name, not looked up; `None`
+    /// when the path needs the usual walk: it ends in `/`, `.` or `..`, or leaves the DFS, or
+    /// its directory is not there (the walk then says why).
+    fn parent_of<'p>(
+        &self,
+        creds: &Creds,
+        at: At<'_>,
+        path: &'p [u8],
+    ) -> Option<(Found, Name, &'p [u8])> {
+        if path.ends_with(b"/") {
+            return None;
+        }
+        let (dir_path, last): (&[u8], &[u8]) = match path.iter().rposition(|&b| b == b'/') {
+            Some(0) => (b"/", &path[1..]),
+            Some(i) => (&path[..i], &path[i + 1..]),
+            None => (b".", path),
+        };
+        if last.is_empty() || last == b"." || last == b".." {
+            return None;
+        }
+        let name = Name::new(last).ok()?;
+        let dir_last = Last {
+            follow: true,
+            dir: true,
+        };
+        match self.resolve(creds, at, dir_path, dir_last) {
+            Ok(Walk::Dfs(d)) if d.node.is_ok() => Some((d, name, last)),
+            _ => None,
+        }
+    }
+
+    /// Unlinks what `path` names in one request: its directory is walked, the name is not
+    /// looked up first (the server refuses a directory with `EISDIR`, as `unlink(2)` does,
+    /// and removes a symbolic link itself). `None` when the path needs the usual walk (see
+    /// [`Dfs::parent_of`]).
+    pub fn unlink_direct(
+        &self,
+        creds: &Creds,
+        at: At<'_>,
+        path: &[u8],
+    ) -> Result<Option<()>, Errno> {
+        let Some((d, name, _)) = self.parent_of(creds, at, path) else {
+            return Ok(None);
+        };
+        let Ok(dir) = &d.node else { return Ok(None) };
+        self.client(d.mount, creds)?
+            .unlink(creds, &dir.handle, &name)
+            .map(Some)
     }
 
     /// Opens `path` from `at`.

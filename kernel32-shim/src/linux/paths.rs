@@ -535,6 +535,18 @@ fn remove(shim: &Shim, dirfd: c_int, p: &[u8], dir: bool) -> Result<Done<c_int>,
         // As Linux answers: a directory's parent is never empty (it holds the directory).
         return Err(Errno(libc::ENOTEMPTY));
     }
+    if !dir {
+        // The usual case in one request, not a lookup and then the unlink.
+        let c = creds();
+        let from = if p.first() == Some(&b'/') {
+            None
+        } else {
+            shim.at(dirfd)?
+        };
+        if let Some(()) = shim.dfs.unlink_direct(&c, shim.at_of(&from), p)? {
+            return Ok(Done::Value(0));
+        }
+    }
     shim.on(dirfd, p, false, |f, cl, c| {
         let (parent, name, n) = old_name(f)?;
         if dir {

@@ -393,6 +393,18 @@ fn run_targets(o: &BenchOptions) -> Result<Report, String> {
                 let t = &targets[(i + round) % targets.len()];
                 let what = format!("round {}/{} {} on {}", round + 1, o.rounds, w.key(), t.name);
                 shown.measuring(&what);
+                // Before a data workload, what the previous measurement left dirty is
+                // written back now, untimed, not during this one (256 MiB written to `local`
+                // took ext4's writeback into the next target's write figure). Not before
+                // the metadata workloads: a sync would give their small files blocks on
+                // disk, which their unlinks would then have to free, and temporary files
+                // rarely live that long.
+                if !matches!(
+                    w,
+                    Workload::Create | Workload::Stat | Workload::Unlink | Workload::Readdir
+                ) {
+                    nix::unistd::sync();
+                }
                 let seq_read = matches!(w, Workload::SeqRead(_));
                 // Only sequential reads count copies (and a server call costs time).
                 let before = if seq_read { counters(t) } else { None };

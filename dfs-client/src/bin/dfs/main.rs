@@ -79,7 +79,9 @@ enum Cmd {
     /// rand_read_4k and rand_write_4k (ops/s), create, stat and unlink of --files small files
     /// (ops/s), readdir of --dir-entries entries (entries/s). Caches: warm by default (FUSE
     /// targets re-read from their server at each open, the local file system from its page
-    /// cache); --cold drops every cache before each read.
+    /// cache); --cold drops every cache before each read. Before each sequential or random
+    /// read or write, the bench syncs, untimed, so that what the previous target wrote is not
+    /// written back during the next one's measurement.
     ///
     /// Progress goes to stderr: on a terminal a bar with the elapsed time and what it is
     /// doing, otherwise one line per stage and per measurement. Ctrl-C (SIGINT), SIGTERM or

@@ -14,6 +14,9 @@ use std::time::Duration;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
+mod ports;
+pub use ports::unused_port;
+
 // The Windows build under Wine, against Linux peers.
 #[cfg(unix)]
 pub mod wine;

@@ -119,9 +119,16 @@ impl WineProc {
     pub fn line_starting(&mut self, prefix: &str) -> String {
         let out = self.child.stdout.take().expect("piped");
         let mut err = self.child.stderr.take().expect("piped");
+        // Kept, to say why a program that ended early never said what was awaited.
+        let said = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = said.clone();
         std::thread::spawn(move || {
-            let mut sink = Vec::new();
-            let _ = err.read_to_end(&mut sink);
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = err.read(&mut buf) {
+                if let Ok(mut k) = keep.lock() {
+                    k.extend_from_slice(&buf[..n]);
+                }
+            }
         });
         let (tx, rx) = channel();
         std::thread::spawn(move || {
@@ -133,7 +140,21 @@ impl WineProc {
         loop {
             let l = rx
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .unwrap_or_else(|_| panic!("the program says {prefix:?} in time"));
+                .unwrap_or_else(|e| {
+                    // Give the stderr reader a moment to take the last of it.
+                    std::thread::sleep(Duration::from_millis(200));
+                    let err = said.lock().map(|k| k.clone()).unwrap_or_default();
+                    let err = String::from_utf8_lossy(&err);
+                    let tail: Vec<&str> = err.lines().rev().take(20).collect();
+                    panic!(
+                        "the program says {prefix:?} in time ({}); its stderr ends:\n{}",
+                        match e {
+                            std::sync::mpsc::RecvTimeoutError::Timeout => "timed out",
+                            std::sync::mpsc::RecvTimeoutError::Disconnected => "it ended",
+                        },
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    )
+                });
             if let Some(rest) = l.strip_prefix(prefix) {
                 return rest.trim().to_string();
             }

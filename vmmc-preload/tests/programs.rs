@@ -109,10 +109,7 @@ fn start(routes: Option<&str>, program: &str, args: &[&str]) -> Running {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    test_support::unused_port()
 }
 
 fn shm_name(what: &str) -> String {

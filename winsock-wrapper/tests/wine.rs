@@ -42,10 +42,7 @@ fn wrapped_env(routes: &str) -> [(&str, &str); 2] {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
+    test_support::unused_port()
 }
 
 /// A VMMC listener in this process serving the echo protocol; counts what it served.

@@ -69,6 +69,12 @@ pub fn open_beneath(
 }
 
 /// The path through which the kernel reaches exactly the inode `fd` holds.
+/// How `fd` is open: its access mode, with `O_PATH` for a descriptor that only names a file.
+pub(crate) fn access_mode(fd: BorrowedFd<'_>) -> nix::Result<OFlag> {
+    let fl = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL)?;
+    Ok(OFlag::from_bits_truncate(fl) & (OFlag::O_ACCMODE | OFlag::O_PATH))
+}
+
 fn proc_path(fd: BorrowedFd<'_>) -> CString {
     // Digits only: never contains NUL.
     CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap_or_default()
@@ -672,9 +678,7 @@ impl Fs {
             // the mount picked any open of the file; only a writable one may serve. Others
             // truncate by path, as the caller: the permission check a `truncate` makes.
             let writable = held.as_ref().filter(|f| {
-                nix::fcntl::fcntl(f.as_fd(), nix::fcntl::FcntlArg::F_GETFL).is_ok_and(|fl| {
-                    OFlag::from_bits_truncate(fl) & OFlag::O_ACCMODE != OFlag::O_RDONLY
-                })
+                access_mode(f.as_fd()).is_ok_and(|m| m & OFlag::O_ACCMODE != OFlag::O_RDONLY)
             });
             match writable {
                 Some(f) => nix::unistd::ftruncate(f.as_fd(), size).map_err(ex)?,

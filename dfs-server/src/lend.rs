@@ -14,19 +14,19 @@
 //! (The mount's kernel opens the file anew for each open that passes through, with that
 //! open's flags, so later writers of a file being passed through need no descriptor.)
 
+use std::collections::HashMap;
 use std::io::{self, IoSlice, Read};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dfs_proto::lend::{socket_name, LendRequest, REQUEST_LEN};
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::fcntl::OFlag;
 use nix::sys::socket::{getsockopt, sendmsg, sockopt, ControlMessage, MsgFlags};
 use nix::sys::stat::{fstat, SFlag};
-use vmmc_sockets::PeerIdentity;
 
 use crate::server::Shared;
 
@@ -44,11 +44,10 @@ pub fn listen(shm_name: &str) -> io::Result<UnixListener> {
     Ok(l)
 }
 
-/// Counts the lending connections being served.
+/// Counts the lending connections being served, by user.
 #[derive(Debug, Default)]
 pub struct Lending {
-    serving: AtomicUsize,
-    by_user: std::sync::Mutex<std::collections::HashMap<u32, usize>>,
+    by_user: Mutex<HashMap<u32, usize>>,
 }
 
 impl Lending {
@@ -97,12 +96,12 @@ impl Lending {
     /// Counts one more connection of `uid`, if within the limits.
     fn admit(&self, uid: u32) -> bool {
         let mut by = self.by_user.lock().unwrap_or_else(|p| p.into_inner());
+        let serving: usize = by.values().sum();
         let mine = by.entry(uid).or_insert(0);
-        if *mine >= MAX_PER_USER || self.serving.load(Ordering::Acquire) >= MAX_CONNECTIONS {
+        if *mine >= MAX_PER_USER || serving >= MAX_CONNECTIONS {
             return false;
         }
         *mine += 1;
-        self.serving.fetch_add(1, Ordering::AcqRel);
         true
     }
 
@@ -114,7 +113,6 @@ impl Lending {
                 by.remove(&uid);
             }
         }
-        self.serving.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -130,13 +128,6 @@ fn may_borrow(fs: &crate::fs::Fs, uid: u32) -> bool {
 fn serve(mut s: UnixStream, shared: &Shared, uid: u32) -> io::Result<()> {
     s.set_nonblocking(false)?;
     s.set_read_timeout(Some(POLL))?;
-    // Only the uid takes part in a local peer's session binding.
-    let peer = PeerIdentity::Local {
-        pid: 0,
-        uid,
-        gid: 0,
-        groups: Vec::new(),
-    };
     loop {
         let mut buf = [0u8; REQUEST_LEN];
         let mut got = 0;
@@ -160,8 +151,8 @@ fn serve(mut s: UnixStream, shared: &Shared, uid: u32) -> io::Result<()> {
         let Ok(req) = LendRequest::decode(&buf) else {
             return Err(io::Error::other("not a lending request"));
         };
-        // The binding a root mount's own connections got: its opens, no one else's.
-        let session = crate::session::bind_session(&req.session, &peer, &crate::Trust::Claims);
+        // The binding the peer's own connections got: its opens, no one else's.
+        let session = crate::session::bind_local_session(&req.session, uid);
         let lent = shared
             .fs
             .opens
@@ -189,9 +180,7 @@ fn serve(mut s: UnixStream, shared: &Shared, uid: u32) -> io::Result<()> {
 
 /// Whether `fd` may be lent: a regular file open for reading alone (errno otherwise).
 fn lendable(fd: &OwnedFd) -> Result<(), i32> {
-    let fl = fcntl(fd.as_fd(), FcntlArg::F_GETFL).map_err(|e| e as i32)?;
-    let fl = OFlag::from_bits_truncate(fl);
-    if fl.contains(OFlag::O_PATH) || fl & OFlag::O_ACCMODE != OFlag::O_RDONLY {
+    if crate::fs::access_mode(fd.as_fd()).map_err(|e| e as i32)? != OFlag::O_RDONLY {
         return Err(libc::EPERM);
     }
     let st = fstat(fd.as_fd()).map_err(|e| e as i32)?;

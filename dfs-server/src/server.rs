@@ -78,8 +78,9 @@ pub struct Config {
     /// Watch the export for what local programs change ([`crate::watch`]), so that clients
     /// may cache for long. Off, clients keep their short cache times.
     pub watch: bool,
-    /// On shm, lend read-only opens' descriptors to local root mounts, whose kernel then
-    /// reads the files' pages itself (FUSE passthrough; see [`dfs_proto::lend`]).
+    /// On shm, lend read-only opens' descriptors to local peers whose requests run as
+    /// themselves: root mounts, whose kernel then reads the files' pages itself (FUSE
+    /// passthrough), and `dfs run`'s programs, which `pread` them (see [`dfs_proto::lend`]).
     pub lend: bool,
 }
 
@@ -217,7 +218,7 @@ impl Shared {
 pub struct Server {
     listener: VmmcListener,
     shared: Arc<Shared>,
-    /// Where local root mounts borrow descriptors (shm only, unless turned off).
+    /// Where local peers borrow descriptors (shm only, unless turned off).
     lend: Option<(std::os::unix::net::UnixListener, Arc<crate::lend::Lending>)>,
 }
 

@@ -263,20 +263,27 @@ pub struct Conn {
 /// The session a connection's opens belong to: the client's own session id, bound to who
 /// the peer is, so that knowing another client's session id (it travels in the hello) never
 /// lets a peer use opens made with someone else's rights.
-pub(crate) fn bind_session(client: &Session, peer: &PeerIdentity, trust: &Trust) -> Session {
+fn bind_session(client: &Session, peer: &PeerIdentity, trust: &Trust) -> Session {
+    match (peer, trust) {
+        (PeerIdentity::Local { uid, .. }, _) => bind_local_session(client, *uid),
+        (PeerIdentity::Remote(_), Trust::Claims) => {
+            binding(client, &[b"remote, entitled to claim"])
+        }
+        (PeerIdentity::Remote(_), _) => binding(client, &[b"remote, nobody"]),
+    }
+}
+
+/// [`bind_session`] for a local peer, whose binding is its uid alone (also what the lending
+/// socket, which knows its peer by uid, binds to).
+pub(crate) fn bind_local_session(client: &Session, uid: u32) -> Session {
+    binding(client, &[b"local", &uid.to_le_bytes()])
+}
+
+fn binding(client: &Session, parts: &[&[u8]]) -> Session {
     let mut h = blake3::Hasher::new_derive_key("vmmc-dfs 2026 session binding v1");
     h.update(client);
-    match (peer, trust) {
-        (PeerIdentity::Local { uid, .. }, _) => {
-            h.update(b"local");
-            h.update(&uid.to_le_bytes());
-        }
-        (PeerIdentity::Remote(_), Trust::Claims) => {
-            h.update(b"remote, entitled to claim");
-        }
-        (PeerIdentity::Remote(_), _) => {
-            h.update(b"remote, nobody");
-        }
+    for p in parts {
+        h.update(p);
     }
     let mut s = [0u8; 16];
     s.copy_from_slice(&h.finalize().as_bytes()[..16]);

@@ -73,9 +73,9 @@ struct Args {
     /// names for their short times (1 s) instead of a minute.
     #[arg(long)]
     no_watch: bool,
-    /// On shm, do not lend read-only opens' descriptors to local root mounts: their reads
-    /// then come through the rings instead of the kernel reading this server's page cache
-    /// itself (FUSE passthrough).
+    /// On shm, do not lend read-only opens' descriptors to local mounts and `dfs run`
+    /// programs: their reads then come through the rings instead of straight from this
+    /// server's page cache (FUSE passthrough, `pread` of the lent descriptor).
     #[arg(long)]
     no_lend: bool,
     /// How long a connection spins for the next request before sleeping, in microseconds.

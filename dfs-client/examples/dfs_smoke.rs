@@ -43,7 +43,7 @@ fn run(addr: &str, secret: &str, name: &str, mib: u64) -> Result<(f64, f64)> {
         write: true,
         ..OpenFlags::default()
     };
-    let (file, open) = client
+    let (file, open, _) = client
         .create(&creds, &dir.handle, &file_name, 0o644, flags)
         .map_err(errno("create"))?;
     let total = mib << 20;

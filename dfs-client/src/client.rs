@@ -312,22 +312,9 @@ impl Client {
         }
     }
 
-    /// Creates and opens a regular file.
+    /// Creates and opens a regular file; also tells whether the file was made by this call
+    /// (without `exclusive`, an existing file is opened instead).
     pub fn create(
-        &self,
-        creds: &Creds,
-        dir: &FileHandle,
-        name: &Name,
-        mode: u32,
-        flags: OpenFlags,
-    ) -> Result<(Entry, OpenId), Errno> {
-        self.create_telling(creds, dir, name, mode, flags)
-            .map(|(e, open, _)| (e, open))
-    }
-
-    /// [`Client::create`], also telling whether the file was made by this call (without
-    /// `exclusive`, an existing file is opened instead).
-    pub fn create_telling(
         &self,
         creds: &Creds,
         dir: &FileHandle,

@@ -38,7 +38,8 @@ fn typed_calls_survive_a_server_restart() {
         write: true,
         ..Default::default()
     };
-    let (f, open) = client.create(&me, &d.handle, &n("f"), 0o644, rw).unwrap();
+    let (f, open, made) = client.create(&me, &d.handle, &n("f"), 0o644, rw).unwrap();
+    assert!(made, "a new name is made by the create");
     let (len, attr) = client
         .write(&me, &f.handle, Some(open), 0, false, b"0123456789")
         .unwrap();

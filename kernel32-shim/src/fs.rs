@@ -415,7 +415,7 @@ impl Dfs {
             sync: how.sync,
         };
         match client.create(creds, &dir.handle, &name, how.mode, flags) {
-            Ok((entry, open)) => {
+            Ok((entry, open, _)) => {
                 let mut rest = d.rest.clone();
                 rest.push(last.to_vec());
                 let full = self
@@ -524,7 +524,7 @@ impl Dfs {
                 let (Some(dir), Some(name)) = (&f.parent, &f.name) else {
                     return Err(Errno::ENOENT);
                 };
-                let (entry, open) = client.create(creds, &dir.handle, name, how.mode, flags)?;
+                let (entry, open, _) = client.create(creds, &dir.handle, name, how.mode, flags)?;
                 return Ok(Outcome::Dfs(Opened {
                     mount: f.mount,
                     kind: Kind::File,

@@ -109,10 +109,7 @@ impl Coherence {
     pub fn remember_absent(&self, t: Ticket, id: u64, name: &[u8]) {
         let _g = self.gate.read().unwrap_or_else(|p| p.into_inner());
         let mut m = self.absent();
-        if !self.is_live()
-            || self.epoch.load(Ordering::Acquire) != t.notices
-            || self.local.load(Ordering::Acquire) != t.local
-        {
+        if !self.unchanged_since(t) {
             return;
         }
         if m.len() >= MAX_ATTRS {
@@ -123,6 +120,14 @@ impl Coherence {
         if names.len() < 8 && !names.iter().any(|n| n == name) {
             names.push(name.to_vec());
         }
+    }
+
+    /// Whether notices hold and neither a notice nor a change of this client's came since
+    /// the request that took `t` left: what its reply said may be kept.
+    fn unchanged_since(&self, t: Ticket) -> bool {
+        self.is_live()
+            && self.epoch.load(Ordering::Acquire) == t.notices
+            && self.local.load(Ordering::Acquire) == t.local
     }
 
     /// Forgets what is kept of these nodes.
@@ -155,10 +160,7 @@ impl Coherence {
     pub fn remember(&self, t: Ticket, id: u64, a: &Attr) {
         let _g = self.gate.read().unwrap_or_else(|p| p.into_inner());
         let mut m = self.attrs();
-        if !self.is_live()
-            || self.epoch.load(Ordering::Acquire) != t.notices
-            || self.local.load(Ordering::Acquire) != t.local
-        {
+        if !self.unchanged_since(t) {
             // It changed, into what is not sure: nothing kept.
             m.remove(&id);
             return;

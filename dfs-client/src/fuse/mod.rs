@@ -140,7 +140,7 @@ impl DfsFuse {
     /// Lets read-only opens pass through to the server's files when it is on this host
     /// (see [`passthrough`]); without it, every read comes through the rings.
     pub fn with_passthrough(mut self, on: bool) -> DfsFuse {
-        // Only root may register a backing file (and the server lends to root alone).
+        // Only root may register a backing file.
         self.passthrough = if on && nix::unistd::geteuid().is_root() {
             passthrough::Passthrough::new(self.client.addr(), self.client.session())
         } else {
@@ -1004,18 +1004,18 @@ impl Filesystem for DfsFuse {
         let mut t = self.coherence.ticket();
         let r = (|| {
             let pf = convert::open_flags(flags);
-            let (e, open, made) = self.client.create_telling(
+            let (e, open, made) = self.client.create(
                 &who(req),
                 &self.handle(parent)?,
                 &name(n)?,
                 mode & 0o7777 & !umask,
                 pf,
             )?;
-            Ok::<_, Errno>((e, open, pf.append, made))
+            Ok::<_, Errno>((e, open, pf, made))
         })();
         self.relisted(parent, n, true, &r);
         match r {
-            Ok((e, open, append, made)) => {
+            Ok((e, open, pf, made)) => {
                 let id = self.node_of(req, &e);
                 self.coherence.changed_by(&mut t, &[parent.0]);
                 self.coherence.remember(t, id, &e.attr);
@@ -1029,12 +1029,12 @@ impl Filesystem for DfsFuse {
                 // A create of an existing file being passed through (`O_CREAT` without
                 // `O_EXCL`) passes through too.
                 let io = match &self.passthrough {
-                    Some(p) => p.created(id, true),
+                    Some(p) => p.created(id),
                     None => passthrough::Io::Cached,
                 };
                 let fh = self.add_open(Open {
                     open,
-                    append,
+                    append: pf.append,
                     ino: id,
                     wrote: false,
                     io: io.clone(),

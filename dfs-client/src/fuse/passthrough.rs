@@ -76,6 +76,11 @@ impl Mode {
     }
 }
 
+/// Joins the mode `ino` is in, or starts it cached.
+fn join_or_cache(modes: &mut HashMap<u64, Mode>, ino: u64, writes: bool) -> Io {
+    modes.entry(ino).or_insert(Mode::Cached(0)).join(writes)
+}
+
 /// Borrows descriptors from a server on this host and keeps each inode's I/O mode.
 #[derive(Debug)]
 pub(super) struct Passthrough {
@@ -99,63 +104,55 @@ impl Passthrough {
     /// passthrough existed.
     pub(super) fn open(&self, ino: u64, open: OpenId, writes: bool, reply: &ReplyOpen) -> Io {
         {
-            let mut modes = self.modes.lock().unwrap_or_else(|p| p.into_inner());
-            match modes.get_mut(&ino) {
-                Some(m) => return m.join(writes),
-                None if writes => return self.start_cached(&mut modes, ino),
-                None => {}
+            let mut modes = self.modes();
+            if writes || modes.contains_key(&ino) {
+                return join_or_cache(&mut modes, ino, writes);
             }
         }
-        // Borrowed without the lock; another open may have decided meanwhile.
+        // Borrowed without the lock; another open may have decided meanwhile, and then the
+        // borrowed file is given back.
         let backing = self
             .lender
             .borrow(open)
             .and_then(|fd| reply.open_backing(&fd))
             .map_err(|e| tracing::debug!("passthrough: open {open:?} stays cached: {e}"))
             .ok();
-        let mut modes = self.modes.lock().unwrap_or_else(|p| p.into_inner());
-        match (modes.get_mut(&ino), backing) {
-            (Some(m), _) => m.join(writes),
-            (None, Some(b)) => modes
+        let mut modes = self.modes();
+        match backing {
+            Some(b) => modes
                 .entry(ino)
-                .or_insert(Mode::Through {
+                .or_insert_with(|| Mode::Through {
                     backing: Arc::new(b),
                     opens: 0,
                     writers: 0,
                 })
                 .join(writes),
-            (None, None) => self.start_cached(&mut modes, ino),
+            None => join_or_cache(&mut modes, ino, writes),
         }
     }
 
-    fn start_cached(&self, modes: &mut HashMap<u64, Mode>, ino: u64) -> Io {
-        modes.entry(ino).or_insert(Mode::Cached(0)).join(false)
+    /// A create's open: cached, unless the name was an existing file being passed through;
+    /// counted as a writer either way.
+    pub(super) fn created(&self, ino: u64) -> Io {
+        join_or_cache(&mut self.modes(), ino, true)
     }
 
-    /// A create's open: cached, unless the name was an existing file being passed through.
-    pub(super) fn created(&self, ino: u64, writes: bool) -> Io {
-        let mut modes = self.modes.lock().unwrap_or_else(|p| p.into_inner());
-        match modes.get_mut(&ino) {
-            Some(m) => m.join(writes),
-            None => self.start_cached(&mut modes, ino),
-        }
+    fn modes(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Mode>> {
+        self.modes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Whether an open passing through may be writing `ino` behind the server's back: its
     /// attributes must then come from the server, not from what the mount kept.
     pub(super) fn written_through(&self, ino: u64) -> bool {
         matches!(
-            self.modes
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&ino),
+            self.modes().get(&ino),
             Some(Mode::Through { writers, .. }) if *writers > 0
         )
     }
 
     /// The release of an open of `ino` served as `io`.
     pub(super) fn released(&self, ino: u64, io: &Io) {
-        let mut modes = self.modes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut modes = self.modes();
         let last = match (modes.get_mut(&ino), io) {
             (Some(Mode::Cached(n)), Io::Cached) => {
                 *n = n.saturating_sub(1);

@@ -544,7 +544,7 @@ impl Win32Fs {
                     .client()
                     .create(self.creds(), &place.parent.handle, nm, mode, flags)
                 {
-                    Ok((e, open)) => (e, Some(open)),
+                    Ok((e, open, _)) => (e, Some(open)),
                     // Made by someone else meanwhile: answer as if it had been there.
                     Err(Errno::EEXIST) if p.disposition != CREATE_NEW => {
                         return self.create_file(comps, p);

@@ -6,6 +6,7 @@
 
 use std::ffi::{c_int, c_uint, CString};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use dfs_client::Client;
 use dfs_proto::attr::{Attr, FileKind, SetAttr};
@@ -16,7 +17,7 @@ use dfs_proto::Errno;
 use super::abi::{self, Stat, Statx};
 use super::calls::{fail, from_timevals, owner, times, times_valid, unit, xattr_reply};
 use super::ffi::{self, mode_t, off_t, size_t, ssize_t, Buf, BufMut, CStrPtr, CharPtr, In, Out};
-use super::{creds, enter, enter_fd, vars, Shim};
+use super::{creds, enter, enter_fd, vars, Open, Shim};
 use crate::errno::EXDEV;
 use crate::fs::{self, Outcome};
 use crate::path::Cwd;
@@ -70,6 +71,16 @@ pub(crate) fn via<R>(
 }
 
 impl Shim {
+    /// The open directory a relative `path` starts from (`None`: the current directory, or
+    /// an absolute path).
+    fn start_of(&self, dirfd: c_int, path: &[u8]) -> Result<Option<Arc<Open>>, Errno> {
+        if path.first() == Some(&b'/') {
+            Ok(None)
+        } else {
+            self.at(dirfd)
+        }
+    }
+
     /// Walks `path` from `dirfd`.
     pub(crate) fn find(
         &self,
@@ -78,11 +89,7 @@ impl Shim {
         path: &[u8],
         follow: bool,
     ) -> Result<Done<Found>, Errno> {
-        let dir = if path.first() == Some(&b'/') {
-            None
-        } else {
-            self.at(dirfd)?
-        };
+        let dir = self.start_of(dirfd, path)?;
         let last = Last { follow, dir: false };
         match self.dfs.resolve(c, self.at_of(&dir), path, last)? {
             Walk::Local(p) => Ok(Done::Local(p)),
@@ -537,13 +544,8 @@ fn remove(shim: &Shim, dirfd: c_int, p: &[u8], dir: bool) -> Result<Done<c_int>,
     }
     if !dir {
         // The usual case in one request, not a lookup and then the unlink.
-        let c = creds();
-        let from = if p.first() == Some(&b'/') {
-            None
-        } else {
-            shim.at(dirfd)?
-        };
-        if let Some(()) = shim.dfs.unlink_direct(&c, shim.at_of(&from), p)? {
+        let from = shim.start_of(dirfd, p)?;
+        if let Some(()) = shim.dfs.unlink_direct(&creds(), shim.at_of(&from), p)? {
             return Ok(Done::Value(0));
         }
     }

@@ -334,21 +334,11 @@ fn a_directory_made_here_answers_for_missing_names_until_others_add_some() {
 /// The value of extended attribute `name` of `p` through Python's `os.getxattr` (`None`
 /// when it has none).
 fn xattr(p: &Path, name: &str) -> Option<Vec<u8>> {
-    let out = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import os,sys\ntry: sys.stdout.buffer.write(b'=' + os.getxattr(sys.argv[1], sys.argv[2]))\nexcept OSError as e:\n  if e.errno != 61: raise\n  print('none', end='')",
-        ])
-        .arg(p)
-        .arg(name)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = python(
+        "import os,sys\ntry: sys.stdout.buffer.write(b'=' + os.getxattr(sys.argv[1], sys.argv[2]))\nexcept OSError as e:\n  if e.errno != 61: raise\n  print('none', end='')",
+        &[p.as_os_str(), name.as_ref()],
     );
-    out.stdout.strip_prefix(b"=").map(|v| v.to_vec())
+    out.strip_prefix(b"=").map(|v| v.to_vec())
 }
 
 /// A mount keeps which extended attributes a file lacks (a new file's
@@ -383,15 +373,10 @@ fn missing_extended_attributes_are_kept_and_their_changes_seen() {
     assert_eq!(xattr(&exp.join("f"), "security.capability"), None);
     // A name one mount found missing, then set by the other.
     assert_eq!(xattr(&b.mp.join("f"), "user.note"), None);
-    let set = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import os,sys; os.setxattr(sys.argv[1], 'user.note', b'hi')",
-        ])
-        .arg(a.mp.join("f"))
-        .status()
-        .unwrap();
-    assert!(set.success());
+    python(
+        "import os,sys; os.setxattr(sys.argv[1], 'user.note', b'hi')",
+        &[a.mp.join("f").as_os_str()],
+    );
     soon("an attribute another mount set", || {
         xattr(&b.mp.join("f"), "user.note").as_deref() == Some(b"hi".as_slice())
     });

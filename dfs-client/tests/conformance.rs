@@ -241,24 +241,25 @@ fn pjdfstest_as_an_ordinary_user_passes() {
     m.umount();
 }
 
-#[test]
-fn fsx_finds_no_corruption() {
-    let ops: u64 = std::env::var("DFS_FSX_OPS")
+/// fsx's operation count: `DFS_FSX_OPS`, else `default`, at most `most`.
+fn fsx_ops(default: u64, most: u64) -> u64 {
+    std::env::var("DFS_FSX_OPS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
-    let tmp = tempfile::tempdir().unwrap();
-    let export = tmp.path().join("export");
-    std::fs::create_dir(&export).unwrap();
-    let server = ServerProc::start(&export, &tmp.path().join("key"), &[]);
-    let m = MountProc::start(&server.addr, &tmp.path().join("mnt"), &[]);
+        .unwrap_or(default)
+        .min(most)
+}
+
+/// Runs fsx for `ops` operations with `seed` on `file`, keeping its good copies in `keep`;
+/// fails the test with fsx's last lines unless it says all went well.
+fn fsx(file: &Path, keep: &Path, ops: u64, seed: &str) {
     let out = run_within(
         Command::new(tool("fsx"))
             .arg("-N")
             .arg(ops.to_string())
-            .args(["-S", "20261125", "-P"])
-            .arg(tmp.path())
-            .arg(m.mp.join("fsx.data")),
+            .args(["-S", seed, "-P"])
+            .arg(keep)
+            .arg(file),
         Duration::from_secs(1800),
     );
     let text =
@@ -268,6 +269,17 @@ fn fsx_finds_no_corruption() {
         "fsx failed:\n{}",
         text.lines().rev().take(60).collect::<Vec<_>>().join("\n")
     );
+}
+
+#[test]
+fn fsx_finds_no_corruption() {
+    let ops = fsx_ops(100_000, u64::MAX);
+    let tmp = tempfile::tempdir().unwrap();
+    let export = tmp.path().join("export");
+    std::fs::create_dir(&export).unwrap();
+    let server = ServerProc::start(&export, &tmp.path().join("key"), &[]);
+    let m = MountProc::start(&server.addr, &tmp.path().join("mnt"), &[]);
+    fsx(&m.mp.join("fsx.data"), tmp.path(), ops, "20261125");
     println!("fsx on the dfs mount: {ops} operations, no corruption");
     m.umount();
 }
@@ -277,10 +289,7 @@ fn fsx_finds_no_corruption() {
 /// writes, truncations and shared mappings then go to the server's file from this kernel.
 #[test]
 fn fsx_finds_no_corruption_on_a_file_passed_through() {
-    let ops: u64 = std::env::var("DFS_FSX_OPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map_or(30_000, |n: u64| n.min(30_000));
+    let ops = fsx_ops(30_000, 30_000);
     let tmp = tempfile::tempdir().unwrap();
     let export = tmp.path().join("export");
     std::fs::create_dir(&export).unwrap();
@@ -289,22 +298,7 @@ fn fsx_finds_no_corruption_on_a_file_passed_through() {
     let data = m.mp.join("fsx.data");
     std::fs::write(&data, b"").unwrap();
     let held = std::fs::File::open(&data).unwrap();
-    let out = run_within(
-        Command::new(tool("fsx"))
-            .arg("-N")
-            .arg(ops.to_string())
-            .args(["-S", "20261202", "-P"])
-            .arg(tmp.path())
-            .arg(&data),
-        Duration::from_secs(1800),
-    );
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && text.contains("All operations completed A-OK"),
-        "fsx failed:\n{}",
-        text.lines().rev().take(60).collect::<Vec<_>>().join("\n")
-    );
+    fsx(&data, tmp.path(), ops, "20261202");
     // The held open sees what fsx left, byte for byte, as the server's file has it.
     let mut seen = Vec::new();
     std::io::Read::read_to_end(&mut &held, &mut seen).unwrap();

@@ -134,21 +134,10 @@ fn writers_beside_passed_through_readers_see_one_file() {
 /// Reads `len` bytes of the file at `path` through a read-only shared mapping made by
 /// another program (Python's `mmap`), which opens the file itself.
 fn mmap_read(path: &Path, len: usize) -> Vec<u8> {
-    let out = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import mmap,sys; f=open(sys.argv[1],'rb'); m=mmap.mmap(f.fileno(),int(sys.argv[2]),prot=mmap.PROT_READ); sys.stdout.buffer.write(m[:])",
-        ])
-        .arg(path)
-        .arg(len.to_string())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    python(
+        "import mmap,sys; f=open(sys.argv[1],'rb'); m=mmap.mmap(f.fileno(),int(sys.argv[2]),prot=mmap.PROT_READ); sys.stdout.buffer.write(m[:])",
+        &[path.as_os_str(), len.to_string().as_ref()],
+    )
 }
 
 #[test]

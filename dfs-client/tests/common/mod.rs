@@ -358,3 +358,19 @@ pub fn sh_as(user: &test_support::TestUser, dir: &Path, script: &str, limit: Dur
         limit,
     )
 }
+
+/// Runs `python3 -c SCRIPT ARGS…` (a program nobody here wrote, for calls std has no
+/// function for: xattrs, mmap) and returns its stdout; fails the test if it fails.
+pub fn python(script: &str, args: &[&std::ffi::OsStr]) -> Vec<u8> {
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
